@@ -1,0 +1,93 @@
+"""pytest fixtures shared by the Molecule verifiers.
+
+Each scenario's hosts are lab containers; tests reach them with testinfra's
+podman backend (one `podman exec` per command) and read their lab addresses
+from the scenario's inventory, so a test names hosts, never addresses.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+import testinfra
+from testinfra.host import Host
+
+PROBE_TIMEOUT_S = 2
+
+
+@dataclass(frozen=True)
+class LabHost:
+    name: str
+    addresses: dict[str, str]
+    host: Host
+
+    def address(self, network: str) -> str:
+        return self.addresses[network]
+
+    def pings(self, address: str) -> bool:
+        return self.host.run(f"ping -c 1 -W {PROBE_TIMEOUT_S} {address}").rc == 0
+
+    def connects(self, address: str, port: int) -> bool:
+        """Open a TCP connection from this host; False on refusal or timeout."""
+        code = (
+            "import socket,sys\n"
+            "try:\n"
+            f"    socket.create_connection(({address!r}, {port}), timeout={PROBE_TIMEOUT_S}).close()\n"
+            "except OSError:\n"
+            "    sys.exit(1)\n"
+        )
+        return self.host.run("python3 -c %s", code).rc == 0
+
+
+class Lab:
+    """The scenario's hosts, by inventory name."""
+
+    def __init__(self, hostvars: dict[str, dict]) -> None:
+        self._hosts = {
+            name: LabHost(
+                name=name,
+                addresses={i["network"]: i["address"] for i in hostvars[name].get("lab_interfaces", [])},
+                host=testinfra.get_host(f"podman://{name}"),
+            )
+            for name in sorted(hostvars)
+        }
+
+    def __getitem__(self, name: str) -> LabHost:
+        return self._hosts[name]
+
+    def __iter__(self) -> Iterator[LabHost]:
+        return iter(self._hosts.values())
+
+
+@pytest.fixture(scope="session")
+def lab() -> Lab:
+    inventory_dir = os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "inventory")
+    listing = subprocess.run(
+        ["ansible-inventory", "-i", inventory_dir, "--list"],
+        check=True, capture_output=True, text=True,
+    )
+    return Lab(json.loads(listing.stdout)["_meta"]["hostvars"])
+
+
+@pytest.fixture
+def tcp_listener(lab: Lab) -> Iterator:
+    """Start a throw-away TCP listener on a lab host; stop it afterwards."""
+    started: list[tuple[LabHost, str]] = []
+
+    def start(host_name: str, port: int) -> None:
+        target = lab[host_name]
+        unit = f"verify-listener-{port}"
+        target.host.run(f"systemctl stop {unit}")
+        target.host.run_test(
+            f"systemd-run --unit {unit} --collect python3 -m http.server --bind 0.0.0.0 {port}"
+        )
+        target.host.run_test(f"timeout 10 sh -c 'until ss -ltn | grep -q :{port}\\ ; do sleep 0.1; done'")
+        started.append((target, unit))
+
+    yield start
+    for target, unit in started:
+        target.host.run(f"systemctl stop {unit}")
