@@ -22,4 +22,9 @@ if [ ${#volumes[@]} -gt 0 ]; then
   podman volume rm --force "${volumes[@]}" >/dev/null
   echo "clean: removed volumes ${volumes[*]}"
 fi
+secrets=/var/lib/dmzkit-lab/secrets
+if [ -d "$secrets" ]; then
+  rm -rf --one-file-system "$secrets"
+  echo "clean: removed the lab's secrets in $secrets"
+fi
 echo "clean: the lab is gone (the lab image is kept; 'podman rmi' it to free space)"

@@ -28,6 +28,14 @@ class LabHost:
     def address(self, network: str) -> str:
         return self.addresses[network]
 
+    def run_with_input(self, argv: list[str], data: str) -> subprocess.CompletedProcess[str]:
+        """Run argv on the host with data on standard input, so secrets stay
+        out of command lines (and out of test output)."""
+        return subprocess.run(
+            ["podman", "exec", "-i", self.name, *argv],
+            input=data, capture_output=True, text=True, check=False,
+        )
+
     def pings(self, address: str) -> bool:
         return self.host.run(f"ping -c 1 -W {PROBE_TIMEOUT_S} {address}").rc == 0
 
@@ -71,6 +79,49 @@ def lab() -> Lab:
         check=True, capture_output=True, text=True,
     )
     return Lab(json.loads(listing.stdout)["_meta"]["hostvars"])
+
+
+@dataclass(frozen=True)
+class PlaybookRun:
+    rc: int
+    output: str
+    changed: dict[str, int]
+
+    @property
+    def total_changed(self) -> int:
+        return sum(self.changed.values())
+
+
+def run_converge(extra_vars: dict | None = None, check: bool = False, limit: str | None = None) -> PlaybookRun:
+    """Run the scenario's converge playbook again, as Molecule does, with
+    extra vars (and on the hosts in limit only); the JSON callback gives
+    per-host change counts."""
+    argv = [
+        "ansible-playbook",
+        "-i", os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "inventory"),
+        os.path.join(os.environ["MOLECULE_SCENARIO_DIRECTORY"], "converge.yml"),
+        "-e", json.dumps(extra_vars or {}),
+    ]
+    if check:
+        argv.append("--check")
+    if limit:
+        argv += ["--limit", limit]
+    env = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json", "ANSIBLE_NOCOLOR": "1"}
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+    try:
+        stats = json.loads(proc.stdout).get("stats", {})
+    except json.JSONDecodeError:
+        stats = {}
+    return PlaybookRun(
+        rc=proc.returncode,
+        output=proc.stdout + proc.stderr,
+        changed={host: counts.get("changed", 0) for host, counts in stats.items()},
+    )
+
+
+@pytest.fixture(scope="session")
+def converge():
+    return run_converge
 
 
 @pytest.fixture

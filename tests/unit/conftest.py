@@ -29,3 +29,8 @@ def apt_mirrors() -> ModuleType:
 @pytest.fixture
 def runc_wrapper() -> ModuleType:
     return load_script("lab/runtime/runc")
+
+
+@pytest.fixture
+def dmzkit_crl() -> ModuleType:
+    return load_script("roles/ca/files/dmzkit-crl")

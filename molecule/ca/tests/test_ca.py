@@ -1,0 +1,234 @@
+"""The CA in use: chains and purposes, a mutual-TLS handshake between a DMZ
+server and an internet client, the role's refusals, renewal after a SAN
+change, and revocation reaching the server through the pushed CRL.
+
+Tests run in file order; revocation is last because it ends alice's
+certificate."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+CA_DIR = "/var/lib/dmzkit-ca"
+PKI = "/etc/dmzkit-pki"
+SERVER = "gw1"
+SERVER_NAME = "gw1.lab.dmzkit.test"
+SECRETS = Path("/var/lib/dmzkit-lab/secrets")
+CLIENT_DIR = "/root/alice"
+
+
+def issued_serials(lab) -> dict[str, str]:
+    out = lab["ca1"].host.run_test(
+        f"for f in {CA_DIR}/issued/*.pem; do echo \"$(basename $f .pem) $(openssl x509 -noout -serial -in $f)\"; done"
+    ).stdout
+    return dict(line.split(" ", 1) for line in out.splitlines())
+
+
+def tree_digest(host, *paths: str) -> str:
+    return host.run_test(f"find {' '.join(paths)} -type f -print0 | sort -z | xargs -0 sha256sum").stdout
+
+
+@pytest.fixture(scope="module")
+def alice(lab):
+    """alice's key and certificate, unpacked from her PKCS#12 on the client."""
+    client = lab["client1"]
+    passphrase = (SECRETS / "user_alice").read_text().strip()
+    client.host.run_test(f"install -d -m 0700 {CLIENT_DIR}")
+    parts = {"alice.crt": ["-clcerts", "-nokeys"], "alice.key": ["-nocerts", "-noenc"],
+             "issuing.pem": ["-cacerts", "-nokeys"]}
+    for name, flags in parts.items():
+        result = client.run_with_input(
+            ["openssl", "pkcs12", "-in", "/root/alice.p12", "-passin", "stdin", *flags,
+             "-out", f"{CLIENT_DIR}/{name}"],
+            passphrase + "\n",
+        )
+        assert result.returncode == 0, result.stderr
+    return client
+
+
+@pytest.fixture
+def tls_server(lab):
+    """openssl s_server on the gateway, demanding a client certificate that
+    chains to the CA and is not on the CRL (read when the server starts)."""
+    host = lab[SERVER].host
+
+    def start() -> None:
+        host.run("systemctl stop verify-tls-server")
+        host.run_test(
+            "systemd-run --unit verify-tls-server --collect "
+            f"openssl s_server -accept 443 -www -cert {PKI}/{SERVER}-tls.crt -key {PKI}/{SERVER}-tls.key "
+            f"-cert_chain {PKI}/ca-chain.pem -CAfile {PKI}/ca-chain.pem "
+            f"-Verify 2 -verify_return_error -crl_check -CRL {PKI}/crl.pem"
+        )
+        host.run_test("timeout 10 sh -c 'until ss -ltn | grep -q :443\\ ; do sleep 0.1; done'")
+
+    yield start
+    host.run("systemctl stop verify-tls-server")
+
+
+def handshake(lab, with_cert: bool = True):
+    cert = f"-cert {CLIENT_DIR}/alice.crt -key {CLIENT_DIR}/alice.key" if with_cert else ""
+    return lab["client1"].host.run(
+        "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | timeout 10 openssl s_client -quiet "
+        f"-connect {lab[SERVER].address('dmz')}:443 -servername {SERVER_NAME} "
+        f"-verify_hostname {SERVER_NAME} -CAfile /root/dmzkit-root.pem -verify_return_error {cert}"
+    )
+
+
+def test_keys_never_leave_their_hosts_and_are_private(lab):
+    ca = lab["ca1"].host
+    for key in ("root.key", "issuing.key"):
+        f = ca.file(f"{CA_DIR}/private/{key}")
+        assert f.mode == 0o600 and f.user == "root"
+        assert "ENCRYPTED" in f.content_string
+    assert lab[SERVER].host.file(f"{PKI}/{SERVER}-tls.key").mode == 0o600
+    assert not ca.file(f"{CA_DIR}/issued/{SERVER}-tls.key").exists
+    bundle = SECRETS / "bundles" / "alice.p12"
+    assert bundle.stat().st_mode & 0o777 == 0o600
+
+
+def test_server_certificate_chains_with_the_server_purpose(lab):
+    gw = lab[SERVER].host
+    gw.run_test(f"openssl verify -CAfile {PKI}/ca-chain.pem -purpose sslserver {PKI}/{SERVER}-tls.crt")
+    text = gw.run_test(f"openssl x509 -noout -text -in {PKI}/{SERVER}-tls.crt").stdout
+    assert f"DNS:{SERVER_NAME}" in text and f"IP Address:{lab[SERVER].address('dmz')}" in text
+    assert gw.run(f"openssl verify -CAfile {PKI}/ca-chain.pem -purpose sslclient {PKI}/{SERVER}-tls.crt").rc != 0
+
+
+def test_user_certificate_chains_with_the_client_purpose_only(alice):
+    verify = (f"openssl verify -CAfile /root/dmzkit-root.pem -untrusted {CLIENT_DIR}/issuing.pem "
+              f"-purpose {{}} {CLIENT_DIR}/alice.crt")
+    alice.host.run_test(verify.format("sslclient"))
+    assert alice.host.run(verify.format("sslserver")).rc != 0
+    text = alice.host.run_test(f"openssl x509 -noout -text -in {CLIENT_DIR}/alice.crt").stdout
+    assert "email:alice@lab.dmzkit.test" in text
+
+
+def test_issuing_ca_carries_the_name_constraints(lab):
+    text = lab["ca1"].host.run_test(f"openssl x509 -noout -text -in {CA_DIR}/issuing.pem").stdout
+    assert "X509v3 Name Constraints: critical" in text
+    assert "DNS:lab.dmzkit.test" in text and "IP:198.18.0.0/255.254.0.0" in text
+    assert "pathlen:0" in text
+
+
+def test_mutual_tls_handshake_succeeds(lab, alice, tls_server):
+    tls_server()
+    result = handshake(lab)
+    assert result.rc == 0, result.stderr
+    assert "HTTP/1.0 200 ok" in result.stdout
+    assert "CN=alice" in result.stdout or "CN = alice" in result.stdout
+
+
+def test_handshake_without_a_client_certificate_is_refused(lab, alice, tls_server):
+    tls_server()
+    result = handshake(lab, with_cert=False)
+    assert "HTTP/1.0 200 ok" not in result.stdout
+    assert "alert" in result.stderr.lower() or result.rc != 0
+
+
+def test_crl_is_published_and_the_timers_run(lab):
+    ca_address = lab["ca1"].address("internal")
+    gw = lab[SERVER].host
+    published = gw.run_test(
+        f"python3 -c \"import urllib.request;print(urllib.request.urlopen('http://{ca_address}/crl.pem').read().decode())\""
+    ).stdout
+    assert published.strip() == gw.file(f"{PKI}/crl.pem").content_string.strip()
+    lab["ca1"].host.run_test("systemctl start dmzkit-crl-resign.service")
+    gw.run_test("systemctl start dmzkit-crl-fetch.service")
+    assert lab["ca1"].host.service("dmzkit-crl-resign.timer").is_running
+    assert gw.service("dmzkit-crl-fetch.timer").is_running
+
+
+def ocsp_status(lab, name: str) -> str:
+    serial = issued_serials(lab)[name].split("=", 1)[1]
+    answer = lab[SERVER].host.run_test(
+        f"openssl ocsp -issuer {PKI}/ca-chain.pem -serial 0x{serial} -CAfile {PKI}/ca-chain.pem "
+        f"-url http://{lab['ca1'].address('internal')}:2560"
+    )
+    # The status goes to stdout, the signature check ("Response verify OK") to stderr.
+    return answer.stdout + answer.stderr
+
+
+def test_ocsp_responder_answers_good_for_a_valid_certificate(lab):
+    answer = ocsp_status(lab, "alice")
+    assert ": good" in answer and "Response verify OK" in answer
+
+
+def test_check_mode_after_converge_changes_nothing(converge):
+    run = converge(check=True)
+    assert run.rc == 0, run.output[-3000:]
+    assert run.total_changed == 0, run.changed
+
+
+@pytest.mark.parametrize(
+    ("extra_vars", "limit", "message"),
+    [
+        ({"ca_issue_profile": "nonsense"}, SERVER, "unknown profile 'nonsense'"),
+        ({"ca_test_extra_names": ["DNS:portal.example.com"]}, SERVER,
+         "not allowed by the CA's name constraints: DNS:portal.example.com"),
+        ({"ca_issue_common_name": "alice"}, SERVER, "is already issued as 'alice'"),
+        ({"ca_revoked": ["nobody"]}, "ca1", "never issued: nobody"),
+        ({"ca_root_key_passphrase": ""}, "ca1", "must be non-empty"),
+    ],
+    ids=["unknown-profile", "san-outside-constraints", "duplicate-subject", "unknown-revocation", "missing-passphrase"],
+)
+def test_bad_input_is_refused_before_anything_changes(lab, converge, extra_vars, limit, message):
+    before = (tree_digest(lab["ca1"].host, CA_DIR), tree_digest(lab[SERVER].host, PKI))
+    # Limited to the host whose input is bad, so the refusal comes first.
+    run = converge(extra_vars, limit=limit)
+    assert run.rc != 0
+    assert message in run.output
+    assert "Traceback" not in run.output
+    assert (tree_digest(lab["ca1"].host, CA_DIR), tree_digest(lab[SERVER].host, PKI)) == before
+
+
+def test_expired_ca_is_refused(lab, converge):
+    expired_dir = "/var/lib/dmzkit-ca-expired"
+    script = (
+        "import datetime as d, os\n"
+        "from cryptography import x509\n"
+        "from cryptography.hazmat.primitives import hashes, serialization\n"
+        "from cryptography.hazmat.primitives.asymmetric import ec\n"
+        "from cryptography.x509.oid import NameOID\n"
+        "k = ec.generate_private_key(ec.SECP256R1())\n"
+        "n = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, 'old root')])\n"
+        "t = d.datetime(2020, 1, 1)\n"
+        "c = (x509.CertificateBuilder().subject_name(n).issuer_name(n).public_key(k.public_key())"
+        ".serial_number(1).not_valid_before(t).not_valid_after(t + d.timedelta(days=30)).sign(k, hashes.SHA256()))\n"
+        f"os.makedirs('{expired_dir}', exist_ok=True)\n"
+        f"open('{expired_dir}/root.pem', 'wb').write(c.public_bytes(serialization.Encoding.PEM))\n"
+    )
+    lab["ca1"].host.run_test("python3 -c %s", script)
+    run = converge({"ca_dir": expired_dir}, limit="ca1")
+    assert run.rc != 0
+    assert f"{expired_dir}/root.pem expired" in run.output
+    assert not lab["ca1"].host.file(f"{expired_dir}/private").exists
+    lab["ca1"].host.run_test(f"rm -rf {expired_dir}")
+
+
+def test_adding_a_san_reissues_exactly_that_certificate(lab, converge):
+    before = issued_serials(lab)
+    run = converge({"ca_test_extra_names": ["DNS:portal.lab.dmzkit.test"]}, limit=f"ca1,{SERVER}")
+    assert run.rc == 0, run.output[-3000:]
+    after = issued_serials(lab)
+    assert {name for name in before if before[name] != after[name]} == {f"{SERVER}-tls"}
+    text = lab[SERVER].host.run_test(f"openssl x509 -noout -text -in {PKI}/{SERVER}-tls.crt").stdout
+    assert "DNS:portal.lab.dmzkit.test" in text
+
+
+def test_revoked_client_is_refused_once_the_crl_is_pushed(lab, alice, converge, tls_server):
+    serial = issued_serials(lab)["alice"].split("=", 1)[1]
+    run = converge({"ca_revoked": ["alice"]}, limit=f"ca1,{SERVER}")
+    assert run.rc == 0, run.output[-3000:]
+    crl = lab[SERVER].host.run_test(f"openssl crl -noout -text -in {PKI}/crl.pem").stdout
+    assert f"Serial Number: {serial}" in crl
+    tls_server()
+    result = handshake(lab)
+    assert "HTTP/1.0 200 ok" not in result.stdout
+    assert "revoked" in (result.stdout + result.stderr).lower()
+    assert ": revoked" in ocsp_status(lab, "alice")
+    # The bundle of a revoked user is not re-issued, and bob is untouched.
+    assert issued_serials(lab)["alice"].split("=", 1)[1] == serial
+    assert os.path.exists(SECRETS / "bundles" / "bob.p12")
