@@ -73,12 +73,17 @@ class Lab:
 
 @pytest.fixture(scope="session")
 def lab() -> Lab:
+    """The scenario's hosts with their lab addresses, templated by Ansible
+    itself (addresses may refer to variables such as lab_ca_address)."""
     inventory_dir = os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "inventory")
     listing = subprocess.run(
-        ["ansible-inventory", "-i", inventory_dir, "--list"],
+        ["ansible", "all", "-i", inventory_dir, "-c", "local", "-m", "ansible.builtin.debug",
+         "-a", "msg={{ lab_interfaces | default([]) }}"],
         check=True, capture_output=True, text=True,
+        env={**os.environ, "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"},
     )
-    return Lab(json.loads(listing.stdout)["_meta"]["hostvars"])
+    tasks = json.loads(listing.stdout)["plays"][0]["tasks"]
+    return Lab({host: {"lab_interfaces": result["msg"]} for host, result in tasks[0]["hosts"].items()})
 
 
 @dataclass(frozen=True)
