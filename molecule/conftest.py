@@ -130,20 +130,29 @@ def converge():
 
 
 @pytest.fixture
-def tcp_listener(lab: Lab) -> Iterator:
-    """Start a throw-away TCP listener on a lab host; stop it afterwards."""
+def transient_service(lab: Lab) -> Iterator:
+    """Run a throw-away listening program on a lab host as a transient
+    systemd unit, wait until its port listens, stop it afterwards."""
     started: list[tuple[LabHost, str]] = []
 
-    def start(host_name: str, port: int) -> None:
+    def start(host_name: str, unit: str, command: str, port: int) -> None:
         target = lab[host_name]
-        unit = f"verify-listener-{port}"
         target.host.run(f"systemctl stop {unit}")
-        target.host.run_test(
-            f"systemd-run --unit {unit} --collect python3 -m http.server --bind 0.0.0.0 {port}"
-        )
+        target.host.run_test(f"systemd-run --unit {unit} --collect {command}")
         target.host.run_test(f"timeout 10 sh -c 'until ss -ltn | grep -q :{port}\\ ; do sleep 0.1; done'")
         started.append((target, unit))
 
     yield start
     for target, unit in started:
         target.host.run(f"systemctl stop {unit}")
+
+
+@pytest.fixture
+def tcp_listener(transient_service) -> Iterator:
+    """Start a throw-away TCP listener on a lab host."""
+
+    def start(host_name: str, port: int) -> None:
+        transient_service(host_name, f"verify-listener-{port}",
+                          f"python3 -m http.server --bind 0.0.0.0 {port}", port)
+
+    yield start
