@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.machinery
 import importlib.util
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -17,6 +18,8 @@ def load_script(relative: str) -> ModuleType:
     spec = importlib.util.spec_from_loader(loader.name, loader)
     assert spec is not None
     module = importlib.util.module_from_spec(spec)
+    # Registered first, as an import would, so dataclasses can resolve the module.
+    sys.modules[loader.name] = module
     loader.exec_module(module)
     return module
 
@@ -34,3 +37,8 @@ def runc_wrapper() -> ModuleType:
 @pytest.fixture
 def dmzkit_crl() -> ModuleType:
     return load_script("roles/ca/files/dmzkit-crl")
+
+
+@pytest.fixture
+def bs_app() -> ModuleType:
+    return load_script("roles/bs_app/files/dmzkit_bs_app.py")

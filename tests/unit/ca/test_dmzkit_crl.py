@@ -9,40 +9,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
-UTC = dt.timezone.utc
-NOW = dt.datetime.now(UTC).replace(microsecond=0)
-
-
-def make_ca(name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject).issuer_name(subject)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - dt.timedelta(days=1)).not_valid_after(NOW + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return key, cert
-
-
-def make_crl(key, cert, last: dt.datetime, nxt: dt.datetime, serials=(1234,), number: int | None = 7):
-    builder = x509.CertificateRevocationListBuilder().issuer_name(cert.subject).last_update(last).next_update(nxt)
-    for serial in serials:
-        builder = builder.add_revoked_certificate(
-            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(last - dt.timedelta(hours=1)).build()
-        )
-    if number is not None:
-        builder = builder.add_extension(x509.CRLNumber(number), critical=False)
-    return builder.sign(key, hashes.SHA256())
-
-
-def pem(obj) -> bytes:
-    return obj.public_bytes(serialization.Encoding.PEM)
+from testpki import NOW, UTC, make_ca, make_crl, make_leaf, pem
 
 
 @pytest.fixture
@@ -194,24 +161,17 @@ def test_trust_file_with_several_certificates_and_text(dmzkit_crl, ca):
         dmzkit_crl.load_certificates(b"no certificates here")
 
 
-def make_leaf(ca_key, ca_cert, name: str, serial: int) -> x509.Certificate:
-    key = ec.generate_private_key(ec.SECP256R1())
-    return (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "lab"),
-                                 x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-        .issuer_name(ca_cert.subject).public_key(key.public_key()).serial_number(serial)
-        .not_valid_before(NOW - dt.timedelta(days=1)).not_valid_after(dt.datetime(2027, 1, 2, 3, 4, 5, tzinfo=UTC))
-        .sign(ca_key, hashes.SHA256())
-    )
+def leaf(ca_key, ca_cert, name: str, serial: int) -> x509.Certificate:
+    return make_leaf(ca_key, ca_cert, name, serial=serial, organization="lab",
+                     not_after=dt.datetime(2027, 1, 2, 3, 4, 5, tzinfo=UTC))[1]
 
 
 def test_index_marks_revoked_certificates_and_keeps_replaced_ones(dmzkit_crl, ca, capsys):
     key, cert, path = ca
     issued = path / "issued"
     issued.mkdir()
-    (issued / "alice.pem").write_bytes(pem(make_leaf(key, cert, "alice", 0xABC)))
-    (issued / "gw1.pem").write_bytes(pem(make_leaf(key, cert, "gw1", 0x1F00)))
+    (issued / "alice.pem").write_bytes(pem(leaf(key, cert, "alice", 0xABC)))
+    (issued / "gw1.pem").write_bytes(pem(leaf(key, cert, "gw1", 0x1F00)))
     revoked_at = dt.datetime(2026, 5, 6, 7, 8, 9, tzinfo=UTC)
     crl = (
         x509.CertificateRevocationListBuilder().issuer_name(cert.subject)

@@ -1,0 +1,180 @@
+"""The B/S app behind the portal, run as it runs on the apps host (its own
+process, cheroot, mutual TLS) on loopback, with a throw-away PKI: who is
+signed in comes from the TLS peer, never from the client's headers."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from testpki import NOW, make_ca, make_crl, make_leaf, pem, write_key
+
+SCRIPT = Path(__file__).resolve().parents[3] / "roles/bs_app/files/dmzkit_bs_app.py"
+HEADER = "X-Dmzkit-User"
+
+
+@dataclass
+class Pki:
+    path: Path
+    ca_key: object
+    ca_cert: object
+
+    def leaf(self, name: str, server: bool = False) -> tuple[Path, Path, int]:
+        key, cert = make_leaf(self.ca_key, self.ca_cert, name, server=server)
+        write_key(self.path / f"{name}.key", key)
+        (self.path / f"{name}.crt").write_bytes(pem(cert))
+        return self.path / f"{name}.crt", self.path / f"{name}.key", cert.serial_number
+
+    def revoke(self, *serials: int) -> None:
+        crl = make_crl(self.ca_key, self.ca_cert, NOW, NOW + dt.timedelta(days=1), serials=serials)
+        (self.path / "crl.pem").write_bytes(pem(crl))
+
+
+@pytest.fixture
+def pki(tmp_path) -> Pki:
+    ca_key, ca_cert = make_ca("test issuing CA")
+    (tmp_path / "ca.pem").write_bytes(pem(ca_cert))
+    found = Pki(tmp_path, ca_key, ca_cert)
+    found.revoke()
+    found.leaf("app.test", server=True)
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def start_app(pki) -> Iterator:
+    procs: list[subprocess.Popen] = []
+
+    def start(allowed_sources=("127.0.0.1/32",)) -> tuple[subprocess.Popen, int]:
+        port = free_port()
+        settings = {
+            "listen_address": "127.0.0.1", "port": port,
+            "certificate": str(pki.path / "app.test.crt"), "private_key": str(pki.path / "app.test.key"),
+            "ca_chain": str(pki.path / "ca.pem"), "crl": str(pki.path / "crl.pem"),
+            "trusted_portals": ["portal.test"], "allowed_sources": list(allowed_sources),
+            "identity_header": HEADER, "title": "Test app",
+        }
+        (pki.path / "settings.json").write_text(json.dumps(settings))
+        proc = subprocess.Popen([sys.executable, str(SCRIPT), "--config", str(pki.path / "settings.json")])
+        procs.append(proc)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return proc, port
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("the app did not start listening")
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def get(pki: Pki, port: int, cert: str | None, path: str = "/whoami", headers: dict | None = None):
+    """One HTTPS request; returns (status, body) or raises ssl.SSLError/OSError."""
+    context = ssl.create_default_context(cafile=str(pki.path / "ca.pem"))
+    if cert:
+        context.load_cert_chain(str(pki.path / f"{cert}.crt"), str(pki.path / f"{cert}.key"))
+    lines = [f"GET {path} HTTP/1.1", "Host: app.test", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with context.wrap_socket(raw, server_hostname="app.test") as tls:
+            tls.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+            data = b""
+            while chunk := tls.recv(65536):
+                data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body.decode()
+
+
+def test_portal_vouches_for_the_user(pki, start_app):
+    pki.leaf("portal.test")
+    _, port = start_app()
+    status, body = get(pki, port, "portal.test", headers={HEADER: "alice"})
+    assert status == 200
+    assert json.loads(body) == {"user": "alice", "via": "portal"}
+
+
+def test_html_page_names_the_user_escaped(pki, start_app):
+    pki.leaf("portal.test")
+    _, port = start_app()
+    status, body = get(pki, port, "portal.test", path="/", headers={HEADER: "<b>eve</b>"})
+    assert status == 200
+    assert '<strong id="user">&lt;b&gt;eve&lt;/b&gt;</strong>' in body
+
+
+def test_user_certificate_wins_over_a_forged_header(pki, start_app):
+    pki.leaf("alice")
+    _, port = start_app()
+    status, body = get(pki, port, "alice", headers={HEADER: "bob", "X_Dmzkit_User": "bob"})
+    assert status == 200
+    assert json.loads(body) == {"user": "alice", "via": "tunnel"}
+
+
+def test_portal_without_a_user_is_refused(pki, start_app):
+    pki.leaf("portal.test")
+    _, port = start_app()
+    status, body = get(pki, port, "portal.test")
+    assert status == 403
+    assert "sent no user" in body
+
+
+def test_no_client_certificate_no_tls(pki, start_app):
+    _, port = start_app()
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        get(pki, port, None)
+
+
+def test_source_outside_the_gateway_is_refused(pki, start_app):
+    pki.leaf("alice")
+    _, port = start_app(allowed_sources=("198.18.1.11/32",))
+    status, body = get(pki, port, "alice")
+    assert status == 403
+    assert "do not come through the gateway" in body
+
+
+def test_revoked_certificate_refused_after_sighup(pki, start_app):
+    _, _, serial = pki.leaf("alice")
+    proc, port = start_app()
+    assert get(pki, port, "alice")[0] == 200
+    pki.revoke(serial)
+    proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            get(pki, port, "alice")
+        except (ssl.SSLError, ConnectionError):
+            return
+        time.sleep(0.1)
+    raise AssertionError("the revoked certificate was still accepted")
+
+
+def test_only_get(bs_app):
+    app = bs_app.make_app(bs_app.Settings(
+        listen_address="127.0.0.1", port=1, certificate="", private_key="", ca_chain="", crl="",
+        trusted_portals=frozenset(), allowed_sources=(), identity_header=HEADER, title="t"))
+    statuses: list[str] = []
+    app({"REQUEST_METHOD": "POST", "PATH_INFO": "/"}, lambda status, headers: statuses.append(status))
+    assert statuses == ["405 Method Not Allowed"]
+
+
+def test_bad_settings_exit_cleanly(bs_app, tmp_path, capsys):
+    (tmp_path / "s.json").write_text("{}")
+    assert bs_app.main(["--config", str(tmp_path / "s.json")]) == 2
+    assert "bad settings" in capsys.readouterr().err
