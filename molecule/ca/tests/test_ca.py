@@ -40,7 +40,7 @@ def alice(lab):
              "issuing.pem": ["-cacerts", "-nokeys"]}
     for name, flags in parts.items():
         result = client.run_with_input(
-            ["openssl", "pkcs12", "-in", "/root/alice.p12", "-passin", "stdin", *flags,
+            ["openssl", "pkcs12", "-in", "/root/dmzkit/alice.p12", "-passin", "stdin", *flags,
              "-out", f"{CLIENT_DIR}/{name}"],
             passphrase + "\n",
         )
@@ -70,7 +70,7 @@ def handshake(lab, with_cert: bool = True):
     return lab["client1"].host.run(
         "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | timeout 10 openssl s_client -quiet "
         f"-connect {lab[SERVER].address('dmz')}:443 -servername {SERVER_NAME} "
-        f"-verify_hostname {SERVER_NAME} -CAfile /root/dmzkit-root.pem -verify_return_error {cert}"
+        f"-verify_hostname {SERVER_NAME} -CAfile /etc/ssl/certs/ca-certificates.crt -verify_return_error {cert}"
     )
 
 
@@ -100,7 +100,7 @@ def test_server_certificate_chains_with_the_server_purpose(lab):
 
 
 def test_user_certificate_chains_with_the_client_purpose_only(alice):
-    verify = (f"openssl verify -CAfile /root/dmzkit-root.pem -untrusted {CLIENT_DIR}/issuing.pem "
+    verify = (f"openssl verify -CAfile /etc/ssl/certs/ca-certificates.crt -untrusted {CLIENT_DIR}/issuing.pem "
               f"-purpose {{}} {CLIENT_DIR}/alice.crt")
     alice.host.run_test(verify.format("sslclient"))
     assert alice.host.run(verify.format("sslserver")).rc != 0
