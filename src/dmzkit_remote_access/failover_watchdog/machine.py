@@ -1,0 +1,259 @@
+"""The watchdog's state machine (failover.md §8.4), free of I/O.
+
+Each tick the service builds an `Observation` from its probes and calls
+`Machine.step`; the machine answers with a `Step`: the state it moved to,
+why, and the actions the service must run, in order. Actions that take time
+(the confirm burst, the takeover) report back through `confirmed` and
+`finished`, so every outcome is a transition the tests can see.
+
+    INIT -> STANDBY -> SUSPECT -> CONFIRM -> TAKEOVER -> ACTIVE
+    ACTIVE -> YIELD -> STANDBY          (someone else claims the VIP: at once)
+    ACTIVE -> HANDBACK -> STANDBY       (primary healthy for hold_down, failback auto)
+    any -> FAULT -> STANDBY             (own link or witness lost; healthy again)
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from .settings import Failback, FenceMode, Settings
+
+
+class State(StrEnum):
+    INIT = "init"
+    STANDBY = "standby"
+    SUSPECT = "suspect"
+    FENCING = "fencing"
+    CONFIRM = "confirm"
+    TAKEOVER = "takeover"
+    ACTIVE = "active"
+    HANDBACK = "handback"
+    YIELD = "yield"
+    FAULT = "fault"
+
+
+class Action(StrEnum):
+    CONFIRM_BURST = "confirm_burst"
+    FENCE = "fence"
+    ADD_VIP = "add_vip"
+    ANNOUNCE_SELF = "announce_self"
+    START_SERVICES = "start_services"
+    STOP_SERVICES = "stop_services"
+    DEL_VIP = "del_vip"
+    ANNOUNCE_PRIMARY = "announce_primary"
+    UNFENCE = "unfence"
+
+
+class Holder(StrEnum):
+    """Who answered the last ARP probe for the VIP."""
+
+    NOBODY = "nobody"
+    PRIMARY = "primary"
+    FOREIGN = "foreign"
+
+
+@dataclass(frozen=True)
+class Observation:
+    now: float
+    link_up: bool
+    witness_ok: bool
+    # Both the VIP probe and the management probe are dead by the decision rule.
+    primary_dead: bool
+    # At least one of them has gone unanswered for more than one interval.
+    primary_silent: bool
+    # The host answers but its VPN port does not (only probed when app_port is set).
+    app_dead: bool = False
+    # Management address and VPN port answer: the primary could take the VIP back.
+    primary_healthy: bool = False
+    vip_holder: Holder = Holder.NOBODY
+    # While we hold the VIP: another MAC claimed it (ARP reply to our probe, or a GARP).
+    claimed_by_other: bool = False
+
+
+@dataclass(frozen=True)
+class Step:
+    state: State
+    reason: str
+    actions: tuple[Action, ...] = ()
+    previous: State | None = None
+
+    @property
+    def changed(self) -> bool:
+        return self.previous is not None and self.previous is not self.state
+
+
+@dataclass
+class Machine:
+    settings: Settings
+    state: State = State.INIT
+    reason: str = "starting"
+    since: float = 0.0
+    takeovers: deque[float] = field(default_factory=deque)
+    healthy_since: float | None = None
+    conflicts: int = 0
+    # Set while a takeover that began by fencing the primary is under way.
+    fenced_first: bool = False
+    # The VIP was found on this host at start: kept only while the primary is down.
+    reconciling: bool = False
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _go(self, state: State, now: float, reason: str, *actions: Action) -> Step:
+        previous = self.state
+        if state is not previous:
+            self.since = now
+            self.healthy_since = None
+        if state in (State.STANDBY, State.ACTIVE, State.FAULT):
+            self.fenced_first = False
+        self.state, self.reason = state, reason
+        return Step(state=state, reason=reason, actions=actions, previous=previous)
+
+    def _stay(self) -> Step:
+        return Step(state=self.state, reason=self.reason, previous=self.state)
+
+    def damped(self, now: float) -> bool:
+        window = self.settings.damping.window
+        while self.takeovers and now - self.takeovers[0] > window:
+            self.takeovers.popleft()
+        return len(self.takeovers) >= self.settings.damping.max_takeovers
+
+    @property
+    def fence_mode(self) -> FenceMode:
+        return self.settings.fence.mode
+
+    def _takeover_actions(self) -> tuple[Action, ...]:
+        fence = (Action.FENCE,) if self.fence_mode is not FenceMode.NONE else ()
+        return (*fence, Action.ADD_VIP, Action.ANNOUNCE_SELF, Action.START_SERVICES)
+
+    def _release_actions(self) -> tuple[Action, ...]:
+        unfence = (Action.UNFENCE,) if self.fence_mode is not FenceMode.NONE else ()
+        return (Action.STOP_SERVICES, Action.DEL_VIP, Action.ANNOUNCE_PRIMARY, *unfence)
+
+    def _healthy_for(self, obs: Observation, needed: float) -> bool:
+        if self.healthy_since is None:
+            self.healthy_since = obs.now
+        return obs.now - self.healthy_since >= needed
+
+    # -- start-up ---------------------------------------------------------------
+
+    def start(self, now: float, holding_vip: bool) -> Step:
+        """Startup reconcile: an address left behind by a crash is kept only
+        while the primary stays dead; the first tick decides."""
+        if holding_vip:
+            self.reconciling = True
+            return self._go(State.ACTIVE, now, "reconcile: found the VIP on this host")
+        return self._go(State.STANDBY, now, "started")
+
+    # -- every tick -------------------------------------------------------------
+
+    def step(self, obs: Observation) -> Step:
+        if self.state in (State.CONFIRM, State.TAKEOVER, State.FENCING, State.HANDBACK, State.YIELD):
+            return self._stay()  # an action is running; its result moves us on
+        if not obs.link_up or not obs.witness_ok:
+            return self._fault(obs)
+        if self.state is State.FAULT:
+            if self._healthy_for(obs, self.settings.fault_recovery):
+                return self._go(State.STANDBY, obs.now, "link and witness healthy again")
+            return self._stay()
+        if self.state is State.ACTIVE:
+            return self._active(obs)
+        return self._standby(obs)
+
+    def _fault(self, obs: Observation) -> Step:
+        reason = "own link down" if not obs.link_up else "witness unreachable: this host may be the isolated one"
+        if self.state is State.FAULT:
+            self.healthy_since = None
+            return self._stay()
+        if self.state is State.ACTIVE:
+            return self._go(State.FAULT, obs.now, reason, *self._release_actions())
+        return self._go(State.FAULT, obs.now, reason)
+
+    def _standby(self, obs: Observation) -> Step:
+        if obs.vip_holder is Holder.FOREIGN:
+            return self._go(State.STANDBY, obs.now, "an unknown MAC holds the VIP: never taking over")
+        if obs.primary_dead:
+            if self.damped(obs.now):
+                return self._go(State.STANDBY, obs.now, "primary dead, but takeovers are damped: operator action needed")
+            return self._go(State.CONFIRM, obs.now, "primary silent for dead_time", Action.CONFIRM_BURST)
+        if obs.app_dead and self.fence_mode is FenceMode.REQUIRED:
+            if self.damped(obs.now):
+                return self._go(State.STANDBY, obs.now, "VPN dead, but takeovers are damped: operator action needed")
+            # It still holds the VIP: only a fence can make the address free.
+            return self._go(State.FENCING, obs.now, "primary's VPN port dead while the host answers", Action.FENCE)
+        if obs.primary_silent:
+            if self.state is not State.SUSPECT:
+                return self._go(State.SUSPECT, obs.now, "a probe went unanswered")
+            return self._stay()
+        if self.state is not State.STANDBY:
+            return self._go(State.STANDBY, obs.now, "primary answers")
+        return self._stay()
+
+    def _active(self, obs: Observation) -> Step:
+        if obs.claimed_by_other:
+            self.conflicts += 1
+            return self._go(State.YIELD, obs.now, "another MAC claims the VIP: yielding", Action.STOP_SERVICES,
+                            Action.DEL_VIP, Action.ANNOUNCE_PRIMARY)
+        reconciling, self.reconciling = self.reconciling, False
+        if reconciling and obs.primary_healthy:
+            return self._go(State.HANDBACK, obs.now, "reconcile: the primary is up, the VIP is its own",
+                            *self._release_actions())
+        if not obs.primary_healthy:
+            self.healthy_since = None
+            return self._stay()
+        if self.settings.failback is Failback.MANUAL or self.damped(obs.now):
+            return self._stay()
+        hold_down = self.settings.hold_down
+        if self._healthy_for(obs, hold_down) and obs.now - self.since >= self.settings.damping.min_active:
+            return self._go(State.HANDBACK, obs.now, f"primary healthy for {hold_down:g} s", *self._release_actions())
+        return self._stay()
+
+    # -- results of running actions ---------------------------------------------
+
+    def fenced(self, now: float, ok: bool) -> Step:
+        if self.state is not State.FENCING:
+            return self._stay()
+        self.takeovers.append(now)
+        if not ok:
+            return self._go(State.FAULT, now, "fencing the primary failed")
+        self.fenced_first = True
+        return self._go(State.CONFIRM, now, "primary fenced", Action.CONFIRM_BURST)
+
+    def confirmed(self, now: float, replied: bool) -> Step:
+        """The confirm burst (also the duplicate-address check) has run."""
+        if self.state is not State.CONFIRM:
+            return self._stay()
+        if replied:
+            return self._go(State.STANDBY, now, "the VIP answered the confirm burst")
+        if self.fenced_first:
+            return self._go(State.TAKEOVER, now, "fenced primary silent",
+                            Action.ADD_VIP, Action.ANNOUNCE_SELF, Action.START_SERVICES)
+        self.takeovers.append(now)
+        return self._go(State.TAKEOVER, now, "no answer to the confirm burst", *self._takeover_actions())
+
+    def finished(self, now: float, ok: bool, detail: str = "") -> Step:
+        """The actions of TAKEOVER, HANDBACK or YIELD have run."""
+        if self.state is State.TAKEOVER:
+            if ok:
+                return self._go(State.ACTIVE, now, "holding the VIP")
+            return self._go(State.FAULT, now, f"takeover failed: {detail}", *self._release_actions())
+        if self.state in (State.HANDBACK, State.YIELD):
+            reason = "handed the VIP back" if self.state is State.HANDBACK else "yielded the VIP"
+            if ok:
+                return self._go(State.STANDBY, now, reason)
+            return self._go(State.FAULT, now, f"releasing the VIP failed: {detail}")
+        return self._stay()
+
+    # -- operator ---------------------------------------------------------------
+
+    def command(self, now: float, verb: str) -> Step:
+        if verb == "takeover" and self.state in (State.STANDBY, State.SUSPECT):
+            return self._go(State.CONFIRM, now, "operator: takeover", Action.CONFIRM_BURST)
+        if verb == "handback" and self.state is State.ACTIVE:
+            return self._go(State.HANDBACK, now, "operator: handback", *self._release_actions())
+        if verb == "reset":
+            self.takeovers.clear()
+            if self.state is State.FAULT:
+                return self._go(State.STANDBY, now, "operator: reset")
+            return self._stay()
+        raise ValueError(f"cannot {verb} in state {self.state}")

@@ -1,0 +1,72 @@
+"""Configuration: profiles resolve, bad values are refused with a clear message."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dmzkit_remote_access.failover_watchdog.settings import ConfigError, FenceMode, Settings
+
+BASE: dict[str, Any] = {
+    "interface": "eth1",
+    "vip": "198.18.1.10/24",
+    "primary_macs": ["02:00:00:00:00:0A"],
+    "primary_mgmt": "198.18.1.11",
+    "witness": "198.18.1.254",
+}
+
+
+@pytest.mark.parametrize(("profile", "interval", "dead_time"), [
+    ("conservative", 1.0, 3.0), ("default", 0.1, 0.3), ("fast", 0.05, 0.15),
+])
+def test_profiles(profile: str, interval: float, dead_time: float) -> None:
+    s = Settings.from_dict({**BASE, "profile": profile})
+    assert s.profile.interval == interval
+    assert s.profile.dead_time == pytest.approx(dead_time)
+
+
+def test_macs_are_normalised() -> None:
+    assert Settings.from_dict(BASE).primary_macs == {"02:00:00:00:00:0a"}
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"profile": "turbo"}, "profile must be one of"),
+    ({"interval": 0.01}, "interval below 0.02 s is refused"),
+    ({"misses": 1}, "misses must be at least 2"),
+    ({"vip": "198.18.1.10"}, "vip needs its prefix length"),
+    ({"vip": "not-an-address/24"}, "vip: Expected 4 octets"),
+    ({"primary_macs": []}, "primary_macs must list"),
+    ({"primary_macs": ["02:00:00:00:00"]}, "primary_macs must list"),
+    ({"primary_mgmt": "198.18.1.10"}, "cannot probe an address it may hold"),
+    ({"fence": {"mode": "required"}}, "needs fence.off"),
+    ({"fence": {"mode": "best_effort", "off": "podman pause gw1"}}, "fence.off must be a list"),
+    ({"fence": {"mode": "sometimes"}}, "'sometimes' is not a valid FenceMode"),
+    ({"hooks": {"on_boot": ["/bin/true"]}}, "hooks may only name"),
+    ({"hold_down": 0}, "hold_down must be positive"),
+    ({"app_port": 70000}, "app_port must be a TCP port"),
+    ({"colour": "blue"}, "unknown settings: colour"),
+])
+def test_bad_settings_are_refused(change: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_dict({**BASE, **change})
+
+
+def test_missing_setting_is_named() -> None:
+    raw = dict(BASE)
+    del raw["witness"]
+    with pytest.raises(ConfigError, match="missing setting 'witness'"):
+        Settings.from_dict(raw)
+
+
+def test_load_reports_unreadable_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        Settings.load(str(tmp_path / "absent.json"))
+    bad = tmp_path / "bad.json"
+    bad.write_text("{", encoding="utf-8")
+    with pytest.raises(ConfigError, match="is not JSON"):
+        Settings.load(str(bad))
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({**BASE, "fence": {"mode": "required", "off": ["fence", "off"]}}), encoding="utf-8")
+    assert Settings.load(str(good)).fence.mode is FenceMode.REQUIRED
