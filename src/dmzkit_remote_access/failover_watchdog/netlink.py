@@ -1,0 +1,131 @@
+"""Add, remove and list an interface's addresses over rtnetlink.
+
+One request and its acknowledgement on a netlink socket: a fraction of a
+millisecond, where `ip addr add` costs a fork and ~2.5 ms (failover.md §8.8),
+and no dependency to install on the backup host.
+"""
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import socket
+import struct
+from collections.abc import Iterator
+
+RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE, NLM_F_DUMP = 0x1, 0x4, 0x200, 0x400, 0x300
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
+IFA_F_NODAD = 0x02
+_NLMSG = struct.Struct("=LHHLL")
+_IFADDR = struct.Struct("=BBBBi")
+_RTA = struct.Struct("=HH")
+
+Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+
+
+class NetlinkError(OSError):
+    pass
+
+
+def _align(n: int) -> int:
+    return (n + 3) & ~3
+
+
+def _attr(kind: int, payload: bytes) -> bytes:
+    data = _RTA.pack(_RTA.size + len(payload), kind) + payload
+    return data + b"\0" * (_align(len(data)) - len(data))
+
+
+def _attrs(data: bytes) -> Iterator[tuple[int, bytes]]:
+    offset = 0
+    while offset + _RTA.size <= len(data):
+        length, kind = _RTA.unpack_from(data, offset)
+        if length < _RTA.size:
+            return
+        yield kind, data[offset + _RTA.size:offset + length]
+        offset += _align(length)
+
+
+class Rtnetlink:
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        self.sock.bind((0, 0))
+        self.seq = 0
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def _request(self, kind: int, flags: int, body: bytes) -> Iterator[tuple[int, bytes]]:
+        self.seq += 1
+        self.sock.send(_NLMSG.pack(_NLMSG.size + len(body), kind, NLM_F_REQUEST | flags, self.seq, 0) + body)
+        while True:
+            data = self.sock.recv(65536)
+            offset = 0
+            while offset + _NLMSG.size <= len(data):
+                length, msg_type, _flags, seq, _pid = _NLMSG.unpack_from(data, offset)
+                payload = data[offset + _NLMSG.size:offset + length]
+                offset += _align(length)
+                if seq != self.seq:
+                    continue
+                if msg_type == NLMSG_DONE:
+                    return
+                if msg_type == NLMSG_ERROR:
+                    code = -struct.unpack_from("=i", payload)[0]
+                    if code:
+                        raise NetlinkError(code, os.strerror(code))
+                    return
+                yield msg_type, payload
+
+    def _change(self, kind: int, flags: int, interface: str, address: Interface) -> None:
+        family = socket.AF_INET if address.version == 4 else socket.AF_INET6
+        body = _IFADDR.pack(family, address.network.prefixlen, 0, 0, socket.if_nametoindex(interface))
+        body += _attr(IFA_LOCAL, address.ip.packed) + _attr(IFA_ADDRESS, address.ip.packed)
+        if address.version == 6:
+            # The confirm burst already checked the address is free: skip the 1-2 s of DAD.
+            body += _attr(IFA_FLAGS, struct.pack("=I", IFA_F_NODAD))
+        for _ in self._request(kind, NLM_F_ACK | flags, body):
+            pass
+
+    def add(self, interface: str, address: Interface) -> bool:
+        """Add the address; False if it was already there."""
+        try:
+            self._change(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, interface, address)
+        except NetlinkError as e:
+            if e.errno == errno.EEXIST:
+                return False
+            raise
+        return True
+
+    def delete(self, interface: str, address: Interface) -> bool:
+        """Remove the address; False if it was not there."""
+        try:
+            self._change(RTM_DELADDR, 0, interface, address)
+        except NetlinkError as e:
+            if e.errno == errno.EADDRNOTAVAIL:
+                return False
+            raise
+        return True
+
+    def addresses(self, interface: str) -> set[Interface]:
+        index = socket.if_nametoindex(interface)
+        found: set[Interface] = set()
+        for _kind, payload in self._request(RTM_GETADDR, NLM_F_DUMP, _IFADDR.pack(socket.AF_UNSPEC, 0, 0, 0, 0)):
+            family, prefix, _flags, _scope, ifindex = _IFADDR.unpack_from(payload)
+            if ifindex != index:
+                continue
+            attrs = dict(_attrs(payload[_IFADDR.size:]))
+            raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
+            if raw is not None:
+                found.add(ipaddress.ip_interface((ipaddress.ip_address(raw), prefix)))
+        return found
+
+
+def carrier(interface: str) -> bool:
+    """Is the link up with a carrier? (False when down, absent or unreadable.)"""
+    try:
+        with open(f"/sys/class/net/{interface}/carrier", encoding="ascii") as f:
+            return f.read().strip() == "1"
+    except OSError:
+        return False
