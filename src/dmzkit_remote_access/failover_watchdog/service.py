@@ -1,0 +1,373 @@
+"""The watchdog's event loop: probe, decide, act.
+
+One asyncio loop. Every `interval` it reads the ARP replies waiting on the
+standby NIC, turns them into an `Observation`, lets the state machine decide,
+runs the actions it asks for, and sends the next probes. The loop never
+catches up missed ticks (decision.py explains why).
+"""
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+from . import arp
+from .decision import ProbeStream
+from .machine import Action, Holder, Machine, Observation, State, Step
+from .metrics import Metrics, serve
+from .netlink import Rtnetlink, carrier
+from .sdnotify import Notifier
+from .settings import FenceMode, Settings
+
+log = logging.getLogger("dmzkit.failover_watchdog")
+CONFIRM_PROBES = 3
+CONFIRM_SPACING = 0.015
+# GARP schedule after a takeover: at once, then +0.5, +1 and +2 s (failover.md §8.5).
+ANNOUNCE_AT = (0.0, 0.5, 1.0, 2.0)
+
+
+@dataclass
+class Probes:
+    vip: ProbeStream
+    mgmt: ProbeStream
+    witness: ProbeStream
+    app_failures: int = 0
+    app_ok: bool = True
+    holder: Holder = Holder.NOBODY
+    claimed_by_other: bool = False
+    sent_at: dict[str, float] = field(default_factory=dict)
+
+
+class Watchdog:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        profile = settings.profile
+        self.probes = Probes(
+            vip=ProbeStream(profile.interval, profile.misses, settings.rtt_budget),
+            mgmt=ProbeStream(profile.interval, profile.misses, settings.rtt_budget),
+            witness=ProbeStream(profile.interval, profile.misses, settings.rtt_budget),
+        )
+        self.machine = Machine(settings)
+        self.metrics = Metrics()
+        self.notifier = Notifier()
+        self.sock = arp.ArpSocket(settings.interface)
+        self.netlink = Rtnetlink()
+        self.started = time.monotonic()
+        self.primary_mac = sorted(settings.primary_macs)[0]
+        self.background: set[asyncio.Task[None]] = set()
+        self.history: list[dict[str, object]] = []
+
+    # -- probes -----------------------------------------------------------------
+
+    def read_replies(self) -> None:
+        s, p = self.settings, self.probes
+        p.claimed_by_other = False
+        for at, packet in self.sock.receive():
+            if packet.claims(s.vip.ip) and not packet.is_probe:
+                if packet.sender_mac in s.primary_macs:
+                    p.holder = Holder.PRIMARY
+                    if packet.op == arp.OP_REPLY:
+                        self._answered("vip", p.vip, at)
+                else:
+                    p.holder = Holder.FOREIGN
+                # Anyone else saying "the VIP is at my MAC" while we hold it: conflict.
+                p.claimed_by_other = True
+            elif packet.op == arp.OP_REPLY and packet.sender_ip == s.primary_mgmt:
+                self._answered("mgmt", p.mgmt, at)
+            elif packet.op == arp.OP_REPLY and packet.sender_ip == s.witness:
+                self._answered("witness", p.witness, at)
+
+    def _answered(self, name: str, stream: ProbeStream, at: float) -> None:
+        stream.on_reply(at)
+        sent = self.probes.sent_at.get(name)
+        if sent is not None and at >= sent:
+            self.metrics.observe_rtt(name, at - sent)
+
+    def send_probes(self, now: float, due: float, tick: int) -> None:
+        s, p = self.settings, self.probes
+        witness_every = max(1, round(0.5 / s.profile.interval))
+        targets = [("vip", p.vip, s.vip.ip), ("mgmt", p.mgmt, s.primary_mgmt)]
+        if tick % witness_every == 0:
+            targets.append(("witness", p.witness, s.witness))
+        for name, stream, address in targets:
+            stalls = stream.stalls
+            stream.on_send(now, due)
+            if stream.stalls != stalls and name == "vip":
+                self.metrics.stalls += 1
+            if stream.counted_sends and stream.last_reply is not None and now - stream.last_reply > s.profile.interval:
+                self.metrics.misses[name] += 1
+            p.sent_at[name] = now
+            self.sock.send(arp.probe(self.sock.mac, address))
+
+    def observe(self, now: float) -> Observation:
+        s, p = self.settings, self.probes
+        grace = now - self.started < s.witness_timeout
+        silent_after = 1.5 * s.profile.interval
+        mgmt_alive = p.mgmt.answered_within(now, s.profile.dead_time)
+        holder, p.holder = p.holder, Holder.NOBODY
+        return Observation(
+            now=now,
+            link_up=carrier(s.interface),
+            witness_ok=grace or p.witness.answered_within(now, s.witness_timeout),
+            primary_dead=p.vip.is_dead(now, self.started) and p.mgmt.is_dead(now, self.started),
+            primary_silent=not (p.vip.answered_within(now, silent_after) and p.mgmt.answered_within(now, silent_after)),
+            app_dead=s.app_port is not None and mgmt_alive and p.app_failures >= s.profile.misses,
+            primary_healthy=mgmt_alive and p.app_ok,
+            vip_holder=holder,
+            claimed_by_other=p.claimed_by_other and self.machine.state is State.ACTIVE,
+        )
+
+    async def probe_app(self) -> None:
+        """TCP connect to the primary's VPN port on its management address, every app_interval."""
+        s, p = self.settings, self.probes
+        assert s.app_port is not None
+        while True:
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(str(s.primary_mgmt), s.app_port),
+                                                   s.app_interval / 2)
+                writer.close()
+                p.app_failures, p.app_ok = 0, True
+            except (OSError, TimeoutError):
+                p.app_failures += 1
+                p.app_ok = False
+            await asyncio.sleep(s.app_interval)
+
+    async def confirm_burst(self) -> bool:
+        """Probe the VIP and the management address a few times, close together:
+        any answer means the primary lives. It doubles as the duplicate-address
+        check before the VIP is claimed."""
+        s = self.settings
+        before = (self.probes.vip.last_reply, self.probes.mgmt.last_reply)
+        start = time.monotonic()
+        for _ in range(CONFIRM_PROBES):
+            self.sock.send(arp.probe(self.sock.mac, s.vip.ip))
+            self.sock.send(arp.probe(self.sock.mac, s.primary_mgmt))
+            await asyncio.sleep(CONFIRM_SPACING)
+        await asyncio.sleep(s.rtt_budget)
+        self.read_replies()
+        replied = (self.probes.vip.last_reply, self.probes.mgmt.last_reply) != before or self.probes.claimed_by_other
+        self.metrics.takeover_phases["confirm"] = time.monotonic() - start
+        return replied
+
+    # -- actions ------------------------------------------------------------------
+
+    async def run_argv(self, argv: tuple[str, ...], timeout: float) -> bool:
+        try:
+            process = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
+                                                           stdout=asyncio.subprocess.DEVNULL,
+                                                           stderr=asyncio.subprocess.PIPE)
+        except OSError as e:
+            log.error("cannot run %s: %s", argv[0], e.strerror)
+            return False
+        try:
+            _, stderr = await asyncio.wait_for(process.communicate(), timeout)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            log.error("%s timed out after %g s", argv[0], timeout)
+            return False
+        if process.returncode != 0:
+            log.error("%s failed (%d): %s", argv[0], process.returncode, stderr.decode(errors="replace").strip()[:200])
+        return process.returncode == 0
+
+    def spawn(self, coroutine: asyncio.Future[None] | asyncio.Task[None] | object) -> None:
+        task = asyncio.ensure_future(coroutine)  # type: ignore[arg-type]
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    async def announce(self, holder_mac: str | None) -> None:
+        s = self.settings
+        frames = arp.announcements(self.sock.mac, s.vip.ip, holder_mac)
+        if holder_mac is not None:
+            for frame in frames:
+                self.sock.send(frame)
+            self.metrics.garps += len(frames)
+            return
+        start = time.monotonic()
+        for offset in ANNOUNCE_AT:
+            await asyncio.sleep(max(0.0, start + offset - time.monotonic()))
+            if self.machine.state not in (State.TAKEOVER, State.ACTIVE):
+                return
+            for frame in frames:
+                self.sock.send(frame)
+            self.metrics.garps += len(frames)
+
+    async def refresh_announcements(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.refresh_interval)
+            if self.machine.state is State.ACTIVE:
+                for frame in arp.announcements(self.sock.mac, self.settings.vip.ip):
+                    self.sock.send(frame)
+                self.metrics.garps += 2
+
+    async def systemctl(self, verb: str) -> bool:
+        if not self.settings.services:
+            return True
+        return await self.run_argv(("systemctl", verb, "--no-block", *self.settings.services), 10.0)
+
+    async def perform(self, action: Action) -> bool:
+        s = self.settings
+        started = time.monotonic()
+        ok = True
+        if action is Action.FENCE:
+            if s.fence.mode is FenceMode.BEST_EFFORT:
+                self.spawn(self.run_argv(s.fence.off, s.fence.timeout))
+            else:
+                ok = await self.run_argv(s.fence.off, s.fence.timeout)
+        elif action is Action.UNFENCE:
+            if s.fence.on:
+                self.spawn(self.run_argv(s.fence.on, s.fence.timeout))
+        elif action is Action.ADD_VIP:
+            self.netlink.add(s.interface, s.vip)
+            if s.vip6 is not None:
+                self.netlink.add(s.interface, s.vip6)
+        elif action is Action.DEL_VIP:
+            self.netlink.delete(s.interface, s.vip)
+            if s.vip6 is not None:
+                self.netlink.delete(s.interface, s.vip6)
+        elif action is Action.ANNOUNCE_SELF:
+            self.spawn(self.announce(None))
+        elif action is Action.ANNOUNCE_PRIMARY:
+            await self.announce(self.primary_mac)
+        elif action is Action.START_SERVICES:
+            ok = await self.systemctl("start")
+        elif action is Action.STOP_SERVICES:
+            ok = await self.systemctl("stop")
+        self.metrics.takeover_phases[action.value] = time.monotonic() - started
+        return ok
+
+    async def follow(self, step: Step) -> None:
+        """Run a step's actions, feed their outcome back, until the machine rests."""
+        while True:
+            self.record(step)
+            if not step.actions:
+                return
+            if step.actions == (Action.CONFIRM_BURST,):
+                replied = await self.confirm_burst()
+                step = self.machine.confirmed(time.monotonic(), replied)
+                continue
+            if step.actions == (Action.FENCE,) and step.state is State.FENCING:
+                step = self.machine.fenced(time.monotonic(), await self.perform(Action.FENCE))
+                continue
+            ok, detail = True, ""
+            for action in step.actions:
+                try:
+                    if not await self.perform(action):
+                        ok, detail = False, f"{action.value} failed"
+                except OSError as e:
+                    ok, detail = False, f"{action.value}: {e.strerror or e}"
+                if not ok and step.state is State.TAKEOVER:
+                    break
+            if step.state is State.FAULT:
+                return  # the release of a fault is best effort; the fault stands
+            step = self.machine.finished(time.monotonic(), ok, detail)
+
+    # -- bookkeeping ----------------------------------------------------------------
+
+    def record(self, step: Step) -> None:
+        if not step.changed:
+            return
+        assert step.previous is not None
+        now = time.time()
+        self.metrics.state = step.state.value
+        self.metrics.last_transition = now
+        self.metrics.transitions[(step.previous.value, step.state.value, step.reason)] += 1
+        self.history = [*self.history[-19:], {"at": round(now, 3), "from": step.previous.value,
+                                              "to": step.state.value, "reason": step.reason}]
+        log.info("%s -> %s: %s", step.previous.value, step.state.value, step.reason,
+                 extra={"STATE": step.state.value, "REASON": step.reason})
+        self.notifier.notify(status=f"{step.state.value}: {step.reason}")
+        self.write_state()
+        hook = {State.ACTIVE: "on_takeover", State.FAULT: "on_fault", State.YIELD: "on_conflict"}.get(step.state)
+        if step.previous is State.HANDBACK and step.state is State.STANDBY:
+            hook = "on_handback"
+        if step.previous is State.YIELD and step.state is State.STANDBY:
+            hook = "on_yield"
+        if hook and hook in self.settings.hooks:
+            self.spawn(self.run_argv(self.settings.hooks[hook], 10.0))
+        if step.state is State.YIELD:
+            self.metrics.conflicts += 1
+
+    def write_state(self) -> None:
+        m = self.machine
+        state = {
+            "state": m.state.value,
+            "reason": m.reason,
+            "profile": self.settings.profile_name,
+            "damped": m.damped(time.monotonic()),
+            "takeovers_in_window": len(m.takeovers),
+            "conflicts": self.metrics.conflicts,
+            "scheduler_stalls": self.metrics.stalls,
+            "transitions": self.history,
+        }
+        path = os.path.join(self.settings.state_dir, "state.json")
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            json.dump(state, f, indent=1)
+        os.replace(path + ".tmp", path)
+
+    @property
+    def control_path(self) -> str:
+        return os.path.join(self.settings.state_dir, "control.sock")
+
+    async def answer_operator(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One command a connection: takeover, handback, reset or status."""
+        try:
+            verb = (await asyncio.wait_for(reader.readline(), 2)).decode(errors="replace").strip()
+            if verb == "status":
+                answer = {"ok": True}
+            else:
+                try:
+                    await self.follow(self.machine.command(time.monotonic(), verb))
+                    answer = {"ok": True}
+                except ValueError as e:
+                    answer = {"ok": False, "error": str(e)}
+            answer.update(state=self.machine.state.value, reason=self.machine.reason)
+            writer.write(json.dumps(answer).encode() + b"\n")
+            await writer.drain()
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    # -- main loop ------------------------------------------------------------------
+
+    async def run(self) -> None:
+        s = self.settings
+        host, _, port = s.metrics_listen.rpartition(":")
+        server = await serve(self.metrics, [x.value for x in State], host, int(port))
+        if s.app_port is not None:
+            self.spawn(self.probe_app())
+        self.spawn(self.refresh_announcements())
+        os.makedirs(s.state_dir, mode=0o755, exist_ok=True)
+        holding = s.vip in self.netlink.addresses(s.interface)
+        self.record(self.machine.start(time.monotonic(), holding))
+        control = await asyncio.start_unix_server(self.answer_operator, self.control_path)
+        os.chmod(self.control_path, 0o600)
+        gc.freeze()  # start-up garbage is done; keep collections short in the loop
+        self.notifier.notify(ready=1, status=f"{self.machine.state.value}: {self.machine.reason}")
+        interval = s.profile.interval
+        due, tick, last_ping = time.monotonic(), 0, 0.0
+        try:
+            while True:
+                now = time.monotonic()
+                self.read_replies()
+                await self.follow(self.machine.step(self.observe(now)))
+                now = time.monotonic()
+                self.send_probes(now, due, tick)
+                # Tell systemd we live only from an on-time tick: a stalled loop gets killed.
+                if self.notifier.watchdog_interval and now - due <= interval / 2 and now - last_ping >= self.notifier.watchdog_interval:
+                    self.notifier.notify(watchdog=1)
+                    last_ping = now
+                tick += 1
+                due += interval
+                if due < now:  # late: never catch up, start from now
+                    due = now + interval
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+        finally:
+            server.close()
+            control.close()
+            self.notifier.notify(stopping=1)

@@ -1,0 +1,151 @@
+"""The whole watchdog against real kernels: a primary, a backup and a witness
+in private network namespaces on one bridge, with real ARP between them.
+
+Everything lives in namespaces this test makes and removes, on lab addresses.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[3] / "src"
+VIP, MGMT, WITNESS = "198.18.99.10", "198.18.99.11", "198.18.99.254"
+_TAGS = itertools.count()
+
+
+def sh(*args: str) -> str:
+    return subprocess.run(args, check=True, capture_output=True, text=True).stdout
+
+
+@dataclass
+class Segment:
+    tag: str
+    state_dir: Path
+
+    def ns(self, name: str) -> str:
+        return f"dmzkit-wd{self.tag}-{name}"
+
+    def ip(self, name: str, *args: str) -> str:
+        return sh("ip", "-n", self.ns(name), *args)
+
+    def port(self, name: str) -> str:
+        return f"p{self.tag}{name}"
+
+    def state(self) -> dict[str, object]:
+        try:
+            return json.loads((self.state_dir / "state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+
+    def wait(self, condition: Callable[[], bool], timeout: float) -> float:
+        """Seconds until `condition` held; fails the test after `timeout`."""
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            if condition():
+                return time.monotonic() - start
+            time.sleep(0.01)
+        pytest.fail(f"not within {timeout} s; watchdog state: {self.state()}")
+
+
+@pytest.fixture
+def segment(tmp_path: Path) -> Iterator[Segment]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to make network namespaces")
+    seg = Segment(tag=f"{os.getpid() % 10000}{next(_TAGS)}", state_dir=tmp_path / "run")
+    names = ("br", "primary", "backup", "witness")
+    try:
+        for name in names:
+            sh("ip", "netns", "add", seg.ns(name))
+        seg.ip("br", "link", "add", "br0", "type", "bridge")
+        seg.ip("br", "link", "set", "br0", "up")
+        for name in names[1:]:
+            sh("ip", "-n", seg.ns("br"), "link", "add", seg.port(name[0]), "type", "veth",
+               "peer", "name", "eth0", "netns", seg.ns(name))
+            seg.ip("br", "link", "set", seg.port(name[0]), "master", "br0", "up")
+            seg.ip(name, "link", "set", "eth0", "up")
+        seg.ip("primary", "addr", "add", f"{MGMT}/24", "dev", "eth0")
+        seg.ip("primary", "addr", "add", f"{VIP}/24", "dev", "eth0")
+        seg.ip("witness", "addr", "add", f"{WITNESS}/24", "dev", "eth0")
+        yield seg
+    finally:
+        for name in names:
+            subprocess.run(["ip", "netns", "delete", seg.ns(name)], check=False)
+
+
+@pytest.fixture
+def watchdog(segment: Segment, tmp_path: Path) -> Iterator[Segment]:
+    primary_mac = json.loads(segment.ip("primary", "-j", "link", "show", "eth0"))[0]["address"]
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({
+        "interface": "eth0", "vip": f"{VIP}/24", "primary_macs": [primary_mac],
+        "primary_mgmt": MGMT, "witness": WITNESS, "hold_down": 1, "damping": {"min_active": 0},
+        "state_dir": str(segment.state_dir), "metrics_listen": "127.0.0.1:9468",
+    }), encoding="utf-8")
+    process = subprocess.Popen(
+        ["ip", "netns", "exec", segment.ns("backup"), sys.executable, "-m",
+         "dmzkit_remote_access.failover_watchdog", "run", "--config", str(config)],
+        env={**os.environ, "PYTHONPATH": str(SRC)}, stderr=subprocess.PIPE, text=True)
+    try:
+        segment.wait(lambda: segment.state().get("state") == "standby", 5)
+        yield segment
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=10)
+        assert "Traceback" not in stderr, stderr
+
+
+def holds_vip(seg: Segment, name: str) -> bool:
+    return f"{VIP}/24" in seg.ip(name, "-4", "addr", "show", "dev", "eth0")
+
+
+def test_takes_over_a_dead_primary_and_yields_when_it_returns(watchdog: Segment) -> None:
+    seg = watchdog
+    time.sleep(0.5)  # healthy for a while: no false takeover
+    assert seg.state()["state"] == "standby" and not holds_vip(seg, "backup")
+    seg.ip("br", "link", "set", seg.port("p"), "down")  # power loss: the primary's port goes dark
+    took = seg.wait(lambda: holds_vip(seg, "backup"), 3)
+    assert seg.state()["state"] == "active"
+    assert took < 1.0, f"takeover took {took:.3f} s"
+    # The witness's neighbour entry for the VIP now points at the backup.
+    backup_mac = json.loads(seg.ip("backup", "-j", "link", "show", "eth0"))[0]["address"]
+    seg.ip("witness", "neigh", "replace", VIP, "lladdr", "02:00:00:00:00:99", "dev", "eth0", "nud", "stale")
+    seg.wait(lambda: backup_mac in seg.ip("witness", "neigh", "show", VIP), 3)  # the GARP at +0.5/+1/+2 s
+    # The primary comes back still holding the VIP: the backup yields at once.
+    seg.ip("br", "link", "set", seg.port("p"), "up")
+    yielded = seg.wait(lambda: not holds_vip(seg, "backup"), 3)
+    assert yielded < 0.5, f"yield took {yielded:.3f} s"
+    transitions = [t["to"] for t in seg.state()["transitions"]]
+    assert transitions[-2:] == ["yield", "standby"]
+
+
+def test_hands_back_after_hold_down_when_the_primary_returns_without_the_vip(watchdog: Segment) -> None:
+    seg = watchdog
+    seg.ip("br", "link", "set", seg.port("p"), "down")
+    seg.wait(lambda: holds_vip(seg, "backup"), 3)
+    seg.ip("primary", "addr", "del", f"{VIP}/24", "dev", "eth0")  # a guarded primary waits for the VIP
+    # A neighbour that knows the VIP (a GARP updates entries, it does not create them).
+    seg.ip("witness", "neigh", "replace", VIP, "lladdr", "02:00:00:00:00:99", "dev", "eth0", "nud", "stale")
+    seg.ip("br", "link", "set", seg.port("p"), "up")
+    seg.wait(lambda: not holds_vip(seg, "backup"), 5)
+    assert [t["to"] for t in seg.state()["transitions"]][-2:] == ["handback", "standby"]
+    # The handback announced the primary's MAC for the VIP.
+    primary_mac = json.loads(seg.ip("primary", "-j", "link", "show", "eth0"))[0]["address"]
+    assert primary_mac in seg.ip("witness", "neigh", "show", VIP)
+
+
+def test_an_isolated_backup_never_takes_over(watchdog: Segment) -> None:
+    seg = watchdog
+    seg.ip("br", "link", "set", seg.port("b"), "down")  # the backup's own port: it sees nobody
+    seg.wait(lambda: seg.state().get("state") == "fault", 3)
+    time.sleep(1.0)
+    assert not holds_vip(seg, "backup")
+    assert seg.state()["state"] == "fault"
