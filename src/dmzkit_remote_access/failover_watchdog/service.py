@@ -13,7 +13,9 @@ import json
 import logging
 import os
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import arp
 from .decision import ProbeStream
@@ -58,7 +60,7 @@ class Watchdog:
         self.netlink = Rtnetlink()
         self.started = time.monotonic()
         self.primary_mac = sorted(settings.primary_macs)[0]
-        self.background: set[asyncio.Task[None]] = set()
+        self.background: set[asyncio.Task[object]] = set()
         self.history: list[dict[str, object]] = []
 
     # -- probes -----------------------------------------------------------------
@@ -174,8 +176,9 @@ class Watchdog:
             log.error("%s failed (%d): %s", argv[0], process.returncode, stderr.decode(errors="replace").strip()[:200])
         return process.returncode == 0
 
-    def spawn(self, coroutine: asyncio.Future[None] | asyncio.Task[None] | object) -> None:
-        task = asyncio.ensure_future(coroutine)  # type: ignore[arg-type]
+    def spawn(self, coroutine: Coroutine[Any, Any, object]) -> None:
+        """Run beside the loop; keep a reference so the task is not collected mid-flight."""
+        task = asyncio.create_task(coroutine)
         self.background.add(task)
         task.add_done_callback(self.background.discard)
 
