@@ -45,6 +45,10 @@ class Action(StrEnum):
     UNFENCE = "unfence"
 
 
+# Taking the VIP, once nobody answers for it (after the fence, when there is one).
+CLAIM = (Action.ADD_VIP, Action.ANNOUNCE_SELF, Action.START_SERVICES)
+
+
 class Holder(StrEnum):
     """Who answered the last ARP probe for the VIP."""
 
@@ -124,7 +128,7 @@ class Machine:
 
     def _takeover_actions(self) -> tuple[Action, ...]:
         fence = (Action.FENCE,) if self.fence_mode is not FenceMode.NONE else ()
-        return (*fence, Action.ADD_VIP, Action.ANNOUNCE_SELF, Action.START_SERVICES)
+        return (*fence, *CLAIM)
 
     def _release_actions(self) -> tuple[Action, ...]:
         unfence = (Action.UNFENCE,) if self.fence_mode is not FenceMode.NONE else ()
@@ -226,8 +230,7 @@ class Machine:
         if replied:
             return self._go(State.STANDBY, now, "the VIP answered the confirm burst")
         if self.fenced_first:
-            return self._go(State.TAKEOVER, now, "fenced primary silent",
-                            Action.ADD_VIP, Action.ANNOUNCE_SELF, Action.START_SERVICES)
+            return self._go(State.TAKEOVER, now, "fenced primary silent", *CLAIM)
         self.takeovers.append(now)
         return self._go(State.TAKEOVER, now, "no answer to the confirm burst", *self._takeover_actions())
 

@@ -96,14 +96,12 @@ class Watchdog:
         if tick % witness_every == 0:
             targets.append(("witness", p.witness, s.witness))
         for name, stream, address in targets:
-            stalls = stream.stalls
             stream.on_send(now, due)
-            if stream.stalls != stalls and name == "vip":
-                self.metrics.stalls += 1
             if stream.counted_sends and stream.last_reply is not None and now - stream.last_reply > s.profile.interval:
                 self.metrics.misses[name] += 1
             p.sent_at[name] = now
             self.sock.send(arp.probe(self.sock.mac, address))
+        self.metrics.stalls = p.vip.stalls  # every tick probes the VIP: its stalls are the loop's
 
     def observe(self, now: float) -> Observation:
         s, p = self.settings, self.probes
@@ -277,6 +275,7 @@ class Watchdog:
         assert step.previous is not None
         now = time.time()
         self.metrics.state = step.state.value
+        self.metrics.conflicts = self.machine.conflicts
         self.metrics.last_transition = now
         self.metrics.transitions[(step.previous.value, step.state.value, step.reason)] += 1
         self.history = [*self.history[-19:], {"at": round(now, 3), "from": step.previous.value,
@@ -292,8 +291,6 @@ class Watchdog:
             hook = "on_yield"
         if hook and hook in self.settings.hooks:
             self.spawn(self.run_argv(self.settings.hooks[hook], 10.0))
-        if step.state is State.YIELD:
-            self.metrics.conflicts += 1
 
     def write_state(self) -> None:
         m = self.machine
@@ -303,7 +300,7 @@ class Watchdog:
             "profile": self.settings.profile_name,
             "damped": m.damped(time.monotonic()),
             "takeovers_in_window": len(m.takeovers),
-            "conflicts": self.metrics.conflicts,
+            "conflicts": m.conflicts,
             "scheduler_stalls": self.metrics.stalls,
             "transitions": self.history,
         }

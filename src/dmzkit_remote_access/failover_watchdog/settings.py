@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -236,9 +236,6 @@ def _parse(raw: dict[str, Any]) -> Settings:
     )
 
 
-_KNOWN = {
-    "interface", "vip", "vip6", "vip6_is_router", "primary_macs", "primary_mgmt", "witness",
-    "profile", "interval", "misses", "app_port", "app_interval", "witness_timeout", "rtt_budget",
-    "failback", "hold_down", "fault_recovery", "refresh_interval", "damping", "fence", "services",
-    "hooks", "metrics_listen", "state_dir",
-}
+# Keys of the JSON file: the Settings fields, with the profile given by name
+# and optionally tuned by interval and misses.
+_KNOWN = {f.name for f in fields(Settings)} - {"profile_name"} | {"interval", "misses"}
