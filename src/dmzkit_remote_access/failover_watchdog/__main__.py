@@ -3,15 +3,20 @@
     python3 -m dmzkit_remote_access.failover_watchdog run [--config FILE]
     python3 -m dmzkit_remote_access.failover_watchdog check-config FILE
     python3 -m dmzkit_remote_access.failover_watchdog ctl takeover|handback|reset|status
+    python3 -m dmzkit_remote_access.failover_watchdog guard --interface IF --vip ADDRESS/PREFIX
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import logging
+import signal
 import socket
 import sys
+from collections.abc import Coroutine
+from typing import Any
 
 from .settings import ConfigError, Settings
 
@@ -28,7 +33,15 @@ def main(argv: list[str] | None = None) -> int:
     ctl = commands.add_parser("ctl", help="ask the running watchdog to act")
     ctl.add_argument("verb", choices=["takeover", "handback", "reset", "status"])
     ctl.add_argument("--config", default=DEFAULT_CONFIG)
+    guard = commands.add_parser("guard", help="on the primary: claim the VIP only when nobody else holds it")
+    guard.add_argument("--interface", required=True)
+    guard.add_argument("--vip", required=True, type=ipaddress.IPv4Interface, help="address/prefix")
+    guard.add_argument("--interval", type=float, default=0.1, help="seconds between probes (default 0.1)")
+    guard.add_argument("--probes", type=int, default=3, help="unanswered probes before claiming (default 3)")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
+    if args.command == "guard":
+        return run_guard(args.interface, args.vip, args.interval, args.probes)
 
     try:
         settings = Settings.load(args.config)
@@ -41,7 +54,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "ctl":
         return control(settings, args.verb)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
     from .service import Watchdog  # raw sockets need privileges: only when running
 
     try:
@@ -49,10 +61,34 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         print(f"dmzkit-failover-watchdog: cannot open {settings.interface}: {e.strerror}", file=sys.stderr)
         return 1
+    asyncio.run(until_stopped(watchdog.run()))
+    return 0
+
+
+async def until_stopped(main: Coroutine[Any, Any, None]) -> None:
+    """Run `main` until SIGTERM or SIGINT, then cancel it so its `finally` cleans up."""
+    task = asyncio.ensure_future(main)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, task.cancel)
     try:
-        asyncio.run(watchdog.run())
-    except KeyboardInterrupt:
+        await task
+    except asyncio.CancelledError:
         pass
+
+
+def run_guard(interface: str, vip: ipaddress.IPv4Interface, interval: float, probes: int) -> int:
+    from .guard import Guard
+
+    if interval <= 0 or probes < 1:
+        print("dmzkit-failover-watchdog: --interval must be positive and --probes at least 1", file=sys.stderr)
+        return 2
+    try:
+        guard = Guard(interface, vip, interval, probes)
+    except OSError as e:
+        print(f"dmzkit-failover-watchdog: cannot open {interface}: {e.strerror}", file=sys.stderr)
+        return 1
+    asyncio.run(until_stopped(guard.run()))
     return 0
 
 

@@ -12,6 +12,7 @@ import gc
 import json
 import logging
 import os
+import ssl
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -122,16 +123,22 @@ class Watchdog:
         )
 
     async def probe_app(self) -> None:
-        """TCP connect to the primary's VPN port on its management address, every app_interval."""
+        """Connect to the primary's VPN port on its management address, every
+        app_interval: TCP, or a full TLS handshake when a server name is set."""
         s, p = self.settings, self.probes
         assert s.app_port is not None
+        tls = None
+        if s.app_server_name is not None:
+            tls = ssl.create_default_context(cafile=s.app_ca_file)
         while True:
             try:
-                _, writer = await asyncio.wait_for(asyncio.open_connection(str(s.primary_mgmt), s.app_port),
-                                                   s.app_interval / 2)
+                _, writer = await asyncio.wait_for(
+                    asyncio.open_connection(str(s.primary_mgmt), s.app_port, ssl=tls,
+                                            server_hostname=s.app_server_name),
+                    s.app_interval / 2)
                 writer.close()
                 p.app_failures, p.app_ok = 0, True
-            except (OSError, TimeoutError):
+            except (OSError, TimeoutError):  # ssl.SSLError is an OSError
                 p.app_failures += 1
                 p.app_ok = False
             await asyncio.sleep(s.app_interval)

@@ -84,8 +84,13 @@ class Settings:
     vip6_is_router: bool = False
     # The primary's VPN port on its management address: "host up, VPN dead"
     # only counts against the primary when a fence can take the VIP from it.
+    # With app_server_name the probe is a TLS handshake (certificate checked
+    # against app_ca_file), so a front end that still accepts TCP while the
+    # VPN server behind it is dead or frozen does not pass for alive.
     app_port: int | None = None
     app_interval: float = 1.0
+    app_server_name: str | None = None
+    app_ca_file: str | None = None
     witness_timeout: float = 1.0
     rtt_budget: float = 0.02
     failback: Failback = Failback.AUTO
@@ -206,6 +211,10 @@ def _parse(raw: dict[str, Any]) -> Settings:
     app_port = raw.get("app_port")
     if app_port is not None and not 0 < int(app_port) < 65536:
         raise ConfigError(f"app_port must be a TCP port, got {app_port}")
+    app_server_name = raw.get("app_server_name") or None
+    app_ca_file = raw.get("app_ca_file") or None
+    if app_server_name is not None and (app_port is None or app_ca_file is None):
+        raise ConfigError("app_server_name needs app_port and app_ca_file: the TLS probe checks the certificate")
     services = raw.get("services", [])
     if not isinstance(services, list) or not all(isinstance(s, str) and s for s in services):
         raise ConfigError("services must be a list of systemd unit names")
@@ -221,6 +230,8 @@ def _parse(raw: dict[str, Any]) -> Settings:
         profile_name=name,
         app_port=int(app_port) if app_port is not None else None,
         app_interval=_positive(raw, "app_interval", 1.0),
+        app_server_name=app_server_name,
+        app_ca_file=app_ca_file,
         witness_timeout=_positive(raw, "witness_timeout", 1.0),
         rtt_budget=_positive(raw, "rtt_budget", 0.02),
         failback=Failback(raw.get("failback", "auto")),

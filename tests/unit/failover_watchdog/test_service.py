@@ -123,6 +123,7 @@ def test_takes_over_a_dead_primary_and_yields_when_it_returns(watchdog: Segment)
     seg.ip("br", "link", "set", seg.port("p"), "up")
     yielded = seg.wait(lambda: not holds_vip(seg, "backup"), 3)
     assert yielded < 0.5, f"yield took {yielded:.3f} s"
+    seg.wait(lambda: seg.state().get("state") == "standby", 2)  # the VIP goes first, the record after
     transitions = [t["to"] for t in seg.state()["transitions"]]
     assert transitions[-2:] == ["yield", "standby"]
 
@@ -149,3 +150,35 @@ def test_an_isolated_backup_never_takes_over(watchdog: Segment) -> None:
     time.sleep(1.0)
     assert not holds_vip(seg, "backup")
     assert seg.state()["state"] == "fault"
+
+
+def test_a_guarded_primary_claims_the_vip_only_once_the_backup_has_let_go(watchdog: Segment) -> None:
+    seg = watchdog
+    seg.ip("primary", "addr", "del", f"{VIP}/24", "dev", "eth0")
+    guard = subprocess.Popen(
+        ["ip", "netns", "exec", seg.ns("primary"), sys.executable, "-m",
+         "dmzkit_remote_access.failover_watchdog", "guard", "--interface", "eth0", "--vip", f"{VIP}/24"],
+        env={**os.environ, "PYTHONPATH": str(SRC)}, stderr=subprocess.PIPE, text=True)
+    try:
+        seg.wait(lambda: holds_vip(seg, "primary"), 3)  # nobody held it: claimed after one probe round
+        seg.ip("br", "link", "set", seg.port("p"), "down")
+        seg.wait(lambda: not holds_vip(seg, "primary"), 2)  # carrier lost: the guard lets go at once
+        seg.wait(lambda: holds_vip(seg, "backup"), 3)
+        seg.ip("br", "link", "set", seg.port("p"), "up")
+        # The backup holds the VIP for hold_down (1 s), then hands back; the guard
+        # waits for that. Sample both sides until the primary holds it again.
+        both, start = 0, time.monotonic()
+        while not holds_vip(seg, "primary") and time.monotonic() - start < 6:
+            both += holds_vip(seg, "backup") and holds_vip(seg, "primary")
+        assert holds_vip(seg, "primary"), f"the guard never claimed; watchdog state {seg.state()}"
+        assert both == 0 and not holds_vip(seg, "backup")
+        since_takeover = [t["to"] for t in seg.state()["transitions"]]
+        since_takeover = since_takeover[len(since_takeover) - since_takeover[::-1].index("active"):]
+        # Handed back, never had to yield (no conflict); a short "suspect"
+        # while the VIP is between holders is fine.
+        assert since_takeover[:2] == ["handback", "standby"] and "yield" not in since_takeover, since_takeover
+    finally:
+        guard.terminate()
+        _, stderr = guard.communicate(timeout=10)
+    assert "Traceback" not in stderr, stderr
+    assert not holds_vip(seg, "primary"), "a stopped guard releases the VIP"

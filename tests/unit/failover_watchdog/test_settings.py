@@ -33,6 +33,7 @@ def test_macs_are_normalised() -> None:
 
 @pytest.mark.parametrize(("change", "message"), [
     ({"profile": "turbo"}, "profile must be one of"),
+    ({"app_server_name": "vpn.example"}, "app_server_name needs app_port and app_ca_file"),
     ({"interval": 0.01}, "interval below 0.02 s is refused"),
     ({"misses": 1}, "misses must be at least 2"),
     ({"vip": "198.18.1.10"}, "vip needs its prefix length"),

@@ -1,0 +1,86 @@
+"""The primary's side: claim the VIP only when nobody holds it.
+
+The gateway runs this instead of adding its service address blindly at boot.
+While the backup holds the VIP (the gateway came back after a takeover), every
+probe is answered by the backup's MAC and the guard waits; the backup hands
+back after its hold-down, announces the gateway's MAC, and the next quiet
+probe round lets the guard claim. So at no moment do two MACs answer for the
+VIP (failover.md §7). A lost carrier drops the address at once, so a gateway
+whose link returns probes again instead of assuming it still holds the VIP.
+"""
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+
+from . import arp
+from .netlink import Rtnetlink, carrier
+from .sdnotify import Notifier
+
+log = logging.getLogger("dmzkit.failover_watchdog.guard")
+# GARP after claiming: at once, then +0.5 and +1 s (a lost frame is repaired).
+ANNOUNCE_AT = (0.0, 0.5, 1.0)
+
+
+class Guard:
+    def __init__(self, interface: str, vip: ipaddress.IPv4Interface, interval: float, probes: int) -> None:
+        self.interface = interface
+        self.vip = vip
+        self.interval = interval
+        self.probes = probes
+        self.sock = arp.ArpSocket(interface)
+        self.netlink = Rtnetlink()
+        self.notifier = Notifier()
+
+    def holds(self) -> bool:
+        return self.vip in self.netlink.addresses(self.interface)
+
+    def others_answered(self) -> set[str]:
+        """MACs that said the VIP is theirs since the last call (our own frames are dropped)."""
+        return {p.sender_mac for _, p in self.sock.receive() if p.claims(self.vip.ip) and not p.is_probe}
+
+    async def free(self) -> bool:
+        """RFC 5227 probe round: `probes` probes `interval` apart, then one more
+        interval for the last answer. True when nobody answered."""
+        self.others_answered()  # what arrived before this round says nothing about now
+        for _ in range(self.probes):
+            self.sock.send(arp.probe(self.sock.mac, self.vip.ip))
+            await asyncio.sleep(self.interval)
+        holders = self.others_answered()
+        if holders:
+            self.notifier.notify(status=f"waiting: {self.vip.ip} is held by {', '.join(sorted(holders))}")
+        return not holders
+
+    async def claim(self) -> None:
+        self.netlink.add(self.interface, self.vip)
+        log.info("claimed %s on %s", self.vip, self.interface)
+        self.notifier.notify(status=f"holding {self.vip} on {self.interface}")
+        start = time.monotonic()
+        for offset in ANNOUNCE_AT:
+            await asyncio.sleep(max(0.0, start + offset - time.monotonic()))
+            for frame in arp.announcements(self.sock.mac, self.vip.ip):
+                self.sock.send(frame)
+
+    def release(self, why: str) -> None:
+        if self.holds():
+            self.netlink.delete(self.interface, self.vip)
+            log.info("released %s: %s", self.vip, why)
+
+    async def run(self) -> None:
+        # READY at once: the services on the VIP bind it non-locally and need
+        # not wait while the backup still holds it.
+        self.notifier.notify(ready=1, status=f"probing {self.vip.ip}")
+        try:
+            while True:
+                if not carrier(self.interface):
+                    self.release("link down")
+                    self.notifier.notify(status=f"link {self.interface} down")
+                elif not self.holds() and await self.free() and carrier(self.interface):
+                    await self.claim()
+                self.sock.receive()  # nothing to act on while holding: the backup yields to our claim
+                await asyncio.sleep(self.interval)
+        finally:
+            self.release("stopping")
+            self.notifier.notify(stopping=1)
