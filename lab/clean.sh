@@ -22,6 +22,10 @@ if [ ${#volumes[@]} -gt 0 ]; then
   podman volume rm --force "${volumes[@]}" >/dev/null
   echo "clean: removed volumes ${volumes[*]}"
 fi
+if pkill -f '^[^ ]*python3 /usr/local/sbin/dmzkit-lab-switch serve'; then echo "clean: stopped the lab switch's fence agent"; fi
+if command -v nft >/dev/null && nft delete table bridge dmzkit_lab_switch 2>/dev/null; then
+  echo "clean: removed the lab switch's isolation rules"
+fi
 secrets=/var/lib/dmzkit-lab/secrets
 if [ -d "$secrets" ]; then
   rm -rf --one-file-system "$secrets"

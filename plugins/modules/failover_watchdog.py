@@ -1,0 +1,261 @@
+#!/usr/bin/python
+# Copyright: dmzkit maintainers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: failover_watchdog
+short_description: Configure the failover watchdog of a VNC backup host
+version_added: 0.1.0
+description:
+  - Writes the watchdog's JSON configuration (root only, mode 0600: hooks and
+    fence commands may name credentials files).
+  - The new file is checked by the watchdog's own C(check-config) before it
+    replaces the old one, also in check mode, so a value the service would
+    refuse is refused here, with the service's message, and nothing changes.
+  - Restarting the service is the caller's business (the C(failover_watchdog)
+    role notifies a handler); a restart keeps a VIP the watchdog holds.
+author: dmzkit maintainers
+options:
+  path:
+    description: The configuration file.
+    type: path
+    default: /etc/dmzkit-failover-watchdog/config.json
+  executable:
+    description: The watchdog's command line, used for C(check-config).
+    type: path
+    default: /opt/dmzkit/venv/bin/dmzkit-failover-watchdog
+  interface:
+    description: The standby NIC.
+    type: str
+    required: true
+  vip:
+    description: The primary's service address with its prefix.
+    type: str
+    required: true
+  vip6:
+    description: Optional IPv6 service address with its prefix, announced by unsolicited NA.
+    type: str
+  vip6_is_router:
+    description: Set the Router flag in the unsolicited NA (the VIP is the clients' default router).
+    type: bool
+    default: false
+  primary_macs:
+    description: MACs the primary answers with.
+    type: list
+    elements: str
+    required: true
+  primary_mgmt:
+    description: The primary's management address.
+    type: str
+    required: true
+  witness:
+    description: Third address that tells an isolated backup from a dead primary.
+    type: str
+    required: true
+  profile:
+    description: Probe timing, see docs/failover.md.
+    type: str
+    choices: [conservative, default, fast]
+    default: default
+  interval:
+    description: Override the profile's probe interval (seconds, >= 0.02).
+    type: float
+  misses:
+    description: Override the profile's number of unanswered probes (>= 2).
+    type: int
+  app_port:
+    description: The primary's VPN port on its management address; with a fence, "host up, VPN dead" leads to a takeover.
+    type: int
+  app_server_name:
+    description: Probe the VPN port with a TLS handshake for this name (needs O(app_ca_file)).
+    type: str
+  app_ca_file:
+    description: CA file the TLS probe checks the primary's certificate with.
+    type: path
+  app_interval:
+    description: Seconds between VPN probes.
+    type: float
+    default: 1.0
+  failback:
+    description: C(auto) hands the VIP back after O(hold_down) of a healthy primary; C(manual) waits for an operator.
+    type: str
+    choices: [auto, manual]
+    default: auto
+  hold_down:
+    description: Seconds the primary must be healthy before the handback.
+    type: float
+    default: 30
+  damping:
+    description: At most C(max_takeovers) in C(window) seconds, each active for at least C(min_active) seconds.
+    type: dict
+    default: {}
+    options:
+      max_takeovers:
+        type: int
+        default: 3
+        description: Takeovers allowed in the window; then the watchdog stays put until reset.
+      window:
+        type: float
+        default: 600
+        description: Seconds of the damping window.
+      min_active:
+        type: float
+        default: 10
+        description: Seconds a takeover holds before an automatic handback.
+  fence:
+    description: How to take the VIP from a primary that answers ARP but whose VPN is dead.
+    type: dict
+    default: {}
+    options:
+      mode:
+        type: str
+        choices: [none, best_effort, required]
+        default: none
+        description: C(required) takes over only after C(off) succeeded.
+      "off":
+        type: list
+        elements: str
+        default: []
+        description: Command (argv, no shell) that cuts the primary off.
+      "on":
+        type: list
+        elements: str
+        default: []
+        description: Command that reconnects it.
+      timeout:
+        type: float
+        default: 5
+        description: Seconds a fence command may take.
+  services:
+    description: systemd units started on takeover and stopped on handback.
+    type: list
+    elements: str
+    default: []
+  hooks:
+    description: Commands (argv) run on C(on_takeover), C(on_handback), C(on_yield), C(on_fault), C(on_conflict).
+    type: dict
+    default: {}
+  metrics_listen:
+    description: Address and port of the Prometheus endpoint.
+    type: str
+    default: 127.0.0.1:9468
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+"""
+
+EXAMPLES = r"""
+- name: Watch the gateway, fence it through the lab switch when its VPN dies
+  dmzkit.remote_access.failover_watchdog:
+    interface: standby0
+    vip: 198.18.1.10/24
+    primary_macs: [02:42:c6:12:01:0b]
+    primary_mgmt: 198.18.1.11
+    witness: 198.18.1.254
+    app_port: 443
+    app_server_name: vpn.lab.dmzkit.test
+    app_ca_file: /etc/dmzkit-pki/ca-chain.pem
+    fence:
+      mode: required
+      "off": [/usr/local/sbin/dmzkit-fence, "off"]
+"""
+
+RETURN = r"""
+config:
+  description: The configuration as written.
+  returned: success
+  type: dict
+"""
+
+import json
+import os
+import tempfile
+
+from ansible.module_utils.basic import AnsibleModule
+
+SETTINGS = ("interface", "vip", "vip6", "vip6_is_router", "primary_macs", "primary_mgmt", "witness", "profile",
+            "interval", "misses", "app_port", "app_server_name", "app_ca_file", "app_interval", "failback",
+            "hold_down", "damping", "fence", "services", "hooks", "metrics_listen")
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=dict(
+            path=dict(type="path", default="/etc/dmzkit-failover-watchdog/config.json"),
+            executable=dict(type="path", default="/opt/dmzkit/venv/bin/dmzkit-failover-watchdog"),
+            interface=dict(type="str", required=True),
+            vip=dict(type="str", required=True),
+            vip6=dict(type="str"),
+            vip6_is_router=dict(type="bool", default=False),
+            primary_macs=dict(type="list", elements="str", required=True),
+            primary_mgmt=dict(type="str", required=True),
+            witness=dict(type="str", required=True),
+            profile=dict(type="str", choices=["conservative", "default", "fast"], default="default"),
+            interval=dict(type="float"),
+            misses=dict(type="int"),
+            app_port=dict(type="int"),
+            app_server_name=dict(type="str"),
+            app_ca_file=dict(type="path"),
+            app_interval=dict(type="float", default=1.0),
+            failback=dict(type="str", choices=["auto", "manual"], default="auto"),
+            hold_down=dict(type="float", default=30.0),
+            damping=dict(type="dict", default={}, options=dict(
+                max_takeovers=dict(type="int", default=3),
+                window=dict(type="float", default=600.0),
+                min_active=dict(type="float", default=10.0),
+            )),
+            fence=dict(type="dict", default={}, options={
+                "mode": dict(type="str", choices=["none", "best_effort", "required"], default="none"),
+                "off": dict(type="list", elements="str", default=[]),
+                "on": dict(type="list", elements="str", default=[]),
+                "timeout": dict(type="float", default=5.0),
+            }),
+            services=dict(type="list", elements="str", default=[]),
+            hooks=dict(type="dict", default={}),
+            metrics_listen=dict(type="str", default="127.0.0.1:9468"),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    config = {k: p[k] for k in SETTINGS if p[k] is not None}
+    config["primary_macs"] = sorted({m.lower() for m in p["primary_macs"]})
+    text = json.dumps(config, indent=2, sort_keys=True) + "\n"
+
+    directory = os.path.dirname(p["path"])
+    if not os.access(p["executable"], os.X_OK):
+        module.fail_json(msg=f"{p['executable']} is missing: install the watchdog first (role failover_watchdog)")
+    # Checked where the file will live, by the code that will run it.
+    fd, candidate = tempfile.mkstemp(prefix=".config-", suffix=".json", dir=directory if os.path.isdir(directory) else None)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        rc, _, err = module.run_command([p["executable"], "check-config", candidate])
+        if rc != 0:
+            module.fail_json(msg=err.strip().replace(candidate, p["path"]) or f"check-config failed ({rc})")
+        try:
+            with open(p["path"], encoding="utf-8") as f:
+                current = f.read()
+        except FileNotFoundError:
+            current = None
+        changed = current != text
+        if changed and not module.check_mode:
+            os.makedirs(directory, mode=0o755, exist_ok=True)
+            os.chmod(candidate, 0o600)
+            module.atomic_move(candidate, p["path"])
+    finally:
+        if os.path.exists(candidate):
+            os.unlink(candidate)
+
+    result = {"changed": changed, "config": config}
+    if module._diff:
+        result["diff"] = {"before": current or "", "after": text, "before_header": p["path"],
+                          "after_header": p["path"]}
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
