@@ -34,6 +34,12 @@ options:
     description: The primary's service address with its prefix.
     type: str
     required: true
+  routing_table:
+    description: Table of the standby NIC's policy rule (module M(dmzkit.remote_access.standby_nic)); the watchdog puts the VIP's routes in it at each takeover.
+    type: int
+  gateway:
+    description: Next hop for VIP-sourced replies to other networks (default route of O(routing_table)).
+    type: str
   vip6:
     description: Optional IPv6 service address with its prefix, announced by unsolicited NA.
     type: str
@@ -156,6 +162,8 @@ EXAMPLES = r"""
     primary_macs: [02:42:c6:12:01:0b]
     primary_mgmt: 198.18.1.11
     witness: 198.18.1.254
+    routing_table: 100
+    gateway: 198.18.1.254
     app_port: 443
     app_server_name: vpn.lab.dmzkit.test
     app_ca_file: /etc/dmzkit-pki/ca-chain.pem
@@ -177,7 +185,7 @@ import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 
-SETTINGS = ("interface", "vip", "vip6", "vip6_is_router", "primary_macs", "primary_mgmt", "witness", "profile",
+SETTINGS = ("interface", "vip", "routing_table", "gateway", "vip6", "vip6_is_router", "primary_macs", "primary_mgmt", "witness", "profile",
             "interval", "misses", "app_port", "app_server_name", "app_ca_file", "app_interval", "failback",
             "hold_down", "damping", "fence", "services", "hooks", "metrics_listen")
 
@@ -189,6 +197,8 @@ def main() -> None:
             executable=dict(type="path", default="/opt/dmzkit/venv/bin/dmzkit-failover-watchdog"),
             interface=dict(type="str", required=True),
             vip=dict(type="str", required=True),
+            routing_table=dict(type="int"),
+            gateway=dict(type="str"),
             vip6=dict(type="str"),
             vip6_is_router=dict(type="bool", default=False),
             primary_macs=dict(type="list", elements="str", required=True),

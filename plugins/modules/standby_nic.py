@@ -18,13 +18,13 @@ description:
     larger of C(all) and the interface's own), so the host's other NIC never
     answers for the VIP and the standby NIC never answers for the host's own
     address.
-  - Routes replies sourced from the VIP out of the standby NIC (a policy rule
-    C(from VIP lookup table) and that table's routes), whatever the other NIC's
-    routes are.
+  - Adds the policy rule C(from VIP lookup table) that sends replies sourced
+    from the VIP out of the standby NIC. The table's routes belong to the VIP
+    (the kernel removes them with the NIC's last address), so the watchdog
+    puts them back at each takeover.
   - Records what the standby NIC must know (the VIP, the primary's MACs, its
-    management address, the witness) in O(record), read by the watchdog's
-    configuration and by the boot unit that restores the rule and routes
-    (C(ip -batch) file next to it).
+    management address, the witness) in O(record), and the commands that
+    restore the link and the rule at boot in an C(ip -batch) file next to it.
   - Never adds or removes the VIP itself: that is the failover watchdog's job,
     and the module must not disturb a takeover in progress.
 author: dmzkit maintainers
@@ -50,9 +50,6 @@ options:
     description: A third address in the VIP's subnet (the router) that tells an isolated backup from a dead primary.
     type: str
     required: true
-  gateway:
-    description: Next hop for VIP-sourced replies to other networks; omit when clients are on the segment only.
-    type: str
   table:
     description: Routing table of the VIP's policy rule.
     type: int
@@ -66,7 +63,7 @@ options:
     type: path
     default: /etc/dmzkit-failover-watchdog/standby-nic.json
   state:
-    description: C(absent) removes the rule, the table's routes and the record; the link stays up.
+    description: C(absent) removes the rule and the record; the link stays up.
     type: str
     choices: [present, absent]
     default: present
@@ -89,7 +86,6 @@ EXAMPLES = r"""
     primary_macs: [02:42:c6:12:01:0b]
     primary_mgmt: 198.18.1.11
     witness: 198.18.1.254
-    gateway: 198.18.1.254
 """
 
 RETURN = r"""
@@ -98,7 +94,7 @@ record:
   returned: state is present
   type: dict
   sample: {interface: standby0, vip: 198.18.1.10/24, primary_macs: [02:42:c6:12:01:0b],
-           primary_mgmt: 198.18.1.11, witness: 198.18.1.254, gateway: 198.18.1.254, table: 100}
+           primary_mgmt: 198.18.1.11, witness: 198.18.1.254, table: 100}
 mac:
   description: The standby NIC's MAC address.
   returned: always
@@ -161,14 +157,6 @@ class StandbyNic:
                       if r.get("src", "all") != "all" else f"from all lookup {r['table']} priority {r['priority']}"
                       for r in self.ip_json("-4", "rule", "show", "table", str(self.p["table"])))
 
-    def routes(self) -> list[str]:
-        out = []
-        rc, listing, _ = self.module.run_command(["ip", "-j", "-4", "route", "show", "table", str(self.p["table"])])
-        for r in json.loads(listing or "[]") if rc == 0 else []:  # an empty table does not exist yet
-            via = f" via {r['gateway']}" if "gateway" in r else ""
-            out.append(f"{r['dst']}{via} dev {r['dev']}")
-        return sorted(out)
-
 
 def validated(module: AnsibleModule) -> dict:
     p = module.params
@@ -176,13 +164,12 @@ def validated(module: AnsibleModule) -> dict:
         vip = ipaddress.IPv4Interface(p["vip"])
         mgmt = ipaddress.IPv4Address(p["primary_mgmt"])
         witness = ipaddress.IPv4Address(p["witness"])
-        gateway = ipaddress.IPv4Address(p["gateway"]) if p["gateway"] else None
     except ValueError as e:
         module.fail_json(msg=f"not an IPv4 address: {e}")
     if "/" not in p["vip"]:
         module.fail_json(msg=f"vip needs its prefix length, e.g. {vip.ip}/24")
-    for name, address in (("primary_mgmt", mgmt), ("witness", witness), ("gateway", gateway)):
-        if address is not None and address not in vip.network:
+    for name, address in (("primary_mgmt", mgmt), ("witness", witness)):
+        if address not in vip.network:
             module.fail_json(msg=f"{name} {address} is not in the VIP's subnet {vip.network}")
         if address == vip.ip:
             module.fail_json(msg=f"{name} must differ from the VIP: the watchdog cannot probe an address it may hold")
@@ -190,10 +177,10 @@ def validated(module: AnsibleModule) -> dict:
     if not macs or not all(MAC_RE.match(m) for m in macs):
         module.fail_json(msg="primary_macs must list the primary's MAC addresses as aa:bb:cc:dd:ee:ff")
     return {"interface": p["interface"], "vip": str(vip), "primary_macs": macs, "primary_mgmt": str(mgmt),
-            "witness": str(witness), "gateway": str(gateway) if gateway else None, "table": p["table"]}
+            "witness": str(witness), "table": p["table"]}
 
 
-def apply(nic: StandbyNic, before: dict, after: dict, table: str) -> None:
+def apply(nic: StandbyNic, before: dict, after: dict) -> None:
     if after["link_up"] and not before["link_up"]:
         nic.ip("link", "set", "dev", nic.iface, "up")
     for rule in before["rules"]:
@@ -202,11 +189,6 @@ def apply(nic: StandbyNic, before: dict, after: dict, table: str) -> None:
     for rule in after["rules"]:
         if rule not in before["rules"]:
             nic.ip("-4", "rule", "add", *rule.split())
-    if before["routes"] != after["routes"]:
-        if before["routes"]:
-            nic.ip("-4", "route", "flush", "table", table)
-        for route in after["routes"]:
-            nic.ip("-4", "route", "add", *route.split(), *(["onlink"] if " via " in route else []), "table", table)
 
 
 def write_or_remove(path: str, content: str | None) -> None:
@@ -241,7 +223,6 @@ def main() -> None:
             primary_macs=dict(type="list", elements="str", required=True),
             primary_mgmt=dict(type="str", required=True),
             witness=dict(type="str", required=True),
-            gateway=dict(type="str"),
             table=dict(type="int", default=100),
             priority=dict(type="int", default=100),
             record=dict(type="path", default="/etc/dmzkit-failover-watchdog/standby-nic.json"),
@@ -264,10 +245,6 @@ def main() -> None:
 
     table, prio = str(p["table"]), str(p["priority"])
     want_rules = [f"from {vip.ip}/32 lookup {table} priority {prio}"] if p["state"] == "present" else []
-    want_routes = []
-    if p["state"] == "present":
-        want_routes = sorted([f"{vip.network} dev {nic.iface}"]
-                             + ([f"default via {record['gateway']} dev {nic.iface}"] if record["gateway"] else []))
     batch_path = os.path.splitext(p["record"])[0] + ".ip"
     want_record = json.dumps(record, indent=2, sort_keys=True) + "\n" if p["state"] == "present" else None
     want_batch = None
@@ -275,15 +252,12 @@ def main() -> None:
         want_batch = "".join([
             f"link set dev {nic.iface} up\n",
             f"rule add from {vip.ip}/32 lookup {table} priority {prio}\n",
-            f"route replace {vip.network} dev {nic.iface} table {table}\n",
-            *([f"route replace default via {record['gateway']} dev {nic.iface} onlink table {table}\n"]
-              if record["gateway"] else []),
         ])
 
-    before = {"link_up": "UP" in link.get("flags", []), "rules": nic.rules(), "routes": nic.routes(),
+    before = {"link_up": "UP" in link.get("flags", []), "rules": nic.rules(),
               "record": read_text(p["record"]), "boot_batch": read_text(batch_path)}
     after = {"link_up": True if p["state"] == "present" else before["link_up"], "rules": want_rules,
-             "routes": want_routes, "record": want_record, "boot_batch": want_batch}
+             "record": want_record, "boot_batch": want_batch}
     sysctls = nic.effective_sysctls()
     missing = {k: v for k, v in ARP_SYSCTLS.items() if sysctls[k] < v} if p["state"] == "present" else {}
     changed = before != after or bool(missing)
@@ -292,7 +266,7 @@ def main() -> None:
         for name, value in missing.items():
             nic.set_sysctl(name, value)
         if before != after:
-            apply(nic, before, after, table)
+            apply(nic, before, after)
             for path, content in ((p["record"], want_record), (batch_path, want_batch)):
                 write_or_remove(path, content)
 

@@ -13,13 +13,16 @@ import socket
 import struct
 from collections.abc import Iterator
 
-RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
-NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE, NLM_F_DUMP = 0x1, 0x4, 0x200, 0x400, 0x300
+RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR, RTM_NEWROUTE = 20, 21, 22, 24
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE, NLM_F_DUMP = 0x1, 0x4, 0x100, 0x200, 0x400, 0x300
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
 IFA_F_NODAD = 0x02
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
+RTPROT_STATIC, RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RTN_UNICAST, RTNH_F_ONLINK = 4, 0, 253, 1, 4
 _NLMSG = struct.Struct("=LHHLL")
 _IFADDR = struct.Struct("=BBBBi")
+_RTMSG = struct.Struct("=BBBBBBBBI")
 _RTA = struct.Struct("=HH")
 
 Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -107,6 +110,23 @@ class Rtnetlink:
                 return False
             raise
         return True
+
+    def replace_route(self, table: int, interface: str, destination: ipaddress.IPv4Network | None = None,
+                      gateway: ipaddress.IPv4Address | None = None) -> None:
+        """Add or replace an IPv4 route in `table`: to `destination` on the
+        link, or the default route via `gateway` (on-link: the interface may
+        hold no address in the gateway's subnet but the VIP)."""
+        prefix = destination.prefixlen if destination is not None else 0
+        scope = RT_SCOPE_LINK if gateway is None else RT_SCOPE_UNIVERSE
+        body = _RTMSG.pack(socket.AF_INET, prefix, 0, 0, table & 0xFF, RTPROT_STATIC, scope, RTN_UNICAST,
+                           RTNH_F_ONLINK if gateway is not None else 0)
+        body += _attr(RTA_TABLE, struct.pack("=I", table)) + _attr(RTA_OIF, struct.pack("=i", socket.if_nametoindex(interface)))
+        if destination is not None:
+            body += _attr(RTA_DST, destination.network_address.packed)
+        if gateway is not None:
+            body += _attr(RTA_GATEWAY, gateway.packed)
+        for _ in self._request(RTM_NEWROUTE, NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE, body):
+            pass
 
     def addresses(self, interface: str) -> set[Interface]:
         index = socket.if_nametoindex(interface)

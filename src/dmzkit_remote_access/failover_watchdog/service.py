@@ -231,6 +231,10 @@ class Watchdog:
                 self.spawn(self.run_argv(s.fence.on, s.fence.timeout))
         elif action is Action.ADD_VIP:
             self.netlink.add(s.interface, s.vip)
+            if s.routing_table is not None:
+                self.netlink.replace_route(s.routing_table, s.interface, destination=s.vip.network)
+                if s.gateway is not None:
+                    self.netlink.replace_route(s.routing_table, s.interface, gateway=s.gateway)
             if s.vip6 is not None:
                 self.netlink.add(s.interface, s.vip6)
         elif action is Action.DEL_VIP:

@@ -80,6 +80,12 @@ class Settings:
     witness: ipaddress.IPv4Address
     profile: Profile
     profile_name: str = "default"
+    # Replies from the VIP leave through the standby NIC by the policy rule
+    # `from VIP lookup routing_table`; that table's routes go with the VIP
+    # (the kernel drops them when the NIC's last address goes), so they are
+    # put back at every takeover.
+    routing_table: int | None = None
+    gateway: ipaddress.IPv4Address | None = None
     vip6: ipaddress.IPv6Interface | None = None
     vip6_is_router: bool = False
     # The primary's VPN port on its management address: "host up, VPN dead"
@@ -188,6 +194,14 @@ def _parse(raw: dict[str, Any]) -> Settings:
     if vip.ip in (mgmt, witness):
         raise ConfigError("primary_mgmt and witness must differ from the vip: it cannot probe an address it may hold")
     vip6 = _parsed(ipaddress.IPv6Interface, raw, "vip6") if raw.get("vip6") else None
+    gateway = _parsed(ipaddress.IPv4Address, raw, "gateway") if raw.get("gateway") else None
+    if gateway is not None and gateway not in vip.network:
+        raise ConfigError(f"gateway {gateway} must be in the VIP's subnet {vip.network}")
+    table = raw.get("routing_table")
+    if table is not None and not 1 <= int(table) <= 252:
+        raise ConfigError(f"routing_table must be 1..252, got {table}")
+    if gateway is not None and table is None:
+        raise ConfigError("gateway needs routing_table: the default route lives in the VIP's own table")
     fence_raw = raw.get("fence", {})
     fence = Fence(
         mode=FenceMode(fence_raw.get("mode", "none")),
@@ -222,6 +236,8 @@ def _parse(raw: dict[str, Any]) -> Settings:
         interface=str(raw["interface"]),
         vip=vip,
         vip6=vip6,
+        routing_table=int(table) if table is not None else None,
+        gateway=gateway,
         vip6_is_router=bool(raw.get("vip6_is_router", False)),
         primary_macs=macs,
         primary_mgmt=mgmt,

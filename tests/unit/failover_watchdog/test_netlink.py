@@ -43,3 +43,20 @@ def test_a_missing_interface_is_an_os_error(peer: Any) -> None:
     )
     assert run.returncode == 0, run.stderr
     assert "refused: no interface with this name" in run.stdout
+
+
+def test_routes_of_the_vip_table(peer: Any) -> None:
+    run = peer.python(
+        "import ipaddress\n"
+        "from dmzkit_remote_access.failover_watchdog.netlink import Rtnetlink\n"
+        "nl = Rtnetlink()\n"
+        f"dev = {peer.theirs!r}\n"
+        "for _ in range(2):  # replace: the second time changes nothing\n"
+        "    nl.replace_route(100, dev, destination=ipaddress.IPv4Network('198.18.99.0/24'))\n"
+        "    nl.replace_route(100, dev, gateway=ipaddress.IPv4Address('198.18.99.254'))\n"
+    )
+    assert run.returncode == 0, run.stderr
+    routes = peer.ip("-4", "route", "show", "table", "100").splitlines()
+    assert sorted(line.split(" proto")[0].strip() for line in routes) == [
+        f"198.18.99.0/24 dev {peer.theirs}", f"default via 198.18.99.254 dev {peer.theirs}"]
+    assert all("onlink" in line for line in routes if line.startswith("default"))

@@ -34,6 +34,9 @@ def test_macs_are_normalised() -> None:
 @pytest.mark.parametrize(("change", "message"), [
     ({"profile": "turbo"}, "profile must be one of"),
     ({"app_server_name": "vpn.example"}, "app_server_name needs app_port and app_ca_file"),
+    ({"gateway": "198.18.1.254"}, "gateway needs routing_table"),
+    ({"gateway": "198.18.5.1", "routing_table": 100}, "must be in the VIP's subnet"),
+    ({"routing_table": 255}, "routing_table must be 1..252"),
     ({"interval": 0.01}, "interval below 0.02 s is refused"),
     ({"misses": 1}, "misses must be at least 2"),
     ({"vip": "198.18.1.10"}, "vip needs its prefix length"),

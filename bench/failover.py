@@ -1,0 +1,316 @@
+#!/usr/bin/env python3
+"""Failover figures, measured on the lab's DMZ wire with one clock.
+
+For each configuration (our watchdog at the `default` and `fast` profiles,
+keepalived with VRRPv2 defaults and with VRRPv3 adverts every 0.1 s, all on
+the same hosts in the same run) it runs N drills:
+
+1. wait a random fraction of a second (the failure lands at a random phase
+   of the probe or advert cycle);
+2. pull the gateway's cable (its switch port goes down);
+3. failover time: from the cable pull to the first echo reply from the VIP
+   sent by the backup's MAC, captured on the firewall's DMZ port (the client
+   pings the VIP every 10 ms);
+4. plug the cable back and hand the VIP back (our watchdog: `ctl handback`,
+   the gateway's guard claims it; keepalived: preemption by priority);
+5. duplicate windows: time during which two MACs answered the same ARP
+   probe for the VIP (probed from the controller every 5 ms), on failover
+   and on failback.
+
+Then a soak: the watchdog at `default`, 2 % of the DMZ frames of both hosts
+dropped and both CPUs of the backup busy, for a bounded time; every
+takeover in it is a false one.
+
+Needs the lab with the failover stack deployed (`make demo`). Restores the
+watchdog, the guard and the switch ports at the end. Prints a table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lab"))
+from wire import SWITCH, VipWatch, bridge_of, port_of  # noqa: E402
+
+VIP = "198.18.1.10"
+GATEWAY, BACKUP, CLIENT, FIREWALL = "gw1", "vnc1", "client1", "fw1"
+STANDBY = "standby0"
+WATCHDOG = "/opt/dmzkit/venv/bin/dmzkit-failover-watchdog"
+CONFIG = "/etc/dmzkit-failover-watchdog/config.json"
+KEEPALIVED_CONF = "/run/dmzkit-bench-keepalived.conf"
+ETH_P_ALL = 3
+
+
+def sh(host: str, command: str, check: bool = True) -> str:
+    done = subprocess.run(["podman", "exec", host, "sh", "-c", command], capture_output=True, text=True, check=False)
+    if check and done.returncode != 0:
+        raise RuntimeError(f"{host}: {command}: {done.stderr.strip()}")
+    return done.stdout
+
+
+def mac_of(host: str, ifname: str) -> str:
+    return str(json.loads(sh(host, f"ip -j link show dev {ifname}"))[0]["address"])
+
+
+def holds(host: str) -> bool:
+    return f"{VIP}/24" in sh(host, "ip -4 -o address show", check=False)
+
+
+def wait_for(condition, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+class EchoReplies:
+    """ICMP echo replies from the VIP seen on one bridge port, by source MAC,
+    with the kernel's receive time on the monotonic clock."""
+
+    def __init__(self, port: str) -> None:
+        # ETH_P_ALL: frames the port sends towards the firewall are outgoing
+        # on it, and only ETH_P_ALL sockets see outgoing frames.
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        self.sock.setsockopt(socket.SOL_SOCKET, 35, 1)  # SO_TIMESTAMPNS
+        self.sock.bind((port, ETH_P_ALL))
+        self.sock.settimeout(0.1)
+        self.vip = socket.inet_aton(VIP)
+        self.seen: list[tuple[float, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        offset = time.time() - time.monotonic()
+        while not self._stop.is_set():
+            try:
+                data, ancdata, _, _ = self.sock.recvmsg(64, socket.CMSG_SPACE(16))
+            except TimeoutError:
+                continue
+            # Ethernet (14) + IPv4: protocol at 23, source at 26..30; ICMP type 0 after a 20-byte header.
+            if len(data) >= 35 and data[12:14] == b"\x08\x00" and data[23] == 1 and data[26:30] == self.vip and data[34] == 0:
+                at = time.monotonic()
+                for level, kind, value in ancdata:
+                    if level == socket.SOL_SOCKET and kind == 35:
+                        s, ns = struct.unpack("qq", value[:16])
+                        at = s + ns / 1e9 - offset
+                self.seen.append((at, ":".join(f"{b:02x}" for b in data[6:12])))
+
+    def first_not_from(self, mac: str, since: float) -> float | None:
+        """The first reply after `since` from any MAC but `mac` (the gateway's)."""
+        return next((at for at, src in list(self.seen) if at >= since and src != mac), None)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+
+
+@dataclass
+class Figures:
+    name: str
+    failover: list[float] = field(default_factory=list)
+    dup_failover: list[float] = field(default_factory=list)
+    dup_failback: list[float] = field(default_factory=list)
+    missed: int = 0
+
+    def row(self) -> str:
+        f = self.failover
+        cells = (f"{statistics.median(f):.3f}", f"{percentile(f, 0.99):.3f}", f"{max(f):.3f}") if f else ("-",) * 3
+        return (f"| {self.name} | {len(f)} | {self.missed} | {cells[0]} | {cells[1]} | {cells[2]} | "
+                f"{1000 * max(self.dup_failover, default=0):.0f} | {1000 * max(self.dup_failback, default=0):.0f} |")
+
+
+class Lab:
+    def __init__(self) -> None:
+        self.gw_port = port_of(GATEWAY, "eth0")
+        self.gateway_mac = mac_of(GATEWAY, "eth0")
+        fw_dmz = next(i["ifname"] for i in json.loads(sh(FIREWALL, "ip -j -4 address show"))
+                      if any(a["local"] == "198.18.1.254" for a in i.get("addr_info", [])))
+        self.fw_port = port_of(FIREWALL, fw_dmz)
+        self.config = sh(BACKUP, f"cat {CONFIG}")
+
+    def cable(self, up: bool) -> float:
+        """Pull or plug the gateway's cable; the moment it happened."""
+        before = time.monotonic()
+        subprocess.run(["ip", "link", "set", "dev", self.gw_port, "up" if up else "down"], check=True)
+        return (before + time.monotonic()) / 2
+
+    def watchdog(self, profile: str | None) -> None:
+        """Run our watchdog (at `profile`) and the gateway's guard, or neither (None)."""
+        if profile is None:
+            sh(BACKUP, "systemctl stop dmzkit-failover-watchdog; ip address flush dev standby0")
+            sh(GATEWAY, "systemctl stop dmzkit-gateway-vip")
+            return
+        config = json.loads(self.config) | {"profile": profile}
+        subprocess.run(["podman", "exec", "-i", BACKUP, "sh", "-c", f"cat > {CONFIG}"], input=json.dumps(config),
+                       text=True, check=True)
+        sh(GATEWAY, "systemctl start dmzkit-gateway-vip")
+        sh(BACKUP, "systemctl restart dmzkit-failover-watchdog")
+        wait_for(lambda: holds(GATEWAY) and self.state() == "standby", 30)
+
+    def state(self) -> str:
+        try:
+            return str(json.loads(sh(BACKUP, "cat /run/dmzkit-failover-watchdog/state.json"))["state"])
+        except (RuntimeError, ValueError):
+            return ""
+
+    def keepalived(self, version: int | None, advert: float = 1.0) -> None:
+        for host in (GATEWAY, BACKUP):
+            sh(host, "pkill -x keepalived; true")
+        if version is None:
+            return
+        for host, priority, where in ((GATEWAY, 150, ""), (BACKUP, 100, " dev standby0")):
+            conf = (f"global_defs {{\n  vrrp_version {version}\n}}\n"
+                    f"vrrp_instance dmzkit_bench {{\n  interface eth0\n  virtual_router_id 51\n"
+                    f"  priority {priority}\n  advert_int {advert}\n"
+                    f"  virtual_ipaddress {{\n    {VIP}/24{where}\n  }}\n}}\n")
+            subprocess.run(["podman", "exec", "-i", host, "sh", "-c", f"cat > {KEEPALIVED_CONF}"], input=conf,
+                           text=True, check=True)
+            subprocess.run(["podman", "exec", "-d", host, "keepalived", "--dont-fork", "--vrrp", "--log-console",
+                            "-f", KEEPALIVED_CONF, "-p", "/run/dmzkit-bench-keepalived.pid",
+                            "-r", "/run/dmzkit-bench-vrrp.pid"], check=True)
+        wait_for(lambda: holds(GATEWAY) and not holds(BACKUP), 30)
+
+    def restore(self) -> None:
+        self.keepalived(None)
+        self.cable(True)
+        subprocess.run(["podman", "exec", "-i", BACKUP, "sh", "-c", f"cat > {CONFIG}"], input=self.config,
+                       text=True, check=True)
+        sh(GATEWAY, "systemctl start dmzkit-gateway-vip")
+        sh(BACKUP, "systemctl restart dmzkit-failover-watchdog")
+
+
+@contextmanager
+def pinging(seconds: int) -> Iterator[None]:
+    """The client pings the VIP every 10 ms, for at most `seconds`."""
+    ping = subprocess.Popen(["podman", "exec", CLIENT, "ping", "-q", "-i", "0.01", "-w", str(seconds), VIP],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        ping.terminate()
+        ping.wait()
+        subprocess.run(["podman", "exec", CLIENT, "pkill", "-x", "ping"], capture_output=True, check=False)
+
+
+def drill(lab: Lab, figures: Figures, echo: EchoReplies, watch: VipWatch, handback: bool, timeout: float) -> None:
+    time.sleep(random.uniform(0.0, 1.0))
+    cut = lab.cable(False)
+    took = wait_for(lambda: echo.first_not_from(lab.gateway_mac, cut) is not None, timeout)
+    first = echo.first_not_from(lab.gateway_mac, cut)
+    if not took or first is None:
+        figures.missed += 1
+        print(f"missed: watchdog {lab.state()!r}, backup holds the VIP: {holds(BACKUP)}", file=sys.stderr)
+    else:
+        figures.failover.append(first - cut)
+    figures.dup_failover.append(watch.duplicate_time(cut))
+    time.sleep(0.5)
+    back = lab.cable(True)
+    if handback:
+        time.sleep(0.5)
+        sh(BACKUP, f"{WATCHDOG} ctl handback", check=False)
+    wait_for(lambda: holds(GATEWAY) and not holds(BACKUP), 30)
+    time.sleep(0.5)
+    figures.dup_failback.append(watch.duplicate_time(back))
+    if handback:
+        wait_for(lambda: lab.state() == "standby", 10)
+        sh(BACKUP, f"{WATCHDOG} ctl reset", check=False)
+    time.sleep(0.5)
+
+
+def soak(lab: Lab, seconds: int, loss: int) -> tuple[int, int]:
+    """Takeovers and stalls while frames are lost and the backup's CPUs are busy."""
+    lab.watchdog("default")
+    before = json.loads(sh(BACKUP, "cat /run/dmzkit-failover-watchdog/state.json"))
+    started = time.time()
+    ports = [lab.gw_port, port_of(BACKUP, STANDBY)]
+    rules = "".join(f"        iifname \"{p}\" numgen random mod 100 < {loss} drop\n" for p in ports)
+    table = f"table bridge dmzkit_bench_loss {{\n    chain forward {{\n        type filter hook forward priority filter;\n{rules}    }}\n}}\n"
+    subprocess.run(["nft", "-f", "-"], input=table, text=True, check=True)
+    burners = [subprocess.Popen(["podman", "exec", BACKUP, "timeout", str(seconds), "python3", "-c", "while True: pass"])
+               for _ in range(2)]
+    try:
+        time.sleep(seconds)
+    finally:
+        for b in burners:
+            b.wait()
+        subprocess.run(["nft", "delete", "table", "bridge", "dmzkit_bench_loss"], check=False)
+    after = json.loads(sh(BACKUP, "cat /run/dmzkit-failover-watchdog/state.json"))
+    takeovers = sum(1 for t in after["transitions"] if t["to"] == "takeover" and t["at"] >= started)
+    return takeovers, after["scheduler_stalls"] - before["scheduler_stalls"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--drills", type=int, default=50, help="drills per configuration (default 50)")
+    parser.add_argument("--soak", type=int, default=600, help="soak seconds (default 600, 0 = none)")
+    parser.add_argument("--loss", type=int, default=2, help="percent of frames dropped in the soak (default 2)")
+    parser.add_argument("--only", nargs="*", default=["default", "fast", "vrrp2", "vrrp3"],
+                        help="configurations to run (default, fast, vrrp2, vrrp3)")
+    args = parser.parse_args()
+    if not 0 < args.drills <= 500 or not 0 <= args.soak <= 3600 or not 0 <= args.loss <= 50:
+        parser.error("--drills 1..500, --soak 0..3600 s, --loss 0..50 %")
+    if not SWITCH.exists():
+        parser.error(f"{SWITCH} is missing")
+
+    lab = Lab()
+    results: list[Figures] = []
+    configurations = {
+        "default": ("our watchdog, profile default (100 ms x 3)", lambda: lab.watchdog("default"), True, 5),
+        "fast": ("our watchdog, profile fast (50 ms x 3)", lambda: lab.watchdog("fast"), True, 5),
+        "vrrp2": ("keepalived VRRPv2 defaults (advert 1 s)", lambda: (lab.watchdog(None), lab.keepalived(2, 1)), False, 10),
+        "vrrp3": ("keepalived VRRPv3, advert 0.1 s", lambda: (lab.watchdog(None), lab.keepalived(3, 0.1)), False, 5),
+    }
+    echo = EchoReplies(lab.fw_port)
+    soak_figures = None
+    try:
+        with VipWatch(bridge_of("dmzkit-dmz"), VIP) as watch:
+            for key in args.only:
+                name, setup, handback, timeout = configurations[key]
+                setup()
+                figures = Figures(name)
+                with pinging(int(args.drills * (timeout + 6) + 60)):
+                    for n in range(args.drills):
+                        drill(lab, figures, echo, watch, handback, timeout)
+                        print(f"{key} {n + 1}/{args.drills}: "
+                              f"{figures.failover[-1] if figures.failover else float('nan'):.3f} s", file=sys.stderr)
+                results.append(figures)
+                lab.keepalived(None)
+            if args.soak:
+                soak_figures = soak(lab, args.soak, args.loss)
+    finally:
+        echo.close()
+        lab.restore()
+
+    print("| configuration | drills | missed | failover p50 s | p99 s | max s | duplicate on failover ms | duplicate on failback ms |")
+    print("|---|---|---|---|---|---|---|---|")
+    for figures in results:
+        print(figures.row())
+    if soak_figures is not None:
+        print(f"\nsoak {args.soak} s, {args.loss} % loss on both DMZ ports, backup CPUs busy: "
+              f"{soak_figures[0]} takeovers (false), {soak_figures[1]} scheduler stalls")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
