@@ -203,7 +203,9 @@ class Lab:
 @contextmanager
 def pinging(seconds: int) -> Iterator[None]:
     """The client pings the VIP every 10 ms, for at most `seconds`."""
-    ping = subprocess.Popen(["podman", "exec", CLIENT, "ping", "-q", "-i", "0.01", "-w", str(seconds), VIP],
+    # Bounded by timeout(1), not ping's -w: with -w, ping stops at the first
+    # "host unreachable" the firewall sends while nobody holds the VIP.
+    ping = subprocess.Popen(["podman", "exec", CLIENT, "timeout", str(seconds), "ping", "-q", "-i", "0.01", VIP],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         yield
@@ -220,7 +222,9 @@ def drill(lab: Lab, figures: Figures, echo: EchoReplies, watch: VipWatch, handba
     first = echo.first_not_from(lab.gateway_mac, cut)
     if not took or first is None:
         figures.missed += 1
-        print(f"missed: watchdog {lab.state()!r}, backup holds the VIP: {holds(BACKUP)}", file=sys.stderr)
+        seen = [(round(at - cut, 3), src) for at, src in list(echo.seen) if at >= cut - 0.2]
+        print(f"missed: watchdog {lab.state()!r}, backup holds the VIP: {holds(BACKUP)}, replies {seen[:3]}..{seen[-2:]}",
+              file=sys.stderr)
     else:
         figures.failover.append(first - cut)
     figures.dup_failover.append(watch.duplicate_time(cut))

@@ -104,6 +104,13 @@ class Watchdog:
             self.sock.send(arp.probe(self.sock.mac, address))
         self.metrics.stalls = p.vip.stalls  # every tick probes the VIP: its stalls are the loop's
 
+    def verdict_due(self, now: float) -> bool:
+        """Would the primary be dead once the probes just sent go unanswered?"""
+        if self.machine.state not in (State.STANDBY, State.SUSPECT):
+            return False
+        at = now + self.settings.rtt_budget
+        return self.probes.vip.is_dead(at, self.started) and self.probes.mgmt.is_dead(at, self.started)
+
     def observe(self, now: float) -> Observation:
         s, p = self.settings, self.probes
         grace = now - self.started < s.witness_timeout
@@ -222,7 +229,11 @@ class Watchdog:
         started = time.monotonic()
         ok = True
         if action is Action.FENCE:
-            if s.fence.mode is FenceMode.BEST_EFFORT:
+            # Only a live primary (FENCING: its host answers, its VPN does not)
+            # must be cut off before the VIP can be free. A silent one already
+            # passed the confirm burst: nobody on the segment answers for the
+            # VIP, so the fence runs beside the takeover, not before it.
+            if s.fence.mode is FenceMode.BEST_EFFORT or self.machine.state is State.TAKEOVER:
                 self.spawn(self.run_argv(s.fence.off, s.fence.timeout))
             else:
                 ok = await self.run_argv(s.fence.off, s.fence.timeout)
@@ -369,6 +380,12 @@ class Watchdog:
                 await self.follow(self.machine.step(self.observe(now)))
                 now = time.monotonic()
                 self.send_probes(now, due, tick)
+                if self.verdict_due(now):
+                    # The probe just sent is the last one the rule waits for:
+                    # decide when its reply budget is up, not a tick later.
+                    await asyncio.sleep(s.rtt_budget)
+                    self.read_replies()
+                    await self.follow(self.machine.step(self.observe(time.monotonic())))
                 # Tell systemd we live only from an on-time tick: a stalled loop gets killed.
                 if self.notifier.watchdog_interval and now - due <= interval / 2 and now - last_ping >= self.notifier.watchdog_interval:
                     self.notifier.notify(watchdog=1)
