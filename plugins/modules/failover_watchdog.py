@@ -9,8 +9,8 @@ module: failover_watchdog
 short_description: Configure the failover watchdog of a VNC backup host
 version_added: 0.1.0
 description:
-  - Writes the watchdog's JSON configuration (root only, mode 0600: hooks and
-    fence commands may name credentials files).
+  - Writes the watchdog's JSON configuration, root only (mode 0600), as hooks and
+    fence commands may name credentials files.
   - The new file is checked by the watchdog's own C(check-config) before it
     replaces the old one, also in check mode, so a value the service would
     refuse is refused here, with the service's message, and nothing changes.

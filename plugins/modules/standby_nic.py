@@ -25,7 +25,7 @@ description:
   - Records what the standby NIC must know (the VIP, the primary's MACs, its
     management address, the witness) in O(record), and the commands that
     restore the link and the rule at boot in an C(ip -batch) file next to it.
-  - Never adds or removes the VIP itself: that is the failover watchdog's job,
+  - Never adds or removes the VIP itself, which is the failover watchdog's job,
     and the module must not disturb a takeover in progress.
 author: dmzkit maintainers
 options:

@@ -1,0 +1,198 @@
+"""Seed 000's failover mode, drilled on the lab's wire.
+
+Each drill kills the gateway one way, checks that the VNC backup host takes
+its address (or, where it must not, that it does not), and brings the
+gateway back. Who answers ARP for the VIP is watched from the controller on
+the DMZ bridge the whole time (lab/wire.py), so "never two holders" is
+checked on the wire, not inferred from logs. Tests run in file order.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "lab"))
+from wire import VipWatch, bridge_of, switch  # noqa: E402
+
+GATEWAY, BACKUP, CLIENT, WITNESS = "gw1", "vnc1", "client1", "fw1"
+VIP = "198.18.1.10"
+STANDBY = "standby0"
+PORTAL = "https://portal.lab.dmzkit.test/"
+CREDENTIALS = "/root/dmzkit"
+STATE = "/run/dmzkit-failover-watchdog/state.json"
+WATCHDOG = "/opt/dmzkit/venv/bin/dmzkit-failover-watchdog"
+
+
+def wait_for(what: str, condition: Callable[[], bool], timeout: float) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if condition():
+            return time.monotonic() - start
+        time.sleep(0.1)
+    pytest.fail(f"{what}: not within {timeout} s")
+
+
+def mac(lab, host: str, ifname: str) -> str:
+    return json.loads(lab[host].host.run_test(f"ip -j link show dev {ifname}").stdout)[0]["address"]
+
+
+def holds_vip(lab, host: str) -> bool:
+    return f"{VIP}/24" in lab[host].host.run("ip -4 -o address show").stdout
+
+
+def watchdog(lab) -> dict:
+    return json.loads(lab[BACKUP].host.run_test(f"cat {STATE}").stdout)
+
+
+def ctl(lab, verb: str) -> dict:
+    return json.loads(lab[BACKUP].host.run(f"{WATCHDOG} ctl {verb}").stdout)
+
+
+def portal(lab, user: str | None):
+    cert = f"--cert {CREDENTIALS}/{user}.pem" if user else ""
+    return lab[CLIENT].host.run(f"curl -sS --max-time 10 {cert} {PORTAL}")
+
+
+@pytest.fixture(scope="module")
+def wire() -> Iterator[VipWatch]:
+    with VipWatch(bridge_of("dmzkit-dmz"), VIP) as watch:
+        yield watch
+
+
+@pytest.fixture
+def healthy_gateway(lab, wire):
+    """Every drill starts and ends with the gateway serving the VIP and the
+    watchdog standing by with its damping counter cleared."""
+    def restore() -> None:
+        subprocess.run(["podman", "unpause", GATEWAY], capture_output=True, check=False)
+        switch(GATEWAY, "eth0", "up")
+        switch(BACKUP, STANDBY, "up")
+        lab[GATEWAY].host.run("systemctl start ocserv nginx dmzkit-gateway-vip")
+        wait_for("the gateway holds the VIP", lambda: holds_vip(lab, GATEWAY), 60)
+        wait_for("the watchdog stands by", lambda: watchdog(lab)["state"] == "standby", 30)
+        ctl(lab, "reset")
+
+    restore()
+    yield
+    restore()
+
+
+def test_the_standby_nic_is_up_without_an_address(lab):
+    vnc = lab[BACKUP].host
+    link = json.loads(vnc.run_test(f"ip -j -4 address show dev {STANDBY}").stdout)[0]
+    assert "UP" in link["flags"] and "LOWER_UP" in link["flags"]
+    assert [a["local"] for a in link["addr_info"]] == []
+    assert vnc.run_test("sysctl -n net.ipv4.conf.all.arp_ignore").stdout.strip() == "1"
+    assert f"from {VIP} lookup 100" in vnc.run_test("ip rule").stdout
+    assert watchdog(lab)["state"] == "standby"
+
+
+def test_the_watchdog_runs_with_a_systemd_watchdog_and_two_capabilities(lab):
+    unit = lab[BACKUP].host.run_test(
+        "systemctl show dmzkit-failover-watchdog -p Type -p WatchdogUSec -p CapabilityBoundingSet -p ActiveState").stdout
+    assert "Type=notify" in unit and "WatchdogUSec=2s" in unit and "ActiveState=active" in unit
+    caps = next(line for line in unit.splitlines() if line.startswith("CapabilityBoundingSet="))
+    assert set(caps.split("=", 1)[1].split()) == {"cap_net_admin", "cap_net_raw"}
+
+
+def test_a_bad_setting_is_refused_by_the_service_own_check(lab):
+    config = lab[BACKUP].host.run_test("cat /etc/dmzkit-failover-watchdog/config.json").stdout
+    bad = json.loads(config) | {"interval": 0.005}
+    checked = lab[BACKUP].run_with_input(["sh", "-c", f"cat > /tmp/bad.json && {WATCHDOG} check-config /tmp/bad.json"],
+                                         json.dumps(bad))
+    assert checked.returncode == 2 and "interval below 0.02 s is refused" in checked.stderr
+
+
+def test_power_loss_the_backup_takes_over_and_the_user_gets_the_desktops(lab, wire, healthy_gateway):
+    backup_mac = mac(lab, BACKUP, STANDBY)
+    cut = time.monotonic()
+    switch(GATEWAY, "eth0", "down")
+    wait_for("the backup answers for the VIP", lambda: wire.first_answer_from(backup_mac, cut) is not None, 10)
+    assert watchdog(lab)["state"] == "active"
+    assert wire.duplicate_time(cut) == 0
+    page = portal(lab, "alice")
+    assert page.rc == 0 and "noVNC" in page.stdout, page.stderr
+    refused = portal(lab, None)
+    assert refused.rc != 0 and "alert" in refused.stderr.lower()
+    # alice's browser, unchanged, opens her desktop through the VIP.
+    shot = lab[CLIENT].host.run(
+        "rm -f /tmp/desktop.png; timeout 90 chromium --headless=new --no-sandbox --disable-gpu "
+        "--screenshot=/tmp/desktop.png --window-size=1280,860 --virtual-time-budget=15000 "
+        f"'{PORTAL}vnc.html?autoconnect=1&resize=scale&path=websockify'")
+    assert lab[CLIENT].host.file("/tmp/desktop.png").size > 20000, shot.stderr[-500:]
+    # The page's websocket reached alice's desktop, where the mail client is logged in.
+    access = lab[BACKUP].host.run_test("grep -h 'GET /websockify' /var/log/nginx/*access*.log || true").stdout
+    assert " 101 " in access, access[-500:]
+    assert "user=<alice>" in lab["app1"].host.run_test("journalctl -u dovecot --no-pager | grep Login").stdout
+
+
+def test_the_returning_gateway_waits_for_the_handback(lab, wire, healthy_gateway):
+    switch(GATEWAY, "eth0", "down")
+    wait_for("takeover", lambda: holds_vip(lab, BACKUP), 10)
+    back = time.monotonic()
+    switch(GATEWAY, "eth0", "up")
+    time.sleep(2)
+    assert holds_vip(lab, BACKUP) and not holds_vip(lab, GATEWAY), "the guard must wait for the handback"
+    wait_for("handback", lambda: holds_vip(lab, GATEWAY), 60)
+    assert wire.duplicate_time(back) == 0
+    reasons = [t["to"] for t in watchdog(lab)["transitions"]]
+    assert "handback" in reasons[-4:] and "yield" not in reasons[-4:]
+
+
+def test_a_hung_gateway_is_fenced_then_taken_over(lab, wire, healthy_gateway):
+    subprocess.run(["podman", "pause", GATEWAY], check=True, capture_output=True)
+    wait_for("takeover of a hung gateway", lambda: holds_vip(lab, BACKUP), 30)
+    reasons = [t["to"] for t in watchdog(lab)["transitions"]]
+    assert "fencing" in reasons, reasons
+    # Fenced: the gateway's port is down, so its (frozen) kernel answers nobody.
+    assert wire.duplicate_time() == 0
+
+
+def test_a_dead_vpn_on_a_live_host_is_fenced_then_taken_over(lab, wire, healthy_gateway):
+    lab[GATEWAY].host.run_test("systemctl stop ocserv")
+    wait_for("takeover after the VPN died", lambda: holds_vip(lab, BACKUP), 30)
+    transitions = watchdog(lab)["transitions"]
+    assert any(t["to"] == "fencing" for t in transitions)
+    assert lab[GATEWAY].host.run("ip -j link show dev eth0").stdout.count("NO-CARRIER") == 1
+
+
+def test_a_gateway_that_claims_the_vip_makes_the_backup_yield(lab, wire, healthy_gateway):
+    gw = lab[GATEWAY].host
+    switch(GATEWAY, "eth0", "down")
+    wait_for("takeover", lambda: holds_vip(lab, BACKUP), 10)
+    gw.run_test("systemctl stop dmzkit-gateway-vip")  # an unguarded gateway
+    switch(GATEWAY, "eth0", "up")
+    claimed = time.monotonic()
+    gw.run_test(f"ip address add {VIP}/24 dev eth0")
+    wait_for("the backup yields", lambda: not holds_vip(lab, BACKUP), 5)
+    assert [t["to"] for t in watchdog(lab)["transitions"]][-2:] == ["yield", "standby"]
+    gw.run_test(f"ip address del {VIP}/24 dev eth0")
+    # Two MACs answered for at most the moment it took the backup to see the claim.
+    assert wire.duplicate_time(claimed) <= 0.5
+
+
+def test_a_flapping_gateway_is_damped(lab, wire, healthy_gateway):
+    for _ in range(3):
+        switch(GATEWAY, "eth0", "down")
+        wait_for("takeover", lambda: holds_vip(lab, BACKUP), 10)
+        switch(GATEWAY, "eth0", "up")
+        wait_for("handback", lambda: holds_vip(lab, GATEWAY), 60)
+    switch(GATEWAY, "eth0", "down")
+    time.sleep(3)
+    state = watchdog(lab)
+    assert state["damped"] and not holds_vip(lab, BACKUP), state
+
+
+def test_an_isolated_backup_never_takes_over(lab, wire, healthy_gateway):
+    switch(BACKUP, STANDBY, "isolate")  # link up, but the switch forwards nothing
+    wait_for("fault", lambda: watchdog(lab)["state"] == "fault", 10)
+    switch(GATEWAY, "eth0", "down")
+    time.sleep(3)
+    assert not holds_vip(lab, BACKUP)
+    assert watchdog(lab)["state"] == "fault"
