@@ -18,7 +18,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import arp
+from . import arp, ndp
 from .decision import ProbeStream
 from .machine import Action, Holder, Machine, Observation, State, Step
 from .metrics import Metrics, serve
@@ -58,6 +58,7 @@ class Watchdog:
         self.metrics = Metrics()
         self.notifier = Notifier()
         self.sock = arp.ArpSocket(settings.interface)
+        self.ndp = ndp.NdpSocket(settings.interface) if settings.vip6 is not None else None
         self.netlink = Rtnetlink()
         self.started = time.monotonic()
         self.primary_mac = sorted(settings.primary_macs)[0]
@@ -194,30 +195,32 @@ class Watchdog:
         self.background.add(task)
         task.add_done_callback(self.background.discard)
 
-    async def announce(self, holder_mac: str | None) -> None:
+    def send_announcements(self, holder_mac: str | None) -> None:
+        """Gratuitous ARP (request and reply) for the VIP, and an unsolicited
+        NA for the IPv6 VIP, saying they are at `holder_mac` (default: ours)."""
         s = self.settings
-        frames = arp.announcements(self.sock.mac, s.vip.ip, holder_mac)
+        for frame in arp.announcements(self.sock.mac, s.vip.ip, holder_mac):
+            self.sock.send(frame)
+        self.metrics.garps += 2
+        if self.ndp is not None and s.vip6 is not None:
+            self.ndp.announce(s.vip6.ip, holder_mac or self.sock.mac, s.vip6_is_router)
+
+    async def announce(self, holder_mac: str | None) -> None:
         if holder_mac is not None:
-            for frame in frames:
-                self.sock.send(frame)
-            self.metrics.garps += len(frames)
+            self.send_announcements(holder_mac)
             return
         start = time.monotonic()
         for offset in ANNOUNCE_AT:
             await asyncio.sleep(max(0.0, start + offset - time.monotonic()))
             if self.machine.state not in (State.TAKEOVER, State.ACTIVE):
                 return
-            for frame in frames:
-                self.sock.send(frame)
-            self.metrics.garps += len(frames)
+            self.send_announcements(None)
 
     async def refresh_announcements(self) -> None:
         while True:
             await asyncio.sleep(self.settings.refresh_interval)
             if self.machine.state is State.ACTIVE:
-                for frame in arp.announcements(self.sock.mac, self.settings.vip.ip):
-                    self.sock.send(frame)
-                self.metrics.garps += 2
+                self.send_announcements(None)
 
     async def systemctl(self, verb: str) -> bool:
         if not self.settings.services:
