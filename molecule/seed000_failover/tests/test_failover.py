@@ -74,6 +74,9 @@ def healthy_gateway(lab, wire):
         switch(GATEWAY, "eth0", "up")
         switch(BACKUP, STANDBY, "up")
         lab[GATEWAY].host.run("systemctl start ocserv nginx dmzkit-gateway-vip")
+        if watchdog(lab)["state"] == "active":  # a damped takeover waits for the operator
+            ctl(lab, "reset")
+            ctl(lab, "handback")
         wait_for("the gateway holds the VIP", lambda: holds_vip(lab, GATEWAY), 60)
         wait_for("the watchdog stands by", lambda: watchdog(lab)["state"] == "standby", 30)
         ctl(lab, "reset")
@@ -85,9 +88,10 @@ def healthy_gateway(lab, wire):
 
 def test_the_standby_nic_is_up_without_an_address(lab):
     vnc = lab[BACKUP].host
-    link = json.loads(vnc.run_test(f"ip -j -4 address show dev {STANDBY}").stdout)[0]
+    link = json.loads(vnc.run_test(f"ip -j link show dev {STANDBY}").stdout)[0]
     assert "UP" in link["flags"] and "LOWER_UP" in link["flags"]
-    assert [a["local"] for a in link["addr_info"]] == []
+    addresses = json.loads(vnc.run_test(f"ip -j -4 address show dev {STANDBY}").stdout or "[]")
+    assert [a["local"] for i in addresses for a in i.get("addr_info", [])] == []
     assert vnc.run_test("sysctl -n net.ipv4.conf.all.arp_ignore").stdout.strip() == "1"
     assert f"from {VIP} lookup 100" in vnc.run_test("ip rule").stdout
     assert watchdog(lab)["state"] == "standby"
@@ -120,12 +124,17 @@ def test_power_loss_the_backup_takes_over_and_the_user_gets_the_desktops(lab, wi
     assert page.rc == 0 and "noVNC" in page.stdout, page.stderr
     refused = portal(lab, None)
     assert refused.rc != 0 and "alert" in refused.stderr.lower()
-    # alice's browser, unchanged, opens her desktop through the VIP.
-    shot = lab[CLIENT].host.run(
-        "rm -f /tmp/desktop.png; timeout 90 chromium --headless=new --no-sandbox --disable-gpu "
-        "--screenshot=/tmp/desktop.png --window-size=1280,860 --virtual-time-budget=15000 "
-        f"'{PORTAL}vnc.html?autoconnect=1&resize=scale&path=websockify'")
-    assert lab[CLIENT].host.file("/tmp/desktop.png").size > 20000, shot.stderr[-500:]
+    # alice's browser, unchanged, opens her desktop through the VIP. A page
+    # with the desktop drawn is far larger than noVNC's connecting screen.
+    for _ in range(3):
+        lab[CLIENT].host.run(
+            "rm -f /tmp/desktop.png; timeout 90 chromium --headless=new --no-sandbox --disable-gpu "
+            "--screenshot=/tmp/desktop.png --window-size=1280,860 --virtual-time-budget=20000 "
+            f"'{PORTAL}vnc.html?autoconnect=1&resize=scale&path=websockify'")
+        size = lab[CLIENT].host.file("/tmp/desktop.png").size
+        if size > 20000:
+            break
+    assert size > 20000, f"the screenshot ({size} bytes) shows no desktop"
     # The page's websocket reached alice's desktop, where the mail client is logged in.
     access = lab[BACKUP].host.run_test("grep -h 'GET /websockify' /var/log/nginx/*access*.log || true").stdout
     assert " 101 " in access, access[-500:]
@@ -178,15 +187,23 @@ def test_a_gateway_that_claims_the_vip_makes_the_backup_yield(lab, wire, healthy
 
 
 def test_a_flapping_gateway_is_damped(lab, wire, healthy_gateway):
-    for _ in range(3):
+    # Two failures are taken over and handed back; the third is the last
+    # takeover of the window (3 in 10 min): the backup then keeps the VIP
+    # until an operator resets it, however healthy the gateway looks.
+    for _ in range(2):
         switch(GATEWAY, "eth0", "down")
         wait_for("takeover", lambda: holds_vip(lab, BACKUP), 10)
         switch(GATEWAY, "eth0", "up")
         wait_for("handback", lambda: holds_vip(lab, GATEWAY), 60)
     switch(GATEWAY, "eth0", "down")
-    time.sleep(3)
+    wait_for("third takeover", lambda: holds_vip(lab, BACKUP), 10)
+    back = time.monotonic()
+    switch(GATEWAY, "eth0", "up")
+    time.sleep(15)  # beyond the hold-down (10 s) and the minimum dwell (10 s)
     state = watchdog(lab)
-    assert state["damped"] and not holds_vip(lab, BACKUP), state
+    assert state["damped"] and state["state"] == "active", state
+    assert holds_vip(lab, BACKUP) and not holds_vip(lab, GATEWAY)
+    assert wire.duplicate_time(back) == 0
 
 
 def test_an_isolated_backup_never_takes_over(lab, wire, healthy_gateway):
