@@ -31,7 +31,6 @@ import json
 import random
 import socket
 import statistics
-import struct
 import subprocess
 import sys
 import threading
@@ -42,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lab"))
-from wire import SWITCH, VipWatch, bridge_of, port_of  # noqa: E402
+from wire import SWITCH, VipWatch, arp, bridge_of, port_of  # noqa: E402
 
 VIP = "198.18.1.10"
 GATEWAY, BACKUP, CLIENT, FIREWALL = "gw1", "vnc1", "client1", "fw1"
@@ -90,7 +89,7 @@ class EchoReplies:
         # ETH_P_ALL: frames the port sends towards the firewall are outgoing
         # on it, and only ETH_P_ALL sockets see outgoing frames.
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-        self.sock.setsockopt(socket.SOL_SOCKET, 35, 1)  # SO_TIMESTAMPNS
+        self.sock.setsockopt(socket.SOL_SOCKET, arp.SO_TIMESTAMPNS, 1)
         self.sock.bind((port, ETH_P_ALL))
         self.sock.settimeout(0.1)
         self.vip = socket.inet_aton(VIP)
@@ -108,12 +107,7 @@ class EchoReplies:
                 continue
             # Ethernet (14) + IPv4: protocol at 23, source at 26..30; ICMP type 0 after a 20-byte header.
             if len(data) >= 35 and data[12:14] == b"\x08\x00" and data[23] == 1 and data[26:30] == self.vip and data[34] == 0:
-                at = time.monotonic()
-                for level, kind, value in ancdata:
-                    if level == socket.SOL_SOCKET and kind == 35:
-                        s, ns = struct.unpack("qq", value[:16])
-                        at = s + ns / 1e9 - offset
-                self.seen.append((at, ":".join(f"{b:02x}" for b in data[6:12])))
+                self.seen.append((arp.receive_time(ancdata, offset), ":".join(f"{b:02x}" for b in data[6:12])))
 
     def first_not_from(self, mac: str, since: float) -> float | None:
         """The first reply after `since` from any MAC but `mac` (the gateway's)."""

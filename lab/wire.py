@@ -99,7 +99,3 @@ class VipWatch:
     def duplicate_time(self, since: float = 0.0) -> float:
         """Seconds during which two or more MACs answered in the same round."""
         return sum(self.period for _, macs in self.holders(since) if len(macs) > 1)
-
-    def silent_time(self, since: float = 0.0, until: float | None = None) -> float:
-        return sum(self.period for at, macs in self.holders(since)
-                   if not macs and (until is None or at <= until))

@@ -95,6 +95,18 @@ def parse(data: bytes) -> ArpPacket | None:
     )
 
 
+def receive_time(ancdata: list[tuple[int, int, bytes]], offset: float) -> float:
+    """The kernel's receive time (SO_TIMESTAMPNS) of a packet on the
+    `time.monotonic()` clock, `offset` being time.time() - time.monotonic();
+    now when the kernel gave none."""
+    at = time.monotonic()
+    for level, kind, value in ancdata:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(value) >= 16:
+            seconds, nanoseconds = struct.unpack("qq", value[:16])
+            at = min(at, seconds + nanoseconds / 1e9 - offset)
+    return at
+
+
 class ArpSocket:
     """A non-blocking AF_PACKET socket that sends and receives ARP on one interface.
 
@@ -133,12 +145,7 @@ class ArpSocket:
             packet = parse(data)
             if packet is None or packet.eth_src == self.mac:
                 continue
-            at = time.monotonic()
-            for level, kind, value in ancdata:
-                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(value) >= 16:
-                    seconds, nanoseconds = struct.unpack("qq", value[:16])
-                    at = min(at, seconds + nanoseconds / 1e9 - offset)
-            received.append((at, packet))
+            received.append((receive_time(ancdata, offset), packet))
 
     def close(self) -> None:
         self.sock.close()
