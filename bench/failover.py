@@ -59,6 +59,10 @@ def sh(host: str, command: str, check: bool = True) -> str:
     return done.stdout
 
 
+def write(host: str, path: str, text: str) -> None:
+    subprocess.run(["podman", "exec", "-i", host, "sh", "-c", f"cat > {path}"], input=text, text=True, check=True)
+
+
 def mac_of(host: str, ifname: str) -> str:
     return str(json.loads(sh(host, f"ip -j link show dev {ifname}"))[0]["address"])
 
@@ -155,12 +159,14 @@ class Lab:
             sh(BACKUP, "systemctl stop dmzkit-failover-watchdog; ip address flush dev standby0")
             sh(GATEWAY, "systemctl stop dmzkit-gateway-vip")
             return
-        config = json.loads(self.config) | {"profile": profile}
-        subprocess.run(["podman", "exec", "-i", BACKUP, "sh", "-c", f"cat > {CONFIG}"], input=json.dumps(config),
-                       text=True, check=True)
+        self.run_ours(json.dumps(json.loads(self.config) | {"profile": profile}))
+        wait_for(lambda: holds(GATEWAY) and self.state() == "standby", 30)
+
+    def run_ours(self, config: str) -> None:
+        """The watchdog with this configuration, and the gateway's guard."""
+        write(BACKUP, CONFIG, config)
         sh(GATEWAY, "systemctl start dmzkit-gateway-vip")
         sh(BACKUP, "systemctl restart dmzkit-failover-watchdog")
-        wait_for(lambda: holds(GATEWAY) and self.state() == "standby", 30)
 
     def state(self) -> str:
         try:
@@ -178,8 +184,7 @@ class Lab:
                     f"vrrp_instance dmzkit_bench {{\n  interface eth0\n  virtual_router_id 51\n"
                     f"  priority {priority}\n  advert_int {advert}\n"
                     f"  virtual_ipaddress {{\n    {VIP}/24{where}\n  }}\n}}\n")
-            subprocess.run(["podman", "exec", "-i", host, "sh", "-c", f"cat > {KEEPALIVED_CONF}"], input=conf,
-                           text=True, check=True)
+            write(host, KEEPALIVED_CONF, conf)
             subprocess.run(["podman", "exec", "-d", host, "keepalived", "--dont-fork", "--vrrp", "--log-console",
                             "-f", KEEPALIVED_CONF, "-p", "/run/dmzkit-bench-keepalived.pid",
                             "-r", "/run/dmzkit-bench-vrrp.pid"], check=True)
@@ -188,10 +193,7 @@ class Lab:
     def restore(self) -> None:
         self.keepalived(None)
         self.cable(True)
-        subprocess.run(["podman", "exec", "-i", BACKUP, "sh", "-c", f"cat > {CONFIG}"], input=self.config,
-                       text=True, check=True)
-        sh(GATEWAY, "systemctl start dmzkit-gateway-vip")
-        sh(BACKUP, "systemctl restart dmzkit-failover-watchdog")
+        self.run_ours(self.config)
 
 
 @contextmanager
