@@ -238,11 +238,21 @@ def drill(lab: Lab, figures: Figures, echo: EchoReplies, watch: VipWatch, handba
     time.sleep(0.5)
 
 
+def takeovers_and_stalls() -> tuple[int, int]:
+    """The watchdog's counters (its state file keeps only the last transitions)."""
+    text = sh(BACKUP, "python3 -c \"import urllib.request; "
+                      "print(urllib.request.urlopen('http://127.0.0.1:9468/metrics').read().decode())\"")
+    samples = [line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#")]
+    takeovers = sum(float(v) for k, v in samples if k.startswith("dmzkit_failover_transitions_total")
+                    and 'to="takeover"' in k)
+    stalls = sum(float(v) for k, v in samples if k == "dmzkit_failover_scheduler_stall_total")
+    return int(takeovers), int(stalls)
+
+
 def soak(lab: Lab, seconds: int, loss: int) -> tuple[int, int]:
     """Takeovers and stalls while frames are lost and the backup's CPUs are busy."""
     lab.watchdog("default")
-    before = json.loads(sh(BACKUP, "cat /run/dmzkit-failover-watchdog/state.json"))
-    started = time.time()
+    before = takeovers_and_stalls()
     ports = [lab.gw_port, port_of(BACKUP, STANDBY)]
     rules = "".join(f"        iifname \"{p}\" numgen random mod 100 < {loss} drop\n" for p in ports)
     table = f"table bridge dmzkit_bench_loss {{\n    chain forward {{\n        type filter hook forward priority filter;\n{rules}    }}\n}}\n"
@@ -255,9 +265,8 @@ def soak(lab: Lab, seconds: int, loss: int) -> tuple[int, int]:
         for b in burners:
             b.wait()
         subprocess.run(["nft", "delete", "table", "bridge", "dmzkit_bench_loss"], check=False)
-    after = json.loads(sh(BACKUP, "cat /run/dmzkit-failover-watchdog/state.json"))
-    takeovers = sum(1 for t in after["transitions"] if t["to"] == "takeover" and t["at"] >= started)
-    return takeovers, after["scheduler_stalls"] - before["scheduler_stalls"]
+    after = takeovers_and_stalls()
+    return after[0] - before[0], after[1] - before[1]
 
 
 def main() -> int:
