@@ -8,7 +8,8 @@ why, and the actions the service must run, in order. Actions that take time
 
     INIT -> STANDBY -> SUSPECT -> CONFIRM -> TAKEOVER -> ACTIVE
     ACTIVE -> YIELD -> STANDBY          (someone else claims the VIP: at once)
-    ACTIVE -> HANDBACK -> STANDBY       (primary healthy for hold_down, failback auto)
+    ACTIVE -> HANDBACK -> STANDBY       (primary healthy for hold_down, or the operator;
+                                         a fenced primary is unfenced first)
     any -> FAULT -> STANDBY             (own link or witness lost; healthy again)
 """
 from __future__ import annotations
@@ -47,6 +48,8 @@ class Action(StrEnum):
 
 # Taking the VIP, once nobody answers for it (after the fence, when there is one).
 CLAIM = (Action.ADD_VIP, Action.ANNOUNCE_SELF, Action.START_SERVICES)
+# Letting it go, telling the segment it is at the primary's MAC again.
+RELEASE = (Action.STOP_SERVICES, Action.DEL_VIP, Action.ANNOUNCE_PRIMARY)
 
 
 class Holder(StrEnum):
@@ -132,7 +135,15 @@ class Machine:
 
     def _release_actions(self) -> tuple[Action, ...]:
         unfence = (Action.UNFENCE,) if self.fence_mode is not FenceMode.NONE else ()
-        return (Action.STOP_SERVICES, Action.DEL_VIP, Action.ANNOUNCE_PRIMARY, *unfence)
+        return (*RELEASE, *unfence)
+
+    def _hand_back(self, now: float, reason: str) -> Step:
+        """Unfence the primary first (its own step), then release: the
+        primary's guard sees the VIP still held, waits, and claims it once
+        released, so it reaches the VIP the moment it is free."""
+        if self.fence_mode is FenceMode.NONE:
+            return self._go(State.HANDBACK, now, reason, *RELEASE)
+        return self._go(State.HANDBACK, now, reason, Action.UNFENCE)
 
     def _healthy_for(self, obs: Observation, needed: float) -> bool:
         if self.healthy_since is None:
@@ -196,12 +207,10 @@ class Machine:
     def _active(self, obs: Observation) -> Step:
         if obs.claimed_by_other:
             self.conflicts += 1
-            return self._go(State.YIELD, obs.now, "another MAC claims the VIP: yielding", Action.STOP_SERVICES,
-                            Action.DEL_VIP, Action.ANNOUNCE_PRIMARY)
+            return self._go(State.YIELD, obs.now, "another MAC claims the VIP: yielding", *RELEASE)
         reconciling, self.reconciling = self.reconciling, False
         if reconciling and obs.primary_healthy:
-            return self._go(State.HANDBACK, obs.now, "reconcile: the primary is up, the VIP is its own",
-                            *self._release_actions())
+            return self._hand_back(obs.now, "reconcile: the primary is up, the VIP is its own")
         if not obs.primary_healthy:
             self.healthy_since = None
             return self._stay()
@@ -209,7 +218,7 @@ class Machine:
             return self._stay()
         hold_down = self.settings.hold_down
         if self._healthy_for(obs, hold_down) and obs.now - self.since >= self.settings.damping.min_active:
-            return self._go(State.HANDBACK, obs.now, f"primary healthy for {hold_down:g} s", *self._release_actions())
+            return self._hand_back(obs.now, f"primary healthy for {hold_down:g} s")
         return self._stay()
 
     # -- results of running actions ---------------------------------------------
@@ -222,6 +231,14 @@ class Machine:
             return self._go(State.FAULT, now, "fencing the primary failed")
         self.fenced_first = True
         return self._go(State.CONFIRM, now, "primary fenced", Action.CONFIRM_BURST)
+
+    def unfenced(self, now: float, ok: bool) -> Step:
+        """The primary of a handback has been unfenced (or could not be)."""
+        if self.state is not State.HANDBACK:
+            return self._stay()
+        if not ok:
+            return self._go(State.ACTIVE, now, "unfencing the primary failed: keeping the VIP")
+        return Step(state=State.HANDBACK, reason="primary unfenced", actions=RELEASE, previous=State.HANDBACK)
 
     def confirmed(self, now: float, replied: bool) -> Step:
         """The confirm burst (also the duplicate-address check) has run."""
@@ -253,7 +270,7 @@ class Machine:
         if verb == "takeover" and self.state in (State.STANDBY, State.SUSPECT):
             return self._go(State.CONFIRM, now, "operator: takeover", Action.CONFIRM_BURST)
         if verb == "handback" and self.state is State.ACTIVE:
-            return self._go(State.HANDBACK, now, "operator: handback", *self._release_actions())
+            return self._hand_back(now, "operator: handback")
         if verb == "reset":
             self.takeovers.clear()
             if self.state is State.FAULT:

@@ -44,6 +44,15 @@ class Probes:
     claimed_by_other: bool = False
     sent_at: dict[str, float] = field(default_factory=dict)
 
+    def forget(self) -> None:
+        """Judge the primary afresh: what was missed while we held the VIP or
+        were cut off says nothing about it now. A primary handed back the VIP
+        a moment after its VPN restarted must not be fenced again for the
+        connection attempts that failed while it was down."""
+        self.vip.reset()
+        self.mgmt.reset()
+        self.app_failures = 0
+
 
 class Watchdog:
     def __init__(self, settings: Settings) -> None:
@@ -240,8 +249,10 @@ class Watchdog:
                 self.spawn(self.run_argv(s.fence.off, s.fence.timeout))
             else:
                 ok = await self.run_argv(s.fence.off, s.fence.timeout)
-        elif action is Action.UNFENCE:
-            if s.fence.on:
+        elif action is Action.UNFENCE and s.fence.on:
+            if self.machine.state is State.HANDBACK:
+                ok = await self.run_argv(s.fence.on, s.fence.timeout)
+            else:  # letting go in a fault: the primary must not wait on us
                 self.spawn(self.run_argv(s.fence.on, s.fence.timeout))
         elif action is Action.ADD_VIP:
             self.netlink.add(s.interface, s.vip)
@@ -279,6 +290,9 @@ class Watchdog:
             if step.actions == (Action.FENCE,) and step.state is State.FENCING:
                 step = self.machine.fenced(time.monotonic(), await self.perform(Action.FENCE))
                 continue
+            if step.actions == (Action.UNFENCE,) and step.state is State.HANDBACK:
+                step = self.machine.unfenced(time.monotonic(), await self.perform(Action.UNFENCE))
+                continue
             ok, detail = True, ""
             for action in step.actions:
                 try:
@@ -308,6 +322,8 @@ class Watchdog:
         log.info("%s -> %s: %s", step.previous.value, step.state.value, step.reason,
                  extra={"STATE": step.state.value, "REASON": step.reason})
         self.notifier.notify(status=f"{step.state.value}: {step.reason}")
+        if step.state is State.STANDBY and step.previous in (State.HANDBACK, State.YIELD, State.FAULT):
+            self.probes.forget()
         self.write_state()
         hook = {State.ACTIVE: "on_takeover", State.FAULT: "on_fault", State.YIELD: "on_conflict"}.get(step.state)
         if step.previous is State.HANDBACK and step.state is State.STANDBY:

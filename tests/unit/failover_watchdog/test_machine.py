@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from dmzkit_remote_access.failover_watchdog.machine import Action, Holder, Machine, Observation, State
+from dmzkit_remote_access.failover_watchdog.machine import RELEASE, Action, Holder, Machine, Observation, State
 from dmzkit_remote_access.failover_watchdog.settings import Settings
 
 BASE: dict[str, Any] = {
@@ -20,7 +20,6 @@ HEALTHY = Observation(now=0.0, link_up=True, witness_ok=True, primary_dead=False
                       primary_healthy=True, vip_holder=Holder.PRIMARY)
 DEAD = replace(HEALTHY, primary_dead=True, primary_silent=True, primary_healthy=False, vip_holder=Holder.NOBODY)
 TAKEOVER = (Action.ADD_VIP, Action.ANNOUNCE_SELF, Action.START_SERVICES)
-RELEASE = (Action.STOP_SERVICES, Action.DEL_VIP, Action.ANNOUNCE_PRIMARY)
 
 
 def machine(**overrides: Any) -> Machine:
@@ -179,6 +178,28 @@ def test_a_failed_fence_is_a_fault_not_a_takeover() -> None:
     m = machine(fence={"mode": "required", "off": ["/bin/false"]})
     m.step(at(replace(HEALTHY, app_dead=True, primary_healthy=False), 1.0))
     assert m.fenced(1.5, ok=False).state is State.FAULT
+
+
+def test_a_fenced_primary_is_unfenced_before_the_vip_is_released() -> None:
+    m = machine(fence={"mode": "required", "off": ["/bin/true"], "on": ["/bin/true"]}, hold_down=1)
+    m.step(at(replace(HEALTHY, app_dead=True, primary_healthy=False), 1.0))
+    m.fenced(1.1, ok=True)
+    m.confirmed(1.2, replied=False)
+    m.finished(1.3, ok=True)
+    step = m.command(5.0, "handback")
+    assert (step.state, step.actions) == (State.HANDBACK, (Action.UNFENCE,))
+    step = m.unfenced(5.1, ok=True)
+    assert (step.state, step.actions) == (State.HANDBACK, RELEASE)
+    assert m.finished(5.2, ok=True).state is State.STANDBY
+
+
+def test_a_primary_that_cannot_be_unfenced_is_not_handed_the_vip() -> None:
+    m = machine(fence={"mode": "required", "off": ["/bin/true"], "on": ["/bin/false"]})
+    take_over(m, 1.0)
+    m.command(5.0, "handback")
+    step = m.unfenced(5.1, ok=False)
+    assert (step.state, step.actions) == (State.ACTIVE, ())
+    assert "unfencing" in step.reason
 
 
 def test_failed_takeover_releases_what_was_done() -> None:

@@ -12,13 +12,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 SRC = Path(__file__).resolve().parents[3] / "src"
-VIP, MGMT, WITNESS = "198.18.99.10", "198.18.99.11", "198.18.99.254"
+VIP, MGMT, BACKUP, WITNESS = "198.18.99.10", "198.18.99.11", "198.18.99.21", "198.18.99.254"
 _TAGS = itertools.count()
 
 
@@ -65,6 +66,7 @@ def segment(tmp_path: Path) -> Iterator[Segment]:
     try:
         for name in names:
             sh("ip", "netns", "add", seg.ns(name))
+            seg.ip(name, "link", "set", "lo", "up")  # the metrics listener binds 127.0.0.1
         seg.ip("br", "link", "add", "br0", "type", "bridge")
         seg.ip("br", "link", "set", "br0", "up")
         for name in names[1:]:
@@ -81,14 +83,15 @@ def segment(tmp_path: Path) -> Iterator[Segment]:
             subprocess.run(["ip", "netns", "delete", seg.ns(name)], check=False)
 
 
-@pytest.fixture
-def watchdog(segment: Segment, tmp_path: Path) -> Iterator[Segment]:
+@contextmanager
+def running_watchdog(segment: Segment, tmp_path: Path, **settings: object) -> Iterator[Path]:
+    """The watchdog in the backup's namespace; yields its configuration file."""
     primary_mac = json.loads(segment.ip("primary", "-j", "link", "show", "eth0"))[0]["address"]
     config = tmp_path / "config.json"
     config.write_text(json.dumps({
         "interface": "eth0", "vip": f"{VIP}/24", "primary_macs": [primary_mac],
         "primary_mgmt": MGMT, "witness": WITNESS, "hold_down": 1, "damping": {"min_active": 0},
-        "state_dir": str(segment.state_dir), "metrics_listen": "127.0.0.1:9468",
+        "state_dir": str(segment.state_dir), "metrics_listen": "127.0.0.1:9468", **settings,
     }), encoding="utf-8")
     process = subprocess.Popen(
         ["ip", "netns", "exec", segment.ns("backup"), sys.executable, "-m",
@@ -96,11 +99,17 @@ def watchdog(segment: Segment, tmp_path: Path) -> Iterator[Segment]:
         env={**os.environ, "PYTHONPATH": str(SRC)}, stderr=subprocess.PIPE, text=True)
     try:
         segment.wait(lambda: segment.state().get("state") == "standby", 5)
-        yield segment
+        yield config
     finally:
         process.terminate()
         _, stderr = process.communicate(timeout=10)
         assert "Traceback" not in stderr, stderr
+
+
+@pytest.fixture
+def watchdog(segment: Segment, tmp_path: Path) -> Iterator[Segment]:
+    with running_watchdog(segment, tmp_path):
+        yield segment
 
 
 def holds_vip(seg: Segment, name: str) -> bool:
@@ -182,3 +191,40 @@ def test_a_guarded_primary_claims_the_vip_only_once_the_backup_has_let_go(watchd
         _, stderr = guard.communicate(timeout=10)
     assert "Traceback" not in stderr, stderr
     assert not holds_vip(seg, "primary"), "a stopped guard releases the VIP"
+
+
+def test_a_primary_handed_back_after_its_vpn_died_is_not_fenced_again(segment: Segment, tmp_path: Path) -> None:
+    """The VPN dies on a live host: fenced (its switch port down), taken over.
+    Repaired and handed back by the operator a moment after its VPN started
+    again, the primary keeps the VIP: the connection attempts that failed
+    while it was down are not held against it."""
+    seg = segment
+    vpn = ["ip", "netns", "exec", seg.ns("primary"), sys.executable, "-m", "http.server", "--bind", MGMT, "8443"]
+    port = ["ip", "-n", seg.ns("br"), "link", "set", seg.port("p")]
+    seg.ip("backup", "addr", "add", f"{BACKUP}/24", "dev", "eth0")  # the app probe's source (vnc1's own NIC)
+    server = subprocess.Popen(vpn, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with running_watchdog(seg, tmp_path, app_port=8443, app_interval=1.0,
+                              fence={"mode": "required", "off": [*port, "down"], "on": [*port, "up"]}) as config:
+            time.sleep(1.0)  # a healthy VPN is left alone
+            assert seg.state()["state"] == "standby"
+            server.terminate()
+            server.wait()
+            seg.wait(lambda: holds_vip(seg, "backup"), 5)
+            assert "fencing" in [t["to"] for t in seg.state()["transitions"]]
+            seg.ip("primary", "addr", "del", f"{VIP}/24", "dev", "eth0")  # a guard lets go on carrier loss
+            server = subprocess.Popen(vpn, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            seg.wait(lambda: f"{MGMT}:8443" in sh("ip", "netns", "exec", seg.ns("primary"), "ss", "-Hltn"), 5)
+            subprocess.run(["ip", "netns", "exec", seg.ns("backup"), sys.executable, "-m",
+                            "dmzkit_remote_access.failover_watchdog", "ctl", "handback", "--config", str(config)],
+                           env={**os.environ, "PYTHONPATH": str(SRC)}, check=True, capture_output=True)
+            seg.wait(lambda: not holds_vip(seg, "backup"), 2)
+            time.sleep(1.5)  # several app probe intervals: time for a wrong verdict
+            since = [t["to"] for t in seg.state()["transitions"]]
+            since = since[since.index("handback"):]
+            # Nobody claims the VIP here (no guard): "suspect" is fine, a new fence is not.
+            assert since[:2] == ["handback", "standby"] and "fencing" not in since, since
+            assert "NO-CARRIER" not in seg.ip("primary", "link", "show", "eth0")
+    finally:
+        server.terminate()
+        server.wait()
