@@ -24,6 +24,7 @@ GATEWAY, BACKUP, CLIENT, WITNESS = "gw1", "vnc1", "client1", "fw1"
 VIP = "198.18.1.10"
 STANDBY = "standby0"
 PORTAL = "https://portal.lab.dmzkit.test/"
+BS_APP = "https://app1.lab.dmzkit.test:8443/"
 CREDENTIALS = "/root/dmzkit"
 STATE = "/run/dmzkit-failover-watchdog/state.json"
 WATCHDOG = "/opt/dmzkit/venv/bin/dmzkit-failover-watchdog"
@@ -111,6 +112,18 @@ def test_a_bad_setting_is_refused_by_the_service_own_check(lab):
     checked = lab[BACKUP].run_with_input(["sh", "-c", f"cat > /tmp/bad.json && {WATCHDOG} check-config /tmp/bad.json"],
                                          json.dumps(bad))
     assert checked.returncode == 2 and "interval below 0.02 s is refused" in checked.stderr
+
+
+def test_the_desktop_browser_signs_in_to_the_bs_app_with_the_desktop_certificate(lab):
+    """chromium in alice's desktop presents her desktop's certificate (chosen
+    by policy, unasked): the B/S application greets alice; bob's greets bob."""
+    for user in ("alice", "bob"):
+        page = lab[BACKUP].host.run(
+            f"runuser -u {user} -- timeout 60 chromium --headless=new --no-sandbox --disable-gpu "
+            f"--user-data-dir=/tmp/bs-app-{user} --dump-dom {BS_APP}")
+        assert f'<strong id="user">{user}</strong>' in page.stdout, page.stdout[-300:] + page.stderr[-300:]
+    cert = lab[BACKUP].host.run_test("runuser -u alice -- certutil -L -d sql:/home/alice/.pki/nssdb -n dmzkit-desktop").stdout
+    assert "CN=alice,OU=desktops on vnc1" in cert.replace(", ", ",")
 
 
 def test_power_loss_the_backup_takes_over_and_the_user_gets_the_desktops(lab, wire, healthy_gateway):
