@@ -28,7 +28,6 @@ from .settings import FenceMode, Settings
 
 log = logging.getLogger("dmzkit.failover_watchdog")
 CONFIRM_PROBES = 3
-CONFIRM_SPACING = 0.015
 # GARP schedule after a takeover: at once, then +0.5, +1 and +2 s (failover.md §8.5).
 ANNOUNCE_AT = (0.0, 0.5, 1.0, 2.0)
 
@@ -59,9 +58,9 @@ class Watchdog:
         self.settings = settings
         profile = settings.profile
         self.probes = Probes(
-            vip=ProbeStream(profile.interval, profile.misses, settings.rtt_budget),
-            mgmt=ProbeStream(profile.interval, profile.misses, settings.rtt_budget),
-            witness=ProbeStream(profile.interval, profile.misses, settings.rtt_budget),
+            vip=ProbeStream(profile.interval, profile.misses, profile.rtt_budget),
+            mgmt=ProbeStream(profile.interval, profile.misses, profile.rtt_budget),
+            witness=ProbeStream(profile.interval, profile.misses, profile.rtt_budget),
         )
         self.machine = Machine(settings)
         self.metrics = Metrics()
@@ -118,7 +117,7 @@ class Watchdog:
         """Would the primary be dead once the probes just sent go unanswered?"""
         if self.machine.state not in (State.STANDBY, State.SUSPECT):
             return False
-        at = now + self.settings.rtt_budget
+        at = now + self.settings.profile.rtt_budget
         return self.probes.vip.is_dead(at, self.started) and self.probes.mgmt.is_dead(at, self.started)
 
     def observe(self, now: float) -> Observation:
@@ -167,11 +166,12 @@ class Watchdog:
         s = self.settings
         before = (self.probes.vip.last_reply, self.probes.mgmt.last_reply)
         start = time.monotonic()
-        for _ in range(CONFIRM_PROBES):
+        for n in range(CONFIRM_PROBES):
+            if n:  # a tenth of an interval apart: one lost frame does not hide a live primary
+                await asyncio.sleep(s.profile.interval / 10)
             self.sock.send(arp.probe(self.sock.mac, s.vip.ip))
             self.sock.send(arp.probe(self.sock.mac, s.primary_mgmt))
-            await asyncio.sleep(CONFIRM_SPACING)
-        await asyncio.sleep(s.rtt_budget)
+        await asyncio.sleep(s.profile.rtt_budget)
         self.read_replies()
         replied = (self.probes.vip.last_reply, self.probes.mgmt.last_reply) != before or self.probes.claimed_by_other
         self.metrics.takeover_phases["confirm"] = time.monotonic() - start
@@ -402,7 +402,7 @@ class Watchdog:
                 if self.verdict_due(now):
                     # The probe just sent is the last one the rule waits for:
                     # decide when its reply budget is up, not a tick later.
-                    await asyncio.sleep(s.rtt_budget)
+                    await asyncio.sleep(s.profile.rtt_budget)
                     self.read_replies()
                     await self.follow(self.machine.step(self.observe(time.monotonic())))
                 # Tell systemd we live only from an on-time tick: a stalled loop gets killed.

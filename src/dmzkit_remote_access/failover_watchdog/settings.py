@@ -25,10 +25,13 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Profile:
-    """How often to probe and how many silent probes make the primary dead."""
+    """How often to probe, how many silent probes make the primary dead, and
+    how long the last probe's reply may take (ARP is answered by the kernel,
+    in well under a millisecond on a LAN; the budget covers a busy host)."""
 
     interval: float
     misses: int
+    rtt_budget: float
 
     @property
     def dead_time(self) -> float:
@@ -37,9 +40,9 @@ class Profile:
 
 # failover.md §8.3: conservative is VRRP-like, fast needs real-time scheduling.
 PROFILES: dict[str, Profile] = {
-    "conservative": Profile(interval=1.0, misses=3),
-    "default": Profile(interval=0.1, misses=3),
-    "fast": Profile(interval=0.05, misses=3),
+    "conservative": Profile(interval=1.0, misses=3, rtt_budget=0.05),
+    "default": Profile(interval=0.1, misses=3, rtt_budget=0.02),
+    "fast": Profile(interval=0.05, misses=3, rtt_budget=0.01),
 }
 # Below this, Python's scheduling jitter alone causes false takeovers (failover.md §6).
 MIN_INTERVAL = 0.02
@@ -98,7 +101,6 @@ class Settings:
     app_server_name: str | None = None
     app_ca_file: str | None = None
     witness_timeout: float = 1.0
-    rtt_budget: float = 0.02
     failback: Failback = Failback.AUTO
     hold_down: float = 30.0
     fault_recovery: float = 3.0
@@ -170,11 +172,14 @@ def _profile(raw: dict[str, Any]) -> tuple[str, Profile]:
     profile = Profile(
         interval=float(raw.get("interval", base.interval)),
         misses=int(raw.get("misses", base.misses)),
+        rtt_budget=_positive(raw, "rtt_budget", base.rtt_budget),
     )
     if profile.interval < MIN_INTERVAL:
         raise ConfigError(f"interval below {MIN_INTERVAL} s is refused: scheduling jitter makes false takeovers")
     if profile.misses < 2:
         raise ConfigError("misses must be at least 2: one lost probe must never move the address")
+    if profile.rtt_budget >= profile.interval:
+        raise ConfigError("rtt_budget must be shorter than the interval: a reply is due before the next probe")
     return name, profile
 
 
@@ -249,7 +254,6 @@ def _parse(raw: dict[str, Any]) -> Settings:
         app_server_name=app_server_name,
         app_ca_file=app_ca_file,
         witness_timeout=_positive(raw, "witness_timeout", 1.0),
-        rtt_budget=_positive(raw, "rtt_budget", 0.02),
         failback=Failback(raw.get("failback", "auto")),
         hold_down=_positive(raw, "hold_down", 30.0),
         fault_recovery=_positive(raw, "fault_recovery", 3.0),
@@ -264,5 +268,5 @@ def _parse(raw: dict[str, Any]) -> Settings:
 
 
 # Keys of the JSON file: the Settings fields, with the profile given by name
-# and optionally tuned by interval and misses.
-_KNOWN = {f.name for f in fields(Settings)} - {"profile_name"} | {"interval", "misses"}
+# and optionally tuned by interval, misses and rtt_budget.
+_KNOWN = {f.name for f in fields(Settings)} - {"profile_name"} | {"interval", "misses", "rtt_budget"}

@@ -18,13 +18,15 @@ BASE: dict[str, Any] = {
 }
 
 
-@pytest.mark.parametrize(("profile", "interval", "dead_time"), [
-    ("conservative", 1.0, 3.0), ("default", 0.1, 0.3), ("fast", 0.05, 0.15),
+@pytest.mark.parametrize(("profile", "interval", "dead_time", "rtt_budget"), [
+    ("conservative", 1.0, 3.0, 0.05), ("default", 0.1, 0.3, 0.02), ("fast", 0.05, 0.15, 0.01),
 ])
-def test_profiles(profile: str, interval: float, dead_time: float) -> None:
+def test_profiles(profile: str, interval: float, dead_time: float, rtt_budget: float) -> None:
     s = Settings.from_dict({**BASE, "profile": profile})
     assert s.profile.interval == interval
     assert s.profile.dead_time == pytest.approx(dead_time)
+    assert s.profile.rtt_budget == rtt_budget
+    assert Settings.from_dict({**BASE, "profile": profile, "rtt_budget": 0.004}).profile.rtt_budget == 0.004
 
 
 def test_macs_are_normalised() -> None:
@@ -39,6 +41,8 @@ def test_macs_are_normalised() -> None:
     ({"routing_table": 255}, "routing_table must be 1..252"),
     ({"interval": 0.01}, "interval below 0.02 s is refused"),
     ({"misses": 1}, "misses must be at least 2"),
+    ({"profile": "fast", "rtt_budget": 0.05}, "rtt_budget must be shorter than the interval"),
+    ({"rtt_budget": 0}, "rtt_budget must be positive"),
     ({"vip": "198.18.1.10"}, "vip needs its prefix length"),
     ({"vip": "not-an-address/24"}, "vip: Expected 4 octets"),
     ({"primary_macs": []}, "primary_macs must list"),
