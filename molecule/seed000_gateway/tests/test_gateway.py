@@ -97,7 +97,7 @@ def test_tunnel_reaches_the_bs_and_cs_apps(lab):
     password = (SECRETS / "cs_app_alice").read_text().strip()
     with tunnel(lab, "alice"):
         whoami = curl(lab, "alice", f"{APP}/whoami", "-H 'X-Dmzkit-User: bob'")
-        assert json.loads(whoami.stdout) == {"user": "alice", "via": "tunnel"}
+        assert json.loads(whoami.stdout) == {"user": "alice", "via": "certificate"}
         mail = imap_list(lab, "alice", password)
         assert mail.returncode == 0, mail.stderr
         assert "INBOX" in mail.stdout
@@ -112,7 +112,7 @@ def test_group_routes_limit_a_contractor(lab):
         routes = lab[CLIENT].host.run_test("ip -4 route show dev tun-bob").stdout
         assert "198.18.2.70" in routes and "198.18.2.0/24" not in routes
         whoami = curl(lab, "bob", f"{APP}/whoami")
-        assert json.loads(whoami.stdout) == {"user": "bob", "via": "tunnel"}
+        assert json.loads(whoami.stdout) == {"user": "bob", "via": "certificate"}
         # Routed into the tunnel by hand: the gateway still drops it.
         lab[CLIENT].host.run_test(f"ip route replace {CA_ADDRESS}/32 dev tun-bob")
         assert lab[CLIENT].pings("198.18.2.70")

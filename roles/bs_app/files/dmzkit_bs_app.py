@@ -70,7 +70,7 @@ class Settings:
 @dataclass(frozen=True)
 class Visitor:
     user: str
-    via: str  # "portal" or "tunnel"
+    via: str  # "portal" (its identity header) or "certificate" (the client's own)
 
 
 class Refused(Exception):
@@ -92,7 +92,7 @@ def identify(environ: dict[str, Any], settings: Settings) -> Visitor:
         if not user:
             raise Refused(f"portal {peer} sent no user")
         return Visitor(user=user, via="portal")
-    return Visitor(user=peer, via="tunnel")
+    return Visitor(user=peer, via="certificate")
 
 
 def _respond(start_response: StartResponse, status: str, content_type: str, body: str) -> list[bytes]:
@@ -125,7 +125,7 @@ def make_app(settings: Settings) -> Callable[[dict[str, Any], StartResponse], It
         page = (
             f"<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title></head>"
             f"<body><h1>{title}</h1><p>Signed in as <strong id=\"user\">{html.escape(visitor.user)}</strong>"
-            f" (through the {visitor.via}).</p></body></html>\n"
+            f" (identified by the {visitor.via}).</p></body></html>\n"
         )
         return _respond(start_response, "200 OK", "text/html; charset=utf-8", page)
 

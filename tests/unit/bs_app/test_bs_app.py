@@ -124,7 +124,7 @@ def test_user_certificate_wins_over_a_forged_header(pki, start_app):
     _, port = start_app()
     status, body = get(pki, port, "alice", headers={HEADER: "bob", "X_Dmzkit_User": "bob"})
     assert status == 200
-    assert json.loads(body) == {"user": "alice", "via": "tunnel"}
+    assert json.loads(body) == {"user": "alice", "via": "certificate"}
 
 
 def test_portal_without_a_user_is_refused(pki, start_app):
