@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import socket
 import statistics
 import subprocess
@@ -49,6 +50,9 @@ STANDBY = "standby0"
 WATCHDOG = "/opt/dmzkit/venv/bin/dmzkit-failover-watchdog"
 CONFIG = "/etc/dmzkit-failover-watchdog/config.json"
 KEEPALIVED_CONF = "/run/dmzkit-bench-keepalived.conf"
+# The hosts' own firewalls drop VRRP; keepalived's run opens it for a while.
+HOST_FIREWALLS = {GATEWAY: "inet ssl_vpn_gateway", BACKUP: "inet vnc_backup"}
+BENCH_RULE_COMMENT = "dmzkit-bench"
 ETH_P_ALL = 3
 
 
@@ -177,6 +181,7 @@ class Lab:
     def keepalived(self, version: int | None, advert: float = 1.0) -> None:
         for host in (GATEWAY, BACKUP):
             sh(host, "pkill -x keepalived; true")
+        self.vrrp_allowed(version is not None)
         if version is None:
             return
         for host, priority, where in ((GATEWAY, 150, ""), (BACKUP, 100, " dev standby0")):
@@ -188,7 +193,23 @@ class Lab:
             subprocess.run(["podman", "exec", "-d", host, "keepalived", "--dont-fork", "--vrrp", "--log-console",
                             "-f", KEEPALIVED_CONF, "-p", "/run/dmzkit-bench-keepalived.pid",
                             "-r", "/run/dmzkit-bench-vrrp.pid"], check=True)
+        # Both start as backups; the gateway wins the election, but the VNC
+        # host may still take the VIP once if the gateway's first adverts come
+        # late. Drill only after the election is over: past the backup's
+        # master-down interval (3 adverts + skew), the gateway alone holds it.
         wait_for(lambda: holds(GATEWAY) and not holds(BACKUP), 30)
+        time.sleep(4 * advert + 1)
+        wait_for(lambda: holds(GATEWAY) and not holds(BACKUP), 30)
+
+    def vrrp_allowed(self, allowed: bool) -> None:
+        """Open (or close again) the hosts' input chains to VRRP adverts:
+        without them each keepalived believes itself alone and both hold the VIP."""
+        for host, table in HOST_FIREWALLS.items():
+            listing = sh(host, f"nft -a list chain {table} input")
+            for handle in re.findall(rf'comment "{BENCH_RULE_COMMENT}" # handle (\d+)', listing):
+                sh(host, f"nft delete rule {table} input handle {handle}")
+            if allowed:
+                sh(host, f"nft insert rule {table} input ip protocol vrrp accept comment {BENCH_RULE_COMMENT}")
 
     def restore(self) -> None:
         self.keepalived(None)
