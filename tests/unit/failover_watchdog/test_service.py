@@ -27,6 +27,14 @@ def sh(*args: str) -> str:
     return subprocess.run(args, check=True, capture_output=True, text=True).stdout
 
 
+def ours(namespace: str, *args: str) -> list[str]:
+    """The watchdog package's command line (run, guard, ctl) inside a namespace; run it with ENV."""
+    return ["ip", "netns", "exec", namespace, sys.executable, "-m", "dmzkit_remote_access.failover_watchdog", *args]
+
+
+ENV = {**os.environ, "PYTHONPATH": str(SRC)}
+
+
 @dataclass
 class Segment:
     tag: str
@@ -93,10 +101,8 @@ def running_watchdog(segment: Segment, tmp_path: Path, **settings: object) -> It
         "primary_mgmt": MGMT, "witness": WITNESS, "hold_down": 1, "damping": {"min_active": 0},
         "state_dir": str(segment.state_dir), "metrics_listen": "127.0.0.1:9468", **settings,
     }), encoding="utf-8")
-    process = subprocess.Popen(
-        ["ip", "netns", "exec", segment.ns("backup"), sys.executable, "-m",
-         "dmzkit_remote_access.failover_watchdog", "run", "--config", str(config)],
-        env={**os.environ, "PYTHONPATH": str(SRC)}, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(ours(segment.ns("backup"), "run", "--config", str(config)),
+                               env=ENV, stderr=subprocess.PIPE, text=True)
     try:
         segment.wait(lambda: segment.state().get("state") == "standby", 5)
         yield config
@@ -164,10 +170,8 @@ def test_an_isolated_backup_never_takes_over(watchdog: Segment) -> None:
 def test_a_guarded_primary_claims_the_vip_only_once_the_backup_has_let_go(watchdog: Segment) -> None:
     seg = watchdog
     seg.ip("primary", "addr", "del", f"{VIP}/24", "dev", "eth0")
-    guard = subprocess.Popen(
-        ["ip", "netns", "exec", seg.ns("primary"), sys.executable, "-m",
-         "dmzkit_remote_access.failover_watchdog", "guard", "--interface", "eth0", "--vip", f"{VIP}/24"],
-        env={**os.environ, "PYTHONPATH": str(SRC)}, stderr=subprocess.PIPE, text=True)
+    guard = subprocess.Popen(ours(seg.ns("primary"), "guard", "--interface", "eth0", "--vip", f"{VIP}/24"),
+                             env=ENV, stderr=subprocess.PIPE, text=True)
     try:
         seg.wait(lambda: holds_vip(seg, "primary"), 3)  # nobody held it: claimed after one probe round
         seg.ip("br", "link", "set", seg.port("p"), "down")
@@ -215,9 +219,8 @@ def test_a_primary_handed_back_after_its_vpn_died_is_not_fenced_again(segment: S
             seg.ip("primary", "addr", "del", f"{VIP}/24", "dev", "eth0")  # a guard lets go on carrier loss
             server = subprocess.Popen(vpn, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             seg.wait(lambda: f"{MGMT}:8443" in sh("ip", "netns", "exec", seg.ns("primary"), "ss", "-Hltn"), 5)
-            subprocess.run(["ip", "netns", "exec", seg.ns("backup"), sys.executable, "-m",
-                            "dmzkit_remote_access.failover_watchdog", "ctl", "handback", "--config", str(config)],
-                           env={**os.environ, "PYTHONPATH": str(SRC)}, check=True, capture_output=True)
+            subprocess.run(ours(seg.ns("backup"), "ctl", "handback", "--config", str(config)),
+                           env=ENV, check=True, capture_output=True)
             seg.wait(lambda: not holds_vip(seg, "backup"), 2)
             time.sleep(1.5)  # several app probe intervals: time for a wrong verdict
             since = [t["to"] for t in seg.state()["transitions"]]
