@@ -54,15 +54,18 @@ class ProbeStream:
             self.last_reply = at
         self.counted_sends = [t for t in self.counted_sends if t > at]
 
-    def silent_for(self, now: float, started: float) -> float:
-        return now - (self.last_reply if self.last_reply is not None else started)
+    def dead_at(self, started: float) -> float | None:
+        """When the stream is dead if no reply comes; None while fewer than
+        `misses` probes count. A moment, not a comparison of differences:
+        `(t + budget) - t` can round below `budget` at large clock values."""
+        if len(self.counted_sends) < self.misses:
+            return None
+        heard = self.last_reply if self.last_reply is not None else started
+        return max(heard + self.dead_time, self.counted_sends[-1] + self.rtt_budget)
 
     def is_dead(self, now: float, started: float) -> bool:
-        if self.silent_for(now, started) < self.dead_time:
-            return False
-        if len(self.counted_sends) < self.misses:
-            return False
-        return now - self.counted_sends[-1] >= self.rtt_budget
+        at = self.dead_at(started)
+        return at is not None and now >= at
 
     def answered_within(self, now: float, window: float) -> bool:
         return self.last_reply is not None and now - self.last_reply <= window

@@ -113,12 +113,12 @@ class Watchdog:
             self.sock.send(arp.probe(self.sock.mac, address))
         self.metrics.stalls = p.vip.stalls  # every tick probes the VIP: its stalls are the loop's
 
-    def verdict_due(self, now: float) -> bool:
-        """Would the primary be dead once the probes just sent go unanswered?"""
+    def verdict_at(self) -> float | None:
+        """When the primary is dead if the probes sent so far go unanswered."""
         if self.machine.state not in (State.STANDBY, State.SUSPECT):
-            return False
-        at = now + self.settings.profile.rtt_budget
-        return self.probes.vip.is_dead(at, self.started) and self.probes.mgmt.is_dead(at, self.started)
+            return None
+        vip, mgmt = self.probes.vip.dead_at(self.started), self.probes.mgmt.dead_at(self.started)
+        return None if vip is None or mgmt is None else max(vip, mgmt)
 
     def observe(self, now: float) -> Observation:
         s, p = self.settings, self.probes
@@ -399,12 +399,14 @@ class Watchdog:
                 await self.follow(self.machine.step(self.observe(now)))
                 now = time.monotonic()
                 self.send_probes(now, due, tick)
-                if self.verdict_due(now):
-                    # The probe just sent is the last one the rule waits for:
-                    # decide when its reply budget is up, not a tick later.
-                    await asyncio.sleep(s.profile.rtt_budget)
+                verdict = self.verdict_at()
+                if verdict is not None and verdict < due + interval:
+                    # The rule's verdict falls before the next tick (the probe
+                    # just sent is the last it waits for): decide at that
+                    # moment, not a tick later.
+                    await asyncio.sleep(max(0.0, verdict - time.monotonic()))
                     self.read_replies()
-                    await self.follow(self.machine.step(self.observe(time.monotonic())))
+                    await self.follow(self.machine.step(self.observe(max(verdict, time.monotonic()))))
                 # Tell systemd we live only from an on-time tick: a stalled loop gets killed.
                 if self.notifier.watchdog_interval and now - due <= interval / 2 and now - last_ping >= self.notifier.watchdog_interval:
                     self.notifier.notify(watchdog=1)

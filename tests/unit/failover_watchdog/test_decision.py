@@ -1,6 +1,8 @@
 """The dead-peer rule on made-up timelines (seconds of monotonic time)."""
 from __future__ import annotations
 
+import pytest
+
 from dmzkit_remote_access.failover_watchdog.decision import ProbeStream
 
 INTERVAL = 0.1
@@ -25,6 +27,26 @@ def test_three_silent_probes_make_the_peer_dead() -> None:
     last = run_ticks(s, 0.1, 3)
     assert not s.is_dead(last, started=0.0)  # 0.3 s silent, but the last probe has had no time
     assert s.is_dead(last + 0.02, started=0.0)
+
+
+@pytest.mark.parametrize("clock", [0.0, 1000.07, 86400.3, 123456.789])
+def test_the_verdict_falls_when_the_last_probes_budget_is_up(clock: float) -> None:
+    """Whatever the clock reads: at 1000.07 s, `(t + 0.02) - t` is below 0.02,
+    and a rule comparing differences decided a whole tick late."""
+    s = stream()
+    s.on_reply(clock)
+    last = run_ticks(s, clock + 0.1, 3)
+    assert s.dead_at(started=clock) == last + 0.02
+    assert s.is_dead(last + 0.02, started=clock)
+    assert not s.is_dead(last + 0.019, started=clock)
+
+
+def test_a_stream_with_too_few_counted_probes_has_no_verdict_time() -> None:
+    s = stream()
+    s.on_reply(0.0)
+    run_ticks(s, 0.1, 2)
+    assert s.dead_at(started=0.0) is None
+    assert not s.is_dead(5.0, started=0.0)
 
 
 def test_a_reply_clears_the_misses() -> None:
