@@ -1,0 +1,196 @@
+"""Our signature profile, against xmlsec1 (an independent implementation)
+and against the wrapping, algorithm and key-substitution attacks of saml.md §5."""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import shutil
+import subprocess
+from copy import deepcopy
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from lxml import etree
+
+from dmzkit_remote_access.sso import xmldsig
+from dmzkit_remote_access.sso.xml import NS, parse, qname
+from testpki import NOW, make_ca, make_leaf
+
+ASSERTION = (
+    '<saml:Assertion xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="_a1" Version="2.0"'
+    ' IssueInstant="2026-11-24T10:00:00Z"><saml:Issuer>https://idp.test/</saml:Issuer>'
+    '<saml:Subject><saml:NameID>alice</saml:NameID></saml:Subject></saml:Assertion>'
+)
+RESPONSE = (
+    '<samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" ID="_r1" Version="2.0"'
+    ' IssueInstant="2026-11-24T10:00:00Z"><saml:Issuer xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion">'
+    'https://idp.test/</saml:Issuer>' + ASSERTION + '</samlp:Response>'
+)
+XMLSEC1 = shutil.which("xmlsec1")
+needs_xmlsec1 = pytest.mark.skipif(XMLSEC1 is None, reason="xmlsec1 (Debian package) is not installed")
+
+
+@pytest.fixture(scope="module", params=["rsa", "ecdsa"])
+def signer(request: pytest.FixtureRequest) -> tuple[xmldsig.PrivateKey, x509.Certificate]:
+    """A signing key and its certificate, as metadata would publish them."""
+    ca_key, ca_cert = make_ca("test ca")
+    if request.param == "ecdsa":
+        return make_leaf(ca_key, ca_cert, "idp.test")
+    key = rsa.generate_private_key(65537, 2048)
+    cert = (x509.CertificateBuilder().subject_name(ca_cert.subject).issuer_name(ca_cert.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(NOW - dt.timedelta(days=1)).not_valid_after(NOW + dt.timedelta(days=1))
+            .sign(ca_key, hashes.SHA256()))
+    return key, cert
+
+
+def signed_assertion(signer) -> etree._Element:
+    key, cert = signer
+    return xmldsig.sign(parse(ASSERTION.encode(), 4096), key, cert.public_bytes(serialization.Encoding.DER))
+
+
+def test_round_trip_returns_what_was_signed(signer) -> None:
+    key, _ = signer
+    verified = xmldsig.verify(signed_assertion(signer), [key.public_key()])
+    assert verified.findtext(".//saml:NameID", namespaces=NS) == "alice"
+    assert verified.find("ds:Signature", NS) is None
+
+
+def test_the_signature_follows_the_issuer(signer) -> None:
+    element = signed_assertion(signer)
+    assert [etree.QName(c).localname for c in element][:2] == ["Issuer", "Signature"]
+
+
+@needs_xmlsec1
+def test_xmlsec1_verifies_our_signature(signer, tmp_path: Path) -> None:
+    key, cert = signer
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "a.xml").write_bytes(etree.tostring(signed_assertion(signer)))
+    done = subprocess.run([XMLSEC1, "--verify", "--pubkey-cert-pem", str(tmp_path / "cert.pem"),
+                           "--id-attr:ID", "urn:oasis:names:tc:SAML:2.0:assertion:Assertion",
+                           str(tmp_path / "a.xml")], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+@needs_xmlsec1
+def test_we_verify_a_signature_made_by_xmlsec1(signer, tmp_path: Path) -> None:
+    key, cert = signer
+    template = signed_assertion(signer)
+    for tag in ("DigestValue", "SignatureValue"):
+        template.find(f".//ds:{tag}", NS).text = ""
+    (tmp_path / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                         serialization.NoEncryption()))
+    (tmp_path / "t.xml").write_bytes(etree.tostring(template))
+    subprocess.run([XMLSEC1, "--sign", "--privkey-pem", str(tmp_path / "key.pem"),
+                    "--id-attr:ID", "urn:oasis:names:tc:SAML:2.0:assertion:Assertion",
+                    "--output", str(tmp_path / "s.xml"), str(tmp_path / "t.xml")], check=True, capture_output=True)
+    signed = parse((tmp_path / "s.xml").read_bytes(), 65536)
+    assert xmldsig.verify(signed, [key.public_key()]).findtext(".//saml:NameID", namespaces=NS) == "alice"
+
+
+def test_a_changed_name_is_refused(signer) -> None:
+    key, _ = signer
+    element = signed_assertion(signer)
+    element.find(".//saml:NameID", NS).text = "admin"
+    with pytest.raises(xmldsig.SignatureError, match="digest"):
+        xmldsig.verify(element, [key.public_key()])
+
+
+def test_another_key_is_refused(signer) -> None:
+    other = ec.generate_private_key(ec.SECP256R1()) if isinstance(signer[0], ec.EllipticCurvePrivateKey) \
+        else rsa.generate_private_key(65537, 2048)
+    with pytest.raises(xmldsig.SignatureError, match="any trusted key"):
+        xmldsig.verify(signed_assertion(signer), [other.public_key()])
+
+
+def test_the_key_in_keyinfo_is_never_trusted(signer) -> None:
+    """An attacker signs with their own key and puts their certificate in KeyInfo."""
+    ca_key, ca_cert = make_ca("attacker")
+    key, cert = make_leaf(ca_key, ca_cert, "idp.test")
+    forged = xmldsig.sign(parse(ASSERTION.encode(), 4096), key, cert.public_bytes(serialization.Encoding.DER))
+    with pytest.raises(xmldsig.SignatureError):
+        xmldsig.verify(forged, [signer[0].public_key()])
+
+
+def test_no_configured_key_fails_closed(signer) -> None:
+    with pytest.raises(xmldsig.SignatureError, match="no trusted key"):
+        xmldsig.verify(signed_assertion(signer), [])
+
+
+def test_an_unsigned_element_is_refused(signer) -> None:
+    with pytest.raises(xmldsig.SignatureError):
+        xmldsig.verify(parse(ASSERTION.encode(), 4096), [signer[0].public_key()])
+
+
+def _wrap(signer, how: str) -> etree._Element:
+    """XSW: the signed assertion moves somewhere harmless, an evil one takes its place."""
+    key, cert = signer
+    response = parse(RESPONSE.encode(), 65536)
+    original = response.find("saml:Assertion", NS)
+    xmldsig.sign(original, key, cert.public_bytes(serialization.Encoding.DER))
+    evil = deepcopy(original)
+    evil.find(".//saml:NameID", NS).text = "admin"
+    if how == "sibling":          # evil keeps the ID and the copied signature; the original follows it
+        response.insert(response.index(original), evil)
+    elif how == "inside-evil":    # the original hides inside the evil assertion
+        evil.remove(evil.find("ds:Signature", NS))
+        response.replace(original, evil)
+        evil.append(original)
+    elif how == "new-id":         # evil gets another ID, the signature still points at the original
+        evil.set("ID", "_evil")
+        response.insert(response.index(original), evil)
+    return response
+
+
+@pytest.mark.parametrize("how", ["sibling", "inside-evil", "new-id"])
+def test_signature_wrapping_is_refused(signer, how: str) -> None:
+    response = _wrap(signer, how)
+    evil = response.find("saml:Assertion", NS)
+    assert evil.findtext(".//saml:NameID", namespaces=NS) == "admin"
+    with pytest.raises(xmldsig.SignatureError):
+        xmldsig.verify(evil, [signer[0].public_key()])
+
+
+@pytest.mark.parametrize(("path", "value", "why"), [
+    ("ds:SignedInfo/ds:SignatureMethod", "http://www.w3.org/2000/09/xmldsig#rsa-sha1", "signature method"),
+    ("ds:SignedInfo/ds:SignatureMethod", "http://www.w3.org/2000/09/xmldsig#hmac-sha1", "signature method"),
+    ("ds:SignedInfo/ds:Reference/ds:DigestMethod", "http://www.w3.org/2000/09/xmldsig#sha1", "digest method"),
+    ("ds:SignedInfo/ds:CanonicalizationMethod", "http://www.w3.org/TR/2001/REC-xml-c14n-20010315#WithComments",
+     "canonicalization"),
+    ("ds:SignedInfo/ds:Reference/ds:Transforms/ds:Transform", "http://www.w3.org/TR/1999/REC-xpath-19991116",
+     "transforms"),
+])
+def test_algorithms_outside_the_profile_are_refused(signer, path: str, value: str, why: str) -> None:
+    element = signed_assertion(signer)
+    element.find(f"ds:Signature/{path}", NS).set("Algorithm", value)
+    with pytest.raises(xmldsig.SignatureError, match=why):
+        xmldsig.verify(element, [signer[0].public_key()])
+
+
+def test_a_second_reference_is_refused(signer) -> None:
+    element = signed_assertion(signer)
+    info = element.find("ds:Signature/ds:SignedInfo", NS)
+    info.append(deepcopy(info.find("ds:Reference", NS)))
+    with pytest.raises(xmldsig.SignatureError, match="expected one ds:Reference"):
+        xmldsig.verify(element, [signer[0].public_key()])
+
+
+def test_short_rsa_keys_are_refused() -> None:
+    with pytest.raises(xmldsig.SignatureError, match="2048"):
+        xmldsig.sign(parse(ASSERTION.encode(), 4096), rsa.generate_private_key(65537, 1024))
+
+
+def test_an_element_without_id_cannot_be_signed() -> None:
+    element = parse(ASSERTION.replace(' ID="_a1"', "").encode(), 4096)
+    with pytest.raises(xmldsig.SignatureError, match="no ID"):
+        xmldsig.sign(element, ec.generate_private_key(ec.SECP256R1()))
+
+
+def test_the_signature_value_is_raw_r_and_s_for_ecdsa() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    element = xmldsig.sign(parse(ASSERTION.encode(), 4096), key)
+    assert len(base64.b64decode(element.findtext("ds:Signature/ds:SignatureValue", namespaces=NS))) == 64
+    assert qname("ds", "Signature") == element[1].tag
