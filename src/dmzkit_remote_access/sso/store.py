@@ -1,0 +1,122 @@
+"""Short-lived SSO state in Redis (role session_store): artifacts, SSO
+tickets and replay caches, shared by every IdP and proxy replica.
+
+- Artifacts: created once (`SET NX EX`), taken once (`GETDEL`): the first
+  ArtifactResolve deletes the record before anything else is checked, so
+  a replay finds nothing (SAMLCore §3.5.3).
+- Tickets: 256 random bits, stored under their SHA-256, bound to a device
+  key; an idle lifetime renewed on use, capped by an absolute one.
+- Replay caches: an ID is accepted the first time only, for as long as it
+  could still be valid.
+
+Keys are hashes, never the artifact or ticket itself, so neither appears in
+Redis or in its logs.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+import time
+from dataclasses import asdict, dataclass
+
+from redis.asyncio import Redis
+
+from .artifact import Artifact
+
+TICKET_BYTES = 32
+
+
+class StoreError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class ArtifactRecord:
+    issuer: str
+    # The entityID of the SP the message was issued for: only it may resolve the artifact.
+    recipient: str
+    message: bytes
+    not_after: float
+
+    def dumps(self) -> str:
+        return json.dumps(asdict(self) | {"message": base64.b64encode(self.message).decode()})
+
+    @classmethod
+    def loads(cls, data: bytes) -> ArtifactRecord:
+        raw = json.loads(data)
+        return cls(raw["issuer"], raw["recipient"], base64.b64decode(raw["message"]), float(raw["not_after"]))
+
+
+@dataclass(frozen=True)
+class Ticket:
+    user: str
+    # SHA-256 of the public key (SPKI) the ticket is bound to: presenting it needs that key.
+    device: str
+    created: float
+    expires: float
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class Store:
+    def __init__(self, redis: Redis, prefix: str = "dmzkit:sso:") -> None:
+        self.redis = redis
+        self.prefix = prefix
+
+    def _key(self, kind: str, name: str) -> str:
+        return f"{self.prefix}{kind}:{name}"
+
+    # -- artifacts -------------------------------------------------------------
+
+    async def put_artifact(self, artifact: Artifact, record: ArtifactRecord) -> None:
+        ttl = max(1, int(record.not_after - time.time() + 0.999))
+        if not await self.redis.set(self._key("artifact", artifact.key), record.dumps(), nx=True, ex=ttl):
+            raise StoreError("an artifact with this handle already exists")
+
+    async def take_artifact(self, artifact: Artifact) -> ArtifactRecord | None:
+        """The record, deleted in the same step; None if used, expired or never issued."""
+        data = await self.redis.getdel(self._key("artifact", artifact.key))
+        if data is None:
+            return None
+        record = ArtifactRecord.loads(data)
+        return record if time.time() < record.not_after else None
+
+    # -- replay caches -----------------------------------------------------------
+
+    async def first_use(self, kind: str, identifier: str, seconds: float) -> bool:
+        """True the first time `identifier` is seen within `seconds`."""
+        key = self._key(f"seen:{kind}", _digest(identifier))
+        return bool(await self.redis.set(key, b"1", nx=True, ex=max(1, int(seconds + 0.999))))
+
+    # -- SSO tickets ---------------------------------------------------------------
+
+    async def issue_ticket(self, user: str, device: str, idle: float, absolute: float) -> str:
+        token = secrets.token_urlsafe(TICKET_BYTES)
+        now = time.time()
+        ticket = Ticket(user, device, now, now + absolute)
+        ttl = max(1, int(min(idle, absolute) + 0.999))
+        await self.redis.set(self._key("ticket", _digest(token)), json.dumps(asdict(ticket)), ex=ttl)
+        return token
+
+    async def use_ticket(self, token: str, idle: float) -> Ticket | None:
+        """The ticket if it is live; its idle lifetime starts again."""
+        if len(token) > 4 * TICKET_BYTES:
+            return None
+        key = self._key("ticket", _digest(token))
+        data = await self.redis.get(key)
+        if data is None:
+            return None
+        ticket = Ticket(**json.loads(data))
+        left = ticket.expires - time.time()
+        if left <= 0:
+            await self.redis.delete(key)
+            return None
+        await self.redis.expire(key, max(1, int(min(idle, left) + 0.999)))
+        return ticket
+
+    async def revoke_ticket(self, token: str) -> bool:
+        return bool(await self.redis.delete(self._key("ticket", _digest(token))))

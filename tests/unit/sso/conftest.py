@@ -1,0 +1,35 @@
+"""A real Redis for the store tests: redis-server (Debian package) on a
+Unix socket in the test's directory, gone when the test session ends."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REDIS_SERVER = shutil.which("redis-server")
+
+
+@pytest.fixture(scope="session")
+def redis_socket(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server (Debian package) is not installed")
+    where = tmp_path_factory.mktemp("redis")
+    socket = where / "redis.sock"
+    server = subprocess.Popen([REDIS_SERVER, "--port", "0", "--unixsocket", str(socket), "--unixsocketperm", "700",
+                               "--save", "", "--appendonly", "no", "--dir", str(where)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(100):
+            if socket.exists():
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("redis-server did not start")
+        yield socket
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
