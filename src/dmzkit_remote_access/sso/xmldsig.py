@@ -60,7 +60,7 @@ def _ds(parent: Element, local: str, **attributes: str) -> Element:
     return etree.SubElement(parent, qname("ds", local), attributes, nsmap={"ds": NS["ds"]})
 
 
-def _method(key: PrivateKey | PublicKey) -> str:
+def method_of(key: PrivateKey | PublicKey) -> str:
     if isinstance(key, rsa.RSAPrivateKey | rsa.RSAPublicKey):
         if key.key_size < MIN_RSA_BITS:
             raise SignatureError(f"RSA keys below {MIN_RSA_BITS} bits are refused")
@@ -80,7 +80,7 @@ def sign(element: Element, key: PrivateKey, certificate_der: bytes | None = None
     reference = element.get("ID")
     if not reference:
         raise SignatureError("the element to sign has no ID")
-    method = _method(key)
+    method = method_of(key)
     digest = hashlib.sha256(_c14n(element)).digest()
 
     signature = etree.Element(qname("ds", "Signature"), nsmap={"ds": NS["ds"]})
@@ -100,15 +100,18 @@ def sign(element: Element, key: PrivateKey, certificate_der: bytes | None = None
 
     issuer = optional(element, "saml", "Issuer")
     element.insert(element.index(issuer) + 1 if issuer is not None else 0, signature)
-    signed = _c14n(info)
-    if isinstance(key, rsa.RSAPrivateKey):
-        raw = key.sign(signed, padding.PKCS1v15(), hashes.SHA256())
-    else:
-        r, s = decode_dss_signature(key.sign(signed, ec.ECDSA(hashes.SHA256())))
-        size = _coordinate_size(key)
-        raw = r.to_bytes(size, "big") + s.to_bytes(size, "big")
-    value.text = _b64(raw)
+    value.text = _b64(sign_bytes(key, _c14n(info)))
     return element
+
+
+def sign_bytes(key: PrivateKey, data: bytes) -> bytes:
+    """A signature value as XML-DSig encodes it (ECDSA: r and s, fixed width),
+    also used for the query string of the Redirect binding."""
+    if isinstance(key, rsa.RSAPrivateKey):
+        return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+    r, s = decode_dss_signature(key.sign(data, ec.ECDSA(hashes.SHA256())))
+    size = _coordinate_size(key)
+    return r.to_bytes(size, "big") + s.to_bytes(size, "big")
 
 
 def _algorithm(element: Element, expected: tuple[str, ...], what: str) -> str:
@@ -127,7 +130,8 @@ def _prefix_list(transform: Element) -> list[str] | None:
     return found[0].get("PrefixList", "").split()
 
 
-def _check_signature_value(key: PublicKey, method: str, signed: bytes, raw: bytes) -> bool:
+def verify_bytes(key: PublicKey, method: str, signed: bytes, raw: bytes) -> bool:
+    """Whether `raw` (encoded as sign_bytes does) signs `signed` with `key` by `method`."""
     try:
         if method == RSA_SHA256 and isinstance(key, rsa.RSAPublicKey):
             key.verify(raw, signed, padding.PKCS1v15(), hashes.SHA256())
@@ -185,6 +189,6 @@ def _verify(element: Element, keys: list[PublicKey]) -> Element:
     raw = _unb64(one(signature, "ds", "SignatureValue").text or "")
     signed = _c14n(info)
     for key in keys:
-        if _method(key) == method and _check_signature_value(key, method, signed, raw):
+        if method_of(key) == method and verify_bytes(key, method, signed, raw):
             return parse(canonical, len(canonical))
     raise SignatureError("the signature does not verify with any trusted key")

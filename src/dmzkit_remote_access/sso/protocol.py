@@ -1,0 +1,268 @@
+"""SAML protocol messages of the artifact profile, built and read strictly.
+
+- AuthnRequest over the HTTP-Redirect binding (SAMLBind §3.4): DEFLATE +
+  base64 in the query, signed over the query string when the SP signs;
+  the inflated size is capped (DEFLATE bombs).
+- ArtifactResolve / ArtifactResponse in a SOAP 1.1 envelope (SAMLBind §3.2):
+  both signed with the enveloped profile of xmldsig.py.
+
+Reading a message never trusts it: every reader returns plain values
+taken after the structural checks, and raises XmlError otherwise.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import secrets
+import urllib.parse
+import zlib
+from dataclasses import dataclass
+
+from lxml import etree
+
+from . import xmldsig
+from .xml import NS, SOAP_LIMIT, Element, XmlError, one, optional, parse, qname, serialize, text
+
+ARTIFACT_BINDING = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Artifact"
+REDIRECT_BINDING = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect"
+SOAP_BINDING = "urn:oasis:names:tc:SAML:2.0:bindings:SOAP"
+SUCCESS = "urn:oasis:names:tc:SAML:2.0:status:Success"
+REQUESTER = "urn:oasis:names:tc:SAML:2.0:status:Requester"
+SOAP_ACTION = "http://www.oasis-open.org/committees/security"
+# The inflated AuthnRequest of a Redirect: far above any real one, far below a bomb.
+INFLATE_LIMIT = 16 * 1024
+CLOCK_SKEW = dt.timedelta(seconds=180)
+REDIRECT_SIG_ALGORITHMS = (xmldsig.RSA_SHA256, xmldsig.ECDSA_SHA256)
+
+
+def new_id() -> str:
+    """An xs:ID: must not start with a digit; 160 random bits."""
+    return "_" + secrets.token_hex(20)
+
+
+def instant(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_instant(value: str | None, what: str) -> dt.datetime:
+    """An xs:dateTime in UTC ('Z'), as SAMLCore §1.3.3 requires."""
+    if not value or not value.endswith("Z"):
+        raise XmlError(f"{what} must be a UTC time ending in Z")
+    try:
+        moment = dt.datetime.fromisoformat(value[:-1])
+    except ValueError as e:
+        raise XmlError(f"{what} is not a time") from e
+    return moment.replace(tzinfo=dt.timezone.utc)
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def check_fresh(moment: dt.datetime, what: str, lifetime: dt.timedelta = CLOCK_SKEW) -> None:
+    """A message's IssueInstant: neither from the future nor older than `lifetime`, with skew."""
+    current = now()
+    if moment > current + CLOCK_SKEW or moment < current - lifetime - CLOCK_SKEW:
+        raise XmlError(f"{what} is outside the accepted time window")
+
+
+def node(prefix: str, local: str, parent: Element | None = None, **attributes: str) -> Element:
+    nsmap = {"samlp": NS["samlp"], "saml": NS["saml"]}
+    if parent is None:
+        return etree.Element(qname(prefix, local), attributes, nsmap=nsmap)
+    return etree.SubElement(parent, qname(prefix, local), attributes)
+
+
+def new_message(local: str, issuer: str, **attributes: str) -> tuple[Element, str]:
+    message_id = new_id()
+    element = node("samlp", local, ID=message_id, Version="2.0", IssueInstant=instant(now()), **attributes)
+    node("saml", "Issuer", element).text = issuer
+    return element, message_id
+
+
+def read_header(element: Element, local: str) -> tuple[str, str, dt.datetime]:
+    """ID, Issuer and IssueInstant of a request or response, checked."""
+    if element.tag != qname("samlp", local):
+        raise XmlError(f"expected samlp:{local}")
+    if element.get("Version") != "2.0":
+        raise XmlError("only SAML 2.0 is accepted")
+    message_id = element.get("ID") or ""
+    if not message_id:
+        raise XmlError(f"{local} without ID")
+    issuer = text(one(element, "saml", "Issuer"))
+    return message_id, issuer, parse_instant(element.get("IssueInstant"), f"{local} IssueInstant")
+
+
+# -- SOAP ---------------------------------------------------------------------
+
+def soap(element: Element) -> bytes:
+    envelope = etree.Element(qname("soap", "Envelope"), nsmap={"soap": NS["soap"]})
+    etree.SubElement(envelope, qname("soap", "Body")).append(element)
+    return serialize(envelope)
+
+
+def soap_body(data: bytes) -> Element:
+    """The one element in a SOAP 1.1 body; no header is understood, so none is accepted."""
+    envelope = parse(data, SOAP_LIMIT)
+    if envelope.tag != qname("soap", "Envelope"):
+        raise XmlError("not a SOAP 1.1 envelope")
+    if optional(envelope, "soap", "Header") is not None:
+        raise XmlError("SOAP headers are not accepted")
+    body = one(envelope, "soap", "Body")
+    if len(body) != 1:
+        raise XmlError("the SOAP body must hold exactly one element")
+    return body[0]
+
+
+# -- AuthnRequest over HTTP-Redirect ---------------------------------------------
+
+@dataclass(frozen=True)
+class AuthnRequest:
+    id: str
+    issuer: str
+    acs_url: str | None
+    is_passive: bool
+    force_authn: bool
+
+
+def authn_request(issuer: str, destination: str, acs_url: str) -> tuple[Element, str]:
+    element, request_id = new_message("AuthnRequest", issuer, Destination=destination,
+                                   AssertionConsumerServiceURL=acs_url, ProtocolBinding=ARTIFACT_BINDING)
+    return element, request_id
+
+
+def _query(pairs: list[tuple[str, str]]) -> str:
+    return "&".join(f"{k}={urllib.parse.quote_plus(v)}" for k, v in pairs)
+
+
+def redirect_url(location: str, request: Element, relay_state: str | None, key: xmldsig.PrivateKey | None) -> str:
+    """The Redirect binding: deflated, base64, URL-encoded; signed over the query when a key is given."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    deflated = compressor.compress(serialize(request)) + compressor.flush()
+    pairs = [("SAMLRequest", base64.b64encode(deflated).decode())]
+    if relay_state is not None:
+        pairs.append(("RelayState", relay_state))
+    if key is not None:
+        pairs.append(("SigAlg", xmldsig.method_of(key)))
+        pairs.append(("Signature", base64.b64encode(xmldsig.sign_bytes(key, _query(pairs).encode())).decode()))
+    separator = "&" if "?" in location else "?"
+    return location + separator + _query(pairs)
+
+
+def _raw_query_values(query: str) -> dict[str, str]:
+    """Each parameter's value as sent (still URL-encoded): the signature covers those bytes."""
+    values: dict[str, str] = {}
+    for part in query.split("&"):
+        name, _, value = part.partition("=")
+        if name in values:
+            raise XmlError(f"{name} appears twice in the query")
+        values[name] = value
+    return values
+
+
+def read_redirect(query: str, keys: list[xmldsig.PublicKey] | None) -> tuple[Element, str | None, bool]:
+    """The AuthnRequest of a Redirect query, its RelayState, and whether it was
+    signed with one of `keys` (an invalid or unexpected signature raises)."""
+    raw = _raw_query_values(query)
+    if "SAMLRequest" not in raw:
+        raise XmlError("no SAMLRequest in the query")
+    value = urllib.parse.unquote_plus(raw["SAMLRequest"])
+    try:
+        deflated = base64.b64decode(value, validate=True)
+        inflater = zlib.decompressobj(-15)
+        data = inflater.decompress(deflated, INFLATE_LIMIT + 1)
+    except (binascii.Error, zlib.error) as e:
+        raise XmlError("SAMLRequest is not deflated base64") from e
+    if len(data) > INFLATE_LIMIT or inflater.unconsumed_tail:
+        raise XmlError("SAMLRequest inflates past the limit")
+    relay = urllib.parse.unquote_plus(raw["RelayState"]) if "RelayState" in raw else None
+    if relay is not None and len(relay.encode()) > 80:
+        raise XmlError("RelayState longer than 80 bytes")
+    signed = False
+    if "Signature" in raw:
+        algorithm = urllib.parse.unquote_plus(raw.get("SigAlg", ""))
+        if algorithm not in REDIRECT_SIG_ALGORITHMS:
+            raise xmldsig.SignatureError(f"signature algorithm {algorithm or '(none)'} is not allowed")
+        if not keys:
+            raise xmldsig.SignatureError("a signed request from an SP with no signing key configured")
+        order = [n for n in ("SAMLRequest", "RelayState", "SigAlg") if n in raw]
+        signed_input = "&".join(f"{n}={raw[n]}" for n in order).encode()
+        try:
+            signature = base64.b64decode(urllib.parse.unquote_plus(raw["Signature"]), validate=True)
+        except binascii.Error as e:
+            raise xmldsig.SignatureError("bad base64 in the signature") from e
+        if not any(xmldsig.verify_bytes(k, algorithm, signed_input, signature) for k in keys):
+            raise xmldsig.SignatureError("the request's signature does not verify with the SP's keys")
+        signed = True
+    return parse(data, INFLATE_LIMIT), relay, signed
+
+
+def read_authn_request(element: Element, destination: str) -> AuthnRequest:
+    request_id, issuer, issued = read_header(element, "AuthnRequest")
+    check_fresh(issued, "AuthnRequest")
+    if element.get("Destination") not in (None, destination):
+        raise XmlError("the AuthnRequest is for another destination")
+    binding = element.get("ProtocolBinding")
+    if binding not in (None, ARTIFACT_BINDING):
+        raise XmlError("only the HTTP-Artifact binding is offered for responses")
+    return AuthnRequest(request_id, issuer, element.get("AssertionConsumerServiceURL"),
+                        element.get("IsPassive") in ("true", "1"), element.get("ForceAuthn") in ("true", "1"))
+
+
+# -- ArtifactResolve / ArtifactResponse -------------------------------------------
+
+@dataclass(frozen=True)
+class ArtifactResolve:
+    id: str
+    issuer: str
+    artifact: str
+    destination: str | None
+    issued: dt.datetime
+    element: Element
+
+
+def artifact_resolve(issuer: str, destination: str, artifact: str, key: xmldsig.PrivateKey) -> tuple[bytes, str]:
+    element, request_id = new_message("ArtifactResolve", issuer, Destination=destination)
+    node("samlp", "Artifact", element).text = artifact
+    xmldsig.sign(element, key)
+    return soap(element), request_id
+
+
+def read_artifact_resolve(data: bytes) -> ArtifactResolve:
+    element = soap_body(data)
+    request_id, issuer, issued = read_header(element, "ArtifactResolve")
+    return ArtifactResolve(request_id, issuer, text(one(element, "samlp", "Artifact")),
+                           element.get("Destination"), issued, element)
+
+
+def artifact_response(issuer: str, in_response_to: str, message: bytes | None, key: xmldsig.PrivateKey,
+                      status: str = SUCCESS) -> bytes:
+    """Success with the message, or empty Success (used, expired, someone else's:
+    SAMLCore §3.5.3 wants an empty response, not an error)."""
+    element, _ = new_message("ArtifactResponse", issuer, InResponseTo=in_response_to)
+    status_element = node("samlp", "Status", element)
+    node("samlp", "StatusCode", status_element, Value=status)
+    if message is not None:
+        element.append(parse(message, SOAP_LIMIT))
+    xmldsig.sign(element, key)
+    return soap(element)
+
+
+def read_artifact_response(data: bytes, idp: str, in_response_to: str, keys: list[xmldsig.PublicKey]) -> Element | None:
+    """The message in a signed ArtifactResponse from `idp` answering our
+    request, or None for an empty one. Only the verified bytes are read."""
+    element = xmldsig.verify(soap_body(data), keys)
+    _, issuer, issued = read_header(element, "ArtifactResponse")
+    if issuer != idp:
+        raise XmlError("the ArtifactResponse comes from another issuer")
+    check_fresh(issued, "ArtifactResponse")
+    if element.get("InResponseTo") != in_response_to:
+        raise XmlError("the ArtifactResponse answers another request")
+    code = one(one(element, "samlp", "Status"), "samlp", "StatusCode").get("Value")
+    if code != SUCCESS:
+        raise XmlError(f"the IdP answered {code}")
+    rest = [c for c in element if c.tag not in (qname("saml", "Issuer"), qname("samlp", "Status"))]
+    if len(rest) > 1:
+        raise XmlError("more than one message in the ArtifactResponse")
+    return rest[0] if rest else None
