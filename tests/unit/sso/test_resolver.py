@@ -1,0 +1,123 @@
+"""The ArtifactResolve responder against a real Redis: saml.md §8's table."""
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from redis.asyncio import Redis
+
+from dmzkit_remote_access.sso import protocol
+from dmzkit_remote_access.sso.artifact import Artifact
+from dmzkit_remote_access.sso.keys import spki_sha256
+from dmzkit_remote_access.sso.resolver import RequesterRefused, Resolver, ServiceProvider
+from dmzkit_remote_access.sso.store import Store
+
+IDP, ARS = "https://idp.test/saml2", "https://idp.test:8443/saml2/ars"
+IDP_KEY = rsa.generate_private_key(65537, 2048)
+KEYS = {name: (ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1()))
+        for name in ("https://a.test/sp", "https://b.test/sp")}  # (signing key, TLS client key)
+A, B = KEYS
+MESSAGE = b'<samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" ID="_m" Version="2.0"/>'
+
+
+def provider(name: str) -> ServiceProvider:
+    signing, tls = KEYS[name]
+    return ServiceProvider(name, f"{name}/acs", [signing.public_key()], frozenset({spki_sha256(tls.public_key())}))
+
+
+def ask(resolver: Resolver, requester: str, artifact: str, *, tls: str | None = None, signer=None):
+    """Resolve as `requester` (its own TLS key and signing key unless told otherwise)."""
+    signing, tls_key = KEYS[requester]
+    body, request_id = protocol.artifact_resolve(requester, ARS, artifact, signer or signing)
+    peer = tls if tls is not None else spki_sha256(tls_key.public_key())
+    async def go():
+        answer, outcome = await resolver.resolve(body, peer)
+        return protocol.read_artifact_response(answer, IDP, request_id, [IDP_KEY.public_key()]), outcome
+    return go()
+
+
+@pytest.fixture
+def run(redis_socket: Path, request: pytest.FixtureRequest):
+    def runner(body, ttl: float = 60.0):
+        async def main():
+            redis = Redis(unix_socket_path=str(redis_socket))
+            try:
+                store = Store(redis, prefix=f"test:{request.node.name}:")
+                resolver = Resolver(IDP, ARS, 0, IDP_KEY, store, {n: provider(n) for n in KEYS}, ttl)
+                return await body(resolver)
+            finally:
+                await redis.close()
+        return asyncio.run(main())
+    return runner
+
+
+def test_first_resolve_gives_the_message_and_a_replay_gives_nothing(run) -> None:
+    async def body(resolver: Resolver):
+        artifact = await resolver.issue(provider(A), MESSAGE)
+        return [await ask(resolver, A, artifact), await ask(resolver, A, artifact)]
+    (first, outcome), (second, again) = run(body)
+    assert first is not None and first.get("ID") == "_m" and outcome.endswith("resolved")
+    assert second is None and "used, expired or unknown" in again
+
+
+def test_another_sp_gets_nothing_and_burns_the_artifact(run) -> None:
+    async def body(resolver: Resolver):
+        artifact = await resolver.issue(provider(A), MESSAGE)
+        return [await ask(resolver, B, artifact), await ask(resolver, A, artifact)]
+    (stolen, outcome), (late, _) = run(body)
+    assert stolen is None and "another SP" in outcome
+    assert late is None
+
+
+def test_an_expired_artifact_gives_nothing(run) -> None:
+    async def body(resolver: Resolver):
+        artifact = await resolver.issue(provider(A), MESSAGE)
+        await asyncio.sleep(1.2)
+        return await ask(resolver, A, artifact)
+    message, _ = run(body, ttl=1.0)
+    assert message is None
+
+
+@pytest.mark.parametrize(("artifact", "outcome"), [
+    (Artifact.new("https://other-idp.test/", 0).encode(), "another issuer"),
+    (Artifact.new(IDP, 7).encode(), "another issuer or endpoint"),
+    ("AAQAAA==", "malformed"),
+])
+def test_artifacts_not_ours_give_nothing(run, artifact: str, outcome: str) -> None:
+    message, said = run(lambda resolver: ask(resolver, A, artifact))
+    assert message is None and outcome in said
+
+
+@pytest.mark.parametrize(("how", "why"), [
+    ({"tls": spki_sha256(ec.generate_private_key(ec.SECP256R1()).public_key())}, "TLS client certificate"),
+    ({"tls": ""}, "TLS client certificate"),
+    ({"signer": ec.generate_private_key(ec.SECP256R1())}, "signature"),
+])
+def test_a_requester_that_cannot_prove_itself_is_refused(run, how: dict, why: str) -> None:
+    async def body(resolver: Resolver):
+        artifact = await resolver.issue(provider(A), MESSAGE)
+        with pytest.raises(RequesterRefused, match=why):
+            await ask(resolver, A, artifact, **how)
+        return await ask(resolver, A, artifact)  # a refused request did not burn it
+    message, _ = run(body)
+    assert message is not None
+
+
+def test_a_replayed_artifact_resolve_is_refused(run) -> None:
+    signing, tls_key = KEYS[A]
+    async def body(resolver: Resolver):
+        artifact = await resolver.issue(provider(A), MESSAGE)
+        request, _ = protocol.artifact_resolve(A, ARS, artifact, signing)
+        await resolver.resolve(request, spki_sha256(tls_key.public_key()))
+        with pytest.raises(RequesterRefused, match="replayed"):
+            await resolver.resolve(request, spki_sha256(tls_key.public_key()))
+    run(body)
+
+
+def test_the_answer_names_the_request_and_is_signed(run) -> None:
+    async def body(resolver: Resolver):
+        return await ask(resolver, A, await resolver.issue(provider(A), MESSAGE))
+    message, _ = run(body)  # read_artifact_response checked InResponseTo and the IdP's signature
+    assert message is not None
