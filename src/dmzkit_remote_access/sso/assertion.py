@@ -16,7 +16,6 @@ from .xml import NS, Element, XmlError, children, one, optional, qname, serializ
 BEARER = "urn:oasis:names:tc:SAML:2.0:cm:bearer"
 UNSPECIFIED = "urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified"
 PASSWORD = "urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport"
-X509 = "urn:oasis:names:tc:SAML:2.0:ac:classes:X509"
 ATTRIBUTE_NAME_FORMAT = "urn:oasis:names:tc:SAML:2.0:attrname-format:basic"
 ASSERTION_LIFETIME = dt.timedelta(minutes=5)
 

@@ -28,8 +28,6 @@ ARTIFACT_BINDING = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Artifact"
 REDIRECT_BINDING = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect"
 SOAP_BINDING = "urn:oasis:names:tc:SAML:2.0:bindings:SOAP"
 SUCCESS = "urn:oasis:names:tc:SAML:2.0:status:Success"
-REQUESTER = "urn:oasis:names:tc:SAML:2.0:status:Requester"
-SOAP_ACTION = "http://www.oasis-open.org/committees/security"
 # The inflated AuthnRequest of a Redirect: far above any real one, far below a bomb.
 INFLATE_LIMIT = 16 * 1024
 CLOCK_SKEW = dt.timedelta(seconds=180)

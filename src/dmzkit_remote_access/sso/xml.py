@@ -15,9 +15,8 @@ NS = {
     "ds": "http://www.w3.org/2000/09/xmldsig#",
     "soap": "http://schemas.xmlsoap.org/soap/envelope/",
 }
-# Caps from saml.md §5: a SOAP message, a front-channel POST.
+# saml.md §5's cap on a SOAP message.
 SOAP_LIMIT = 64 * 1024
-POST_LIMIT = 256 * 1024
 
 Element = etree._Element
 

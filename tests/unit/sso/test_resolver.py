@@ -2,17 +2,14 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from redis.asyncio import Redis
 
 from dmzkit_remote_access.sso import protocol
 from dmzkit_remote_access.sso.artifact import Artifact
 from dmzkit_remote_access.sso.keys import spki_sha256
 from dmzkit_remote_access.sso.resolver import RequesterRefused, Resolver, ServiceProvider
-from dmzkit_remote_access.sso.store import Store
 
 IDP, ARS = "https://idp.test/saml2", "https://idp.test:8443/saml2/ars"
 IDP_KEY = rsa.generate_private_key(65537, 2048)
@@ -39,17 +36,10 @@ def ask(resolver: Resolver, requester: str, artifact: str, *, tls: str | None = 
 
 
 @pytest.fixture
-def run(redis_socket: Path, request: pytest.FixtureRequest):
+def run(with_store):
+    """Run a coroutine against a Resolver for A and B on the test Redis."""
     def runner(body, ttl: float = 60.0):
-        async def main():
-            redis = Redis(unix_socket_path=str(redis_socket))
-            try:
-                store = Store(redis, prefix=f"test:{request.node.name}:")
-                resolver = Resolver(IDP, ARS, 0, IDP_KEY, store, {n: provider(n) for n in KEYS}, ttl)
-                return await body(resolver)
-            finally:
-                await redis.close()
-        return asyncio.run(main())
+        return with_store(lambda store: body(Resolver(IDP, ARS, 0, IDP_KEY, store, {n: provider(n) for n in KEYS}, ttl)))
     return runner
 
 

@@ -4,32 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from pathlib import Path
-from typing import TypeVar
 
 import pytest
-from redis.asyncio import Redis
 
 from dmzkit_remote_access.sso.artifact import Artifact
 from dmzkit_remote_access.sso.store import ArtifactRecord, Store, StoreError
 
 IDP, SP = "https://idp.test/", "https://sp.test/"
-T = TypeVar("T")
-
-
-@pytest.fixture
-def with_store(redis_socket: Path, request: pytest.FixtureRequest) -> Callable[[Callable[[Store], Awaitable[T]]], T]:
-    """Run a coroutine against a fresh key prefix of the test Redis."""
-    def run(body: Callable[[Store], Awaitable[T]]) -> T:
-        async def main() -> T:
-            redis = Redis(unix_socket_path=str(redis_socket))
-            try:
-                return await body(Store(redis, prefix=f"test:{request.node.name}:"))
-            finally:
-                await redis.close()
-        return asyncio.run(main())
-    return run
 
 
 def record(seconds: float = 60.0) -> ArtifactRecord:
