@@ -50,8 +50,9 @@ lab-down: venv ## Stop and remove the lab hosts, keep the networks
 clean: ## Remove every container, network and volume the lab made, and nothing else
 	bash lab/clean.sh
 
-lint: docs ## yamllint, ansible-lint (production profile), changelog, role docs up to date
+lint: docs ## yamllint, ansible-lint (production profile), pyflakes, changelog, role docs up to date
 	yamllint --strict .
+	pyflakes src plugins tests molecule bench lab
 	ansible-lint
 	antsibull-changelog lint
 	git diff --exit-code --stat -- 'roles/*/README.md' || { echo "role READMEs are stale: run make docs and commit" >&2; exit 1; }

@@ -12,8 +12,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
-
 CLIENT = "client1"
 GATEWAY = "gw1"
 CREDENTIALS = "/root/dmzkit"

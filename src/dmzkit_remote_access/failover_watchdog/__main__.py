@@ -12,12 +12,10 @@ import asyncio
 import ipaddress
 import json
 import logging
-import signal
 import socket
 import sys
-from collections.abc import Coroutine
-from typing import Any
 
+from ..daemon import until_stopped
 from .settings import ConfigError, Settings
 
 DEFAULT_CONFIG = "/etc/dmzkit-failover-watchdog/config.json"
@@ -63,18 +61,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     asyncio.run(until_stopped(watchdog.run()))
     return 0
-
-
-async def until_stopped(main: Coroutine[Any, Any, None]) -> None:
-    """Run `main` until SIGTERM or SIGINT, then cancel it so its `finally` cleans up."""
-    task = asyncio.ensure_future(main)
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, task.cancel)
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
 
 
 def run_guard(interface: str, vip: ipaddress.IPv4Interface, interval: float, probes: int) -> int:

@@ -17,7 +17,7 @@ import time
 
 from . import arp
 from .netlink import Rtnetlink, carrier
-from .sdnotify import Notifier
+from ..daemon import Notifier
 
 log = logging.getLogger("dmzkit.failover_watchdog.guard")
 # GARP after claiming: at once, then +0.5 and +1 s (a lost frame is repaired).

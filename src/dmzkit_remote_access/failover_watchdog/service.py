@@ -23,7 +23,7 @@ from .decision import ProbeStream
 from .machine import Action, Holder, Machine, Observation, State, Step
 from .metrics import Metrics, serve
 from .netlink import Rtnetlink, carrier
-from .sdnotify import Notifier
+from ..daemon import Notifier
 from .settings import FenceMode, Settings
 
 log = logging.getLogger("dmzkit.failover_watchdog")

@@ -7,20 +7,17 @@ so a bad value is refused by the same code that would run it.
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from ..config import ConfigError, load_object
+
 T = TypeVar("T")
 
 MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
-
-
-class ConfigError(ValueError):
-    """A configuration the watchdog refuses to run with."""
 
 
 @dataclass(frozen=True)
@@ -123,16 +120,7 @@ class Settings:
 
     @classmethod
     def load(cls, path: str) -> Settings:
-        try:
-            with open(path, encoding="utf-8") as f:
-                raw = json.load(f)
-        except OSError as e:
-            raise ConfigError(f"cannot read {path}: {e.strerror}") from None
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path} is not JSON: {e}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: expected a JSON object")
-        return cls.from_dict(raw)
+        return cls.from_dict(load_object(path))
 
 
 HOOK_EVENTS = ("on_takeover", "on_handback", "on_yield", "on_fault", "on_conflict")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from . import xmldsig
 from .protocol import CLOCK_SKEW, SUCCESS, check_fresh, instant, new_id, new_message, node, now, parse_instant, read_header
-from .xml import NS, Element, XmlError, children, one, optional, qname, serialize, text
+from .xml import Element, XmlError, children, one, optional, qname, serialize, text
 
 BEARER = "urn:oasis:names:tc:SAML:2.0:cm:bearer"
 UNSPECIFIED = "urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified"

@@ -8,7 +8,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from dmzkit_remote_access.sso import protocol
 from dmzkit_remote_access.sso.artifact import Artifact
-from dmzkit_remote_access.sso.keys import spki_sha256
+from dmzkit_remote_access.tls import spki_sha256
 from dmzkit_remote_access.sso.resolver import RequesterRefused, Resolver, ServiceProvider
 
 IDP, ARS = "https://idp.test/saml2", "https://idp.test:8443/saml2/ars"

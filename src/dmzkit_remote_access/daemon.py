@@ -1,8 +1,14 @@
-"""systemd's notify protocol: one datagram to $NOTIFY_SOCKET, no library needed."""
+"""What every service of the collection does as a systemd unit: tell
+systemd how it is (the notify protocol: one datagram to $NOTIFY_SOCKET, no
+library needed) and stop cleanly on SIGTERM."""
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import socket
+from collections.abc import Coroutine
+from typing import Any
 
 
 class Notifier:
@@ -23,3 +29,15 @@ class Notifier:
             self.sock.sendto(message.encode(), self.address)
         except OSError:
             pass  # systemd gone (shutting down); nothing to tell
+
+
+async def until_stopped(main: Coroutine[Any, Any, None]) -> None:
+    """Run `main` until SIGTERM or SIGINT, then cancel it so its `finally` cleans up."""
+    task = asyncio.ensure_future(main)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, task.cancel)
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass

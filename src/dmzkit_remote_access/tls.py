@@ -1,0 +1,52 @@
+"""TLS contexts of the collection's services: certificates of the
+collection's CA, its CRL checked on every client certificate, TLS 1.2 at
+least, and the peer's key as the fingerprint that names it."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ssl
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+
+
+def server_context(certificate: str, private_key: str, ca_chain: str, crl: str | None,
+                   client_certificates: ssl.VerifyMode) -> ssl.SSLContext:
+    """`client_certificates`: CERT_REQUIRED (mutual TLS), CERT_OPTIONAL (the
+    browser may offer one) or CERT_NONE."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(certificate, private_key)
+    if client_certificates != ssl.CERT_NONE:
+        context.load_verify_locations(ca_chain)
+        if crl:
+            context.load_verify_locations(crl)
+            context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+        context.verify_mode = client_certificates
+    return context
+
+
+def client_context(ca_chain: str, certificate: str | None = None, private_key: str | None = None) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=ca_chain)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if certificate:
+        context.load_cert_chain(certificate, private_key)
+    return context
+
+
+def peer_certificate(transport: asyncio.BaseTransport | None) -> x509.Certificate | None:
+    """The verified client certificate of a connection, if it sent one."""
+    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    return x509.load_der_x509_certificate(der) if der else None
+
+
+def spki_sha256(key: PublicKey) -> str:
+    """The SHA-256 of a public key's SubjectPublicKeyInfo, hex: what binds a
+    ticket to a device and a back-channel client to its SP."""
+    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).hexdigest()
