@@ -23,8 +23,11 @@ echo "host packages: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq "${missing[@]}"
-# The SSO tests start a redis-server of their own on a socket; the
-# controller needs no Redis listening all the time.
-if [[ " ${missing[*]} " == *" redis-server "* ]]; then
-  systemctl disable --now redis-server.service >/dev/null 2>&1 || true
-fi
+# The SSO tests start a redis-server and a PostgreSQL of their own on
+# sockets in a temporary directory; the controller needs neither running
+# all the time.
+for pkg in redis-server postgresql; do
+  if [[ " ${missing[*]} " == *" $pkg "* ]]; then
+    systemctl disable --now "$pkg.service" >/dev/null 2>&1 || true
+  fi
+done

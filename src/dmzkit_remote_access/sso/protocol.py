@@ -17,6 +17,7 @@ import datetime as dt
 import secrets
 import urllib.parse
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from lxml import etree
@@ -159,9 +160,11 @@ def _raw_query_values(query: str) -> dict[str, str]:
     return values
 
 
-def read_redirect(query: str, keys: list[xmldsig.PublicKey] | None) -> tuple[Element, str | None, bool]:
+def read_redirect(query: str, keys_of: Callable[[str], list[xmldsig.PublicKey]]
+                  ) -> tuple[Element, str | None, bool]:
     """The AuthnRequest of a Redirect query, its RelayState, and whether it was
-    signed with one of `keys` (an invalid or unexpected signature raises)."""
+    signed with one of the keys `keys_of` gives for the request's issuer (an
+    invalid or unexpected signature raises)."""
     raw = _raw_query_values(query)
     if "SAMLRequest" not in raw:
         raise XmlError("no SAMLRequest in the query")
@@ -177,23 +180,24 @@ def read_redirect(query: str, keys: list[xmldsig.PublicKey] | None) -> tuple[Ele
     relay = urllib.parse.unquote_plus(raw["RelayState"]) if "RelayState" in raw else None
     if relay is not None and len(relay.encode()) > 80:
         raise XmlError("RelayState longer than 80 bytes")
-    signed = False
-    if "Signature" in raw:
-        algorithm = urllib.parse.unquote_plus(raw.get("SigAlg", ""))
-        if algorithm not in REDIRECT_SIG_ALGORITHMS:
-            raise xmldsig.SignatureError(f"signature algorithm {algorithm or '(none)'} is not allowed")
-        if not keys:
-            raise xmldsig.SignatureError("a signed request from an SP with no signing key configured")
-        order = [n for n in ("SAMLRequest", "RelayState", "SigAlg") if n in raw]
-        signed_input = "&".join(f"{n}={raw[n]}" for n in order).encode()
-        try:
-            signature = base64.b64decode(urllib.parse.unquote_plus(raw["Signature"]), validate=True)
-        except binascii.Error as e:
-            raise xmldsig.SignatureError("bad base64 in the signature") from e
-        if not any(xmldsig.verify_bytes(k, algorithm, signed_input, signature) for k in keys):
-            raise xmldsig.SignatureError("the request's signature does not verify with the SP's keys")
-        signed = True
-    return parse(data, INFLATE_LIMIT), relay, signed
+    element = parse(data, INFLATE_LIMIT)
+    if "Signature" not in raw:
+        return element, relay, False
+    algorithm = urllib.parse.unquote_plus(raw.get("SigAlg", ""))
+    if algorithm not in REDIRECT_SIG_ALGORITHMS:
+        raise xmldsig.SignatureError(f"signature algorithm {algorithm or '(none)'} is not allowed")
+    keys = keys_of(text(one(element, "saml", "Issuer")))
+    if not keys:
+        raise xmldsig.SignatureError("a signed request from an SP with no signing key configured")
+    order = [n for n in ("SAMLRequest", "RelayState", "SigAlg") if n in raw]
+    signed_input = "&".join(f"{n}={raw[n]}" for n in order).encode()
+    try:
+        signature = base64.b64decode(urllib.parse.unquote_plus(raw["Signature"]), validate=True)
+    except binascii.Error as e:
+        raise xmldsig.SignatureError("bad base64 in the signature") from e
+    if not any(xmldsig.verify_bytes(k, algorithm, signed_input, signature) for k in keys):
+        raise xmldsig.SignatureError("the request's signature does not verify with the SP's keys")
+    return element, relay, True
 
 
 def read_authn_request(element: Element, destination: str) -> AuthnRequest:

@@ -38,7 +38,7 @@ def resolved(message: bytes, resolve_id: str) -> bytes:
 
 def test_the_whole_exchange() -> None:
     url, request_id = sp_request()
-    element, relay, signed = protocol.read_redirect(urllib.parse.urlsplit(url).query, [SP_KEY.public_key()])
+    element, relay, signed = protocol.read_redirect(urllib.parse.urlsplit(url).query, lambda issuer: [SP_KEY.public_key()])
     request = protocol.read_authn_request(element, SSO_URL)
     assert (request.id, request.issuer, request.acs_url, relay, signed) == (request_id, SP, ACS, "app/inbox", True)
 
@@ -133,12 +133,12 @@ def _query(xml: bytes, **extra: str) -> str:
 ])
 def test_redirect_queries_the_idp_refuses(query, why: str) -> None:
     with pytest.raises(XmlError, match=why):
-        protocol.read_redirect(query(), [SP_KEY.public_key()])
+        protocol.read_redirect(query(), lambda issuer: [SP_KEY.public_key()])
 
 
 def test_a_signed_request_from_an_sp_without_keys_fails_closed() -> None:
     with pytest.raises(xmldsig.SignatureError, match="no signing key"):
-        protocol.read_redirect(sp_request()[0].split("?", 1)[1], [])
+        protocol.read_redirect(sp_request()[0].split("?", 1)[1], lambda issuer: [])
 
 
 def test_soap_with_a_header_or_two_bodies_is_refused() -> None:

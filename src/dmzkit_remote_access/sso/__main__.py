@@ -1,0 +1,54 @@
+"""dmzkit-sso: run the SAML identity provider, or check its configuration.
+
+    dmzkit-sso idp [--config FILE]
+    dmzkit-sso check-config FILE
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from ..config import ConfigError
+from ..daemon import Notifier, until_stopped
+from .settings import Settings, load_certificate, load_providers, load_signing_key
+
+DEFAULT_CONFIG = "/etc/dmzkit-sso/idp.json"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dmzkit-sso", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    idp = commands.add_parser("idp", help="serve the IdP's front and back channels")
+    idp.add_argument("--config", default=DEFAULT_CONFIG)
+    check = commands.add_parser("check-config", help="validate a configuration file, its keys and SPs, and exit")
+    check.add_argument("config")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s", stream=sys.stderr)
+    try:
+        settings = Settings.load(args.config)
+        if args.command == "check-config":
+            load_signing_key(settings.signing_key)
+            load_certificate(settings.signing_certificate)
+            providers = load_providers(settings.providers_dir)
+            print(f"{args.config}: ok ({settings.entity_id}, {len(providers)} service providers)")
+            return 0
+        asyncio.run(until_stopped(serve(settings)))
+    except ConfigError as e:
+        print(f"dmzkit-sso: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+async def serve(settings: Settings) -> None:
+    from .idp import running  # the web and database stack only when serving
+
+    async with running(settings) as idp:
+        notifier = Notifier()
+        notifier.notify(ready=1, status=f"serving {settings.entity_id} on {idp.addresses}")
+        await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""The IdP's SAML metadata (SAMLMeta §2.4.3), signed, with a short validUntil:
+what an SP needs to send AuthnRequests, resolve artifacts and check
+assertions."""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from lxml import etree
+
+from . import protocol, xmldsig
+from .xml import NS, qname, serialize
+
+NAMEID_UNSPECIFIED = "urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified"
+
+
+def idp_metadata(entity_id: str, sso_url: str, ars_url: str, ars_index: int, certificate: x509.Certificate,
+                 key: xmldsig.PrivateKey, valid_days: int) -> bytes:
+    moment = protocol.now()
+    root = etree.Element(qname("md", "EntityDescriptor"), nsmap={"md": NS["md"], "ds": NS["ds"]},
+                         entityID=entity_id, ID=protocol.new_id(),
+                         validUntil=protocol.instant(moment + dt.timedelta(days=valid_days)))
+    idp = etree.SubElement(root, qname("md", "IDPSSODescriptor"),
+                           protocolSupportEnumeration=NS["samlp"], WantAuthnRequestsSigned="false")
+    descriptor = etree.SubElement(idp, qname("md", "KeyDescriptor"), use="signing")
+    data = etree.SubElement(etree.SubElement(descriptor, qname("ds", "KeyInfo")), qname("ds", "X509Data"))
+    der = certificate.public_bytes(serialization.Encoding.DER)
+    etree.SubElement(data, qname("ds", "X509Certificate")).text = base64.b64encode(der).decode()
+    etree.SubElement(idp, qname("md", "ArtifactResolutionService"), Binding=protocol.SOAP_BINDING,
+                     Location=ars_url, index=str(ars_index), isDefault="true")
+    etree.SubElement(idp, qname("md", "NameIDFormat")).text = NAMEID_UNSPECIFIED
+    etree.SubElement(idp, qname("md", "SingleSignOnService"), Binding=protocol.REDIRECT_BINDING, Location=sso_url)
+    xmldsig.sign(root, key)
+    return serialize(root)

@@ -1,0 +1,189 @@
+"""The IdP's configuration and its registry of service providers.
+
+One JSON file (written by the `sso` role, checked with `dmzkit-sso
+check-config` before it replaces the old one) and one JSON file per SP in
+`providers_dir` (written by the `saml_sp` module). Keys and certificates
+are read here, once, at start.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import MISSING, dataclass, fields
+from typing import Any, get_type_hints
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from ..config import ConfigError, load_object
+from . import xmldsig
+from ..tls import spki_sha256
+from .resolver import ARTIFACT_TTL, ServiceProvider
+
+
+@dataclass(frozen=True)
+class Settings:
+    entity_id: str
+    # Front channel (browsers): the login page and the SSO endpoint.
+    base_url: str
+    # Back channel (SPs and the proxy, mutual TLS): ArtifactResolve.
+    back_url: str
+    front_listen: str
+    back_listen: str
+    certificate: str
+    private_key: str
+    ca_chain: str
+    crl: str
+    signing_key: str
+    signing_certificate: str
+    providers_dir: str
+    store_socket: str
+    store_user: str
+    store_password_file: str
+    db_host: str
+    db_name: str
+    db_user: str
+    db_password_file: str
+    db_port: int = 5432
+    ars_index: int = 0
+    artifact_ttl: float = ARTIFACT_TTL
+    session_idle: float = 8 * 3600.0
+    session_absolute: float = 24 * 3600.0
+    lockout_attempts: int = 5
+    lockout_seconds: float = 300.0
+    metadata_valid_days: int = 7
+
+    @property
+    def ars_url(self) -> str:
+        return f"{self.back_url}/saml2/ars"
+
+    @property
+    def sso_url(self) -> str:
+        return f"{self.base_url}/saml2/sso"
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Settings:
+        kinds = get_type_hints(cls)
+        required = [f.name for f in fields(cls) if f.default is MISSING]
+        unknown = set(raw) - set(kinds)
+        if unknown:
+            raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
+        missing = [name for name in required if name not in raw]
+        if missing:
+            raise ConfigError(f"missing settings: {', '.join(missing)}")
+        values: dict[str, Any] = {}
+        for name, value in raw.items():
+            kind = kinds[name]
+            if kind is float and isinstance(value, int):
+                value = float(value)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise ConfigError(f"{name} must be a {kind.__name__}, got {value!r}")
+            values[name] = value
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    @classmethod
+    def load(cls, path: str) -> Settings:
+        return cls.from_dict(load_object(path))
+
+    def check(self) -> None:
+        for name in ("base_url", "back_url"):
+            url = getattr(self, name)
+            if not url.startswith("https://") or url.endswith("/"):
+                raise ConfigError(f"{name} must be an https:// URL without a trailing slash, got {url!r}")
+        for name in ("front_listen", "back_listen"):
+            _, _, port = getattr(self, name).rpartition(":")
+            if not port.isdigit() or not 0 <= int(port) < 65536:
+                raise ConfigError(f"{name} must be address:port, got {getattr(self, name)!r}")
+        if not 0 <= self.ars_index <= 9:
+            # pysaml2 reads the index from one ASCII digit (saml.md §3.1).
+            raise ConfigError(f"ars_index must be 0-9, got {self.ars_index}")
+        if not 10 <= self.artifact_ttl <= 300:
+            raise ConfigError(f"artifact_ttl must be 10-300 s, got {self.artifact_ttl}")
+        if not 0 < self.session_idle <= self.session_absolute:
+            raise ConfigError("session_idle must be positive and at most session_absolute")
+        if self.lockout_attempts < 1 or self.lockout_seconds <= 0:
+            raise ConfigError("lockout_attempts and lockout_seconds must be positive")
+        if not 1 <= self.metadata_valid_days <= 14:
+            raise ConfigError(f"metadata_valid_days must be 1-14, got {self.metadata_valid_days}")
+
+
+def read_secret(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = f.read().strip()
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+    if not value:
+        raise ConfigError(f"{path} is empty")
+    return value
+
+
+def load_signing_key(path: str) -> xmldsig.PrivateKey:
+    try:
+        with open(path, "rb") as f:
+            key = serialization.load_pem_private_key(f.read(), password=None)
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+    except ValueError:
+        raise ConfigError(f"{path} is not an unencrypted PEM private key") from None
+    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        raise ConfigError(f"{path}: only RSA and ECDSA keys sign")
+    xmldsig.method_of(key)  # refuses RSA under 2048 bits and curves other than P-256
+    return key
+
+
+def load_certificate(path: str) -> x509.Certificate:
+    try:
+        with open(path, "rb") as f:
+            return x509.load_pem_x509_certificate(f.read())
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+    except ValueError:
+        raise ConfigError(f"{path} is not a PEM certificate") from None
+
+
+def _certificates(raw: dict[str, Any], name: str, source: str) -> list[x509.Certificate]:
+    pems = raw.get(name, [])
+    if not isinstance(pems, list) or not pems:
+        raise ConfigError(f"{source}: {name} must list at least one PEM certificate")
+    try:
+        return [x509.load_pem_x509_certificate(p.encode()) for p in pems]
+    except (AttributeError, ValueError):
+        raise ConfigError(f"{source}: {name} holds something that is not a PEM certificate") from None
+
+
+def provider_from_dict(raw: dict[str, Any], source: str) -> ServiceProvider:
+    unknown = set(raw) - {"entity_id", "acs_url", "signing_certificates", "tls_certificates"}
+    if unknown:
+        raise ConfigError(f"{source}: unknown settings: {', '.join(sorted(unknown))}")
+    entity_id, acs_url = raw.get("entity_id"), raw.get("acs_url")
+    if not isinstance(entity_id, str) or not entity_id:
+        raise ConfigError(f"{source}: entity_id is required")
+    if not isinstance(acs_url, str) or not acs_url.startswith("https://"):
+        raise ConfigError(f"{source}: acs_url must be an https:// URL")
+    signing = [c.public_key() for c in _certificates(raw, "signing_certificates", source)]
+    for key in signing:
+        try:
+            xmldsig.method_of(key)
+        except xmldsig.SignatureError as e:
+            raise ConfigError(f"{source}: signing certificate: {e}") from None
+    tls = frozenset(spki_sha256(c.public_key()) for c in _certificates(raw, "tls_certificates", source))
+    return ServiceProvider(entity_id, acs_url, signing, tls)
+
+
+def load_providers(directory: str) -> dict[str, ServiceProvider]:
+    """Every `*.json` in `directory`, by entityID."""
+    providers: dict[str, ServiceProvider] = {}
+    try:
+        names = sorted(n for n in os.listdir(directory) if n.endswith(".json"))
+    except OSError as e:
+        raise ConfigError(f"cannot list {directory}: {e.strerror}") from None
+    for name in names:
+        path = os.path.join(directory, name)
+        provider = provider_from_dict(load_object(path), path)
+        if provider.entity_id in providers:
+            raise ConfigError(f"{path}: entity_id {provider.entity_id} is registered twice")
+        providers[provider.entity_id] = provider
+    return providers

@@ -1,0 +1,332 @@
+"""The IdP end to end, on loopback with real TLS, Redis and PostgreSQL: an SP
+sends an AuthnRequest, the user signs in, the SP resolves the artifact over
+mutual TLS and validates the assertion; and what must be refused is."""
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import ssl
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+from yarl import URL
+from testpki import NOW, make_ca, make_crl, make_leaf, pem, write_key
+
+from conftest import add_user
+from dmzkit_remote_access.sso import assertion, protocol, xmldsig
+from dmzkit_remote_access.sso.idp import SESSION_COOKIE, IdentityProvider, running
+from dmzkit_remote_access.sso.settings import Settings
+from dmzkit_remote_access.sso.xml import NS, SOAP_LIMIT, parse
+
+IDP = "https://idp.test/saml2"
+SP = "https://sp.test/sp"
+ACS = "https://sp.test/acs"
+PASSWORD = "correct horse battery staple"
+LOCKOUT = 3
+
+
+@dataclass(frozen=True)
+class Pki:
+    where: Path
+    sp_key: xmldsig.PrivateKey
+
+    def path(self, name: str) -> str:
+        return str(self.where / name)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """The CA and its CRL, the IdP's TLS and signing keys, the SP's
+    registration (signing key, TLS client certificate), a stranger's and a
+    user's client certificates."""
+    where = tmp_path_factory.mktemp("pki")
+    ca_key, ca_cert = make_ca("unit ca")
+    (where / "ca.pem").write_bytes(pem(ca_cert))
+    (where / "crl.pem").write_bytes(pem(make_crl(ca_key, ca_cert, NOW, NOW.replace(year=NOW.year + 1), serials=())))
+    keys = {}
+    for name, server in (("localhost", True), ("signing", False), ("sp-signing", False), ("sp-client", False),
+                         ("stranger", False), ("alice", False)):
+        keys[name], cert = make_leaf(ca_key, ca_cert, name, server=server)
+        write_key(where / f"{name}.key", keys[name])
+        (where / f"{name}.pem").write_bytes(pem(cert))
+    providers = where / "providers"
+    providers.mkdir()
+    (providers / "sp.json").write_text(json.dumps({
+        "entity_id": SP, "acs_url": ACS,
+        "signing_certificates": [(where / "sp-signing.pem").read_text()],
+        "tls_certificates": [(where / "sp-client.pem").read_text()],
+    }))
+    (where / "store.secret").write_text("any password: the test Redis has no users\n")
+    return Pki(where, keys["sp-signing"])
+
+
+@pytest.fixture(scope="module")
+def accounts(userdb: dict[str, str]) -> dict[str, str]:
+    add_user(userdb, "alice", PASSWORD, ("staff",))
+    add_user(userdb, "mallory", PASSWORD, ("staff",))
+    add_user(userdb, "dora", PASSWORD, enabled=False)
+    return userdb
+
+
+def settings(pki: Pki, userdb: dict[str, str], redis_socket: Path, secret_file: Path) -> Settings:
+    secret_file.write_text(userdb["password"])
+    return Settings.from_dict({
+        "entity_id": IDP, "base_url": "https://localhost", "back_url": "https://localhost:8443",
+        "front_listen": "127.0.0.1:0", "back_listen": "127.0.0.1:0",
+        "certificate": pki.path("localhost.pem"), "private_key": pki.path("localhost.key"),
+        "ca_chain": pki.path("ca.pem"), "crl": pki.path("crl.pem"),
+        "signing_key": pki.path("signing.key"), "signing_certificate": pki.path("signing.pem"),
+        "providers_dir": pki.path("providers"),
+        "store_socket": str(redis_socket), "store_user": "default", "store_password_file": pki.path("store.secret"),
+        "db_host": userdb["host"], "db_name": userdb["database"], "db_user": userdb["user"],
+        "db_password_file": str(secret_file), "lockout_attempts": LOCKOUT,
+    })
+
+
+class Browser:
+    """A user agent with a cookie jar, optionally presenting a client certificate."""
+
+    def __init__(self, idp: IdentityProvider, pki: Pki, certificate: str | None = None) -> None:
+        context = ssl.create_default_context(cafile=pki.path("ca.pem"))
+        if certificate:
+            context.load_cert_chain(pki.path(f"{certificate}.pem"), pki.path(f"{certificate}.key"))
+        self.base = f"https://localhost:{idp.addresses[0][1]}"
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context),
+                                             cookie_jar=aiohttp.CookieJar(unsafe=True))
+
+    async def get(self, path: str) -> tuple[int, str, dict[str, str]]:
+        # As a browser does, send the query as it is (yarl would re-quote it).
+        async with self.session.get(URL(self.base + path, encoded=True), allow_redirects=False) as r:
+            return r.status, await r.text(), dict(r.headers)
+
+    async def post(self, path: str, form: dict[str, str]) -> tuple[int, str, dict[str, str]]:
+        async with self.session.post(self.base + path, data=form, allow_redirects=False) as r:
+            return r.status, await r.text(), dict(r.headers)
+
+
+class ServiceProvider:
+    """The SP's side: AuthnRequest out, artifact resolved over mutual TLS."""
+
+    def __init__(self, idp: IdentityProvider, pki: Pki, client: str = "sp-client") -> None:
+        self.idp, self.pki = idp, pki
+        self.context = ssl.create_default_context(cafile=pki.path("ca.pem"))
+        self.context.load_cert_chain(pki.path(f"{client}.pem"), pki.path(f"{client}.key"))
+        self.request_id = ""
+
+    def login_path(self, relay_state: str = "/inbox", **attributes: str) -> str:
+        request, self.request_id = protocol.authn_request(SP, self.idp.settings.sso_url, ACS)
+        for name, value in attributes.items():
+            request.set(name, value)
+        return "/saml2/sso?" + protocol.redirect_url("", request, relay_state, self.pki.sp_key).lstrip("?")
+
+    async def post_ars(self, body: bytes) -> tuple[int, bytes]:
+        url = f"https://localhost:{self.idp.addresses[1][1]}/saml2/ars"
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self.context)) as session:
+            async with session.post(url, data=body, headers={"Content-Type": "text/xml"}) as r:
+                return r.status, await r.read()
+
+    async def resolve(self, artifact: str) -> assertion.Login | None:
+        body, resolve_id = protocol.artifact_resolve(SP, self.idp.settings.ars_url, artifact, self.pki.sp_key)
+        status, answer = await self.post_ars(body)
+        assert status == 200, answer
+        idp_keys = [self.idp.certificate.public_key()]
+        message = protocol.read_artifact_response(answer, IDP, resolve_id, idp_keys)
+        if message is None:
+            return None
+        return assertion.validate(message, IDP, SP, ACS, self.request_id, idp_keys)
+
+
+def artifact_of(headers: dict[str, str]) -> tuple[str, str]:
+    location = urllib.parse.urlsplit(headers["Location"])
+    assert f"https://{location.netloc}{location.path}" == ACS
+    query = dict(urllib.parse.parse_qsl(location.query))
+    return query["SAMLart"], query.get("RelayState", "")
+
+
+def form_fields(page: str) -> dict[str, str]:
+    return dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', page))
+
+
+async def sign_in(browser: Browser, sp: ServiceProvider, user: str, password: str, **attributes: str):
+    status, page, _ = await browser.get(sp.login_path(**attributes))
+    assert status == 200 and "Sign in" in page
+    fields = {k: v.replace("&amp;", "&") for k, v in form_fields(page).items()}
+    return await browser.post("/saml2/login", {**fields, "username": user, "password": password,
+                                                "method": "password"})
+
+
+@pytest.fixture
+def idp_run(pki: Pki, accounts: dict[str, str], redis_socket: Path, tmp_path: Path
+            ) -> Callable[[Callable[[IdentityProvider], Awaitable[Any]]], Any]:
+    def run(body: Callable[[IdentityProvider], Awaitable[Any]]) -> Any:
+        async def main() -> Any:
+            async with running(settings(pki, accounts, redis_socket, tmp_path / "db.secret")) as idp:
+                return await body(idp)
+        return asyncio.run(main())
+    return run
+
+
+def test_a_password_login_ends_in_a_valid_assertion_at_the_sp(idp_run, pki) -> None:
+    async def body(idp: IdentityProvider):
+        browser, sp = Browser(idp, pki), ServiceProvider(idp, pki)
+        try:
+            status, _, headers = await sign_in(browser, sp, "alice", PASSWORD)
+            assert status == 303, headers
+            artifact, relay = artifact_of(headers)
+            cookies = browser.session.cookie_jar.filter_cookies(URL(browser.base + "/saml2/sso"))
+            return await sp.resolve(artifact), relay, cookies
+        finally:
+            await browser.session.close()
+    login, relay, cookies = idp_run(body)
+    assert login.user == "alice" and relay == "/inbox"
+    assert login.authn_context == assertion.PASSWORD
+    assert login.attributes["groups"] == ["staff"] and login.attributes["mail"] == ["alice@unit.test"]
+    assert SESSION_COOKIE in cookies
+
+
+def test_a_second_sp_visit_needs_no_password_and_gets_a_fresh_artifact(idp_run, pki) -> None:
+    async def body(idp: IdentityProvider):
+        browser, sp = Browser(idp, pki), ServiceProvider(idp, pki)
+        try:
+            _, _, first = await sign_in(browser, sp, "alice", PASSWORD)
+            status, _, second = await browser.get(sp.login_path())
+            assert status == 303
+            return artifact_of(first)[0], artifact_of(second)[0], await sp.resolve(artifact_of(second)[0])
+        finally:
+            await browser.session.close()
+    first, second, login = idp_run(body)
+    assert first != second and login.user == "alice"
+
+
+def test_a_certificate_login_names_the_certificates_user(idp_run, pki) -> None:
+    async def body(idp: IdentityProvider):
+        browser, sp = Browser(idp, pki, certificate="alice"), ServiceProvider(idp, pki)
+        try:
+            status, page, _ = await browser.get(sp.login_path())
+            assert "Continue as alice" in page
+            fields = {k: v.replace("&amp;", "&") for k, v in form_fields(page).items()}
+            status, _, headers = await browser.post("/saml2/login", {**fields, "method": "certificate"})
+            assert status == 303
+            return await sp.resolve(artifact_of(headers)[0])
+        finally:
+            await browser.session.close()
+    login = idp_run(body)
+    assert login.user == "alice" and login.authn_context == "urn:oasis:names:tc:SAML:2.0:ac:classes:X509"
+
+
+def test_wrong_passwords_lock_the_account_and_everything_is_audited(idp_run, pki, accounts) -> None:
+    async def body(idp: IdentityProvider):
+        browser, sp = Browser(idp, pki), ServiceProvider(idp, pki)
+        try:
+            wrong = [(await sign_in(browser, sp, "mallory", "guess number %d" % i))[0] for i in range(LOCKOUT)]
+            right = (await sign_in(browser, sp, "mallory", PASSWORD))[0]
+            unknown = (await sign_in(browser, sp, "nobody", PASSWORD))[0]
+            disabled = (await sign_in(browser, sp, "dora", PASSWORD))[0]
+            return wrong, right, unknown, disabled
+        finally:
+            await browser.session.close()
+    wrong, right, unknown, disabled = idp_run(body)
+    assert wrong == [401] * LOCKOUT and right == 401 and unknown == 401 and disabled == 401
+
+    async def audit():
+        conn = await asyncpg.connect(host=accounts["host"], user="postgres", database="dmzkit")
+        try:
+            return [tuple(r) for r in await conn.fetch(
+                "SELECT subject, outcome, detail->>'reason', actor FROM dmzkit.audit_log "
+                "WHERE subject IN ('mallory', 'nobody', 'dora') ORDER BY id")]
+        finally:
+            await conn.close()
+    records = asyncio.run(audit())
+    assert records == ([("mallory", "failure", "wrong password", "sso_idp")] * LOCKOUT
+                       + [("mallory", "failure", "locked", "sso_idp"),
+                          ("nobody", "failure", "unknown or disabled user", "sso_idp"),
+                          ("dora", "failure", "unknown or disabled user", "sso_idp")])
+
+
+def test_an_artifact_resolves_once_and_only_for_its_sp_with_its_certificate(idp_run, pki) -> None:
+    async def body(idp: IdentityProvider):
+        browser, sp = Browser(idp, pki), ServiceProvider(idp, pki)
+        try:
+            _, _, headers = await sign_in(browser, sp, "alice", PASSWORD)
+            artifact = artifact_of(headers)[0]
+            stranger = ServiceProvider(idp, pki, client="stranger")
+            body_, _ = protocol.artifact_resolve(SP, idp.settings.ars_url, artifact, pki.sp_key)
+            refused = await stranger.post_ars(body_)
+            return refused, await sp.resolve(artifact), await sp.resolve(artifact)
+        finally:
+            await browser.session.close()
+    (status, fault), first, replay = idp_run(body)
+    # The wrong client certificate is refused with a SOAP fault, and burns nothing.
+    assert status == 400 and b"soap:Client" in fault
+    assert first is not None and first.user == "alice"
+    assert replay is None
+
+
+def test_the_back_channel_wants_a_client_certificate(idp_run, pki) -> None:
+    async def body(idp: IdentityProvider):
+        context = ssl.create_default_context(cafile=pki.path("ca.pem"))
+        url = f"https://localhost:{idp.addresses[1][1]}/saml2/ars"
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session:
+            try:
+                async with session.post(url, data=b"<x/>") as r:
+                    return r.status
+            except (aiohttp.ClientError, ssl.SSLError) as e:
+                return type(e).__name__
+    outcome = idp_run(body)
+    assert outcome != 200 and not isinstance(outcome, int), outcome
+
+
+@pytest.mark.parametrize("query", [
+    "", "SAMLRequest=", "SAMLRequest=%%%", "SAMLRequest=AAAA", "SAMLRequest=x&SAMLRequest=y",
+    "SAMLRequest=" + "A" * 6000, "RelayState=" + "r" * 100,
+])
+def test_broken_requests_get_a_4xx_page(idp_run, pki, query: str) -> None:
+    async def body(idp: IdentityProvider):
+        browser = Browser(idp, pki)
+        try:
+            return await browser.get("/saml2/sso?" + query)
+        finally:
+            await browser.session.close()
+    status, page, headers = idp_run(body)
+    assert 400 <= status < 500 and "<h1>" in page
+    assert headers["X-Frame-Options"] == "DENY"
+
+
+def test_requests_the_idp_will_not_serve(idp_run, pki) -> None:
+    async def body(idp: IdentityProvider):
+        browser, sp = Browser(idp, pki), ServiceProvider(idp, pki)
+        try:
+            other_acs = await browser.get(sp.login_path(AssertionConsumerServiceURL="https://evil.test/acs"))
+            passive = await browser.get(sp.login_path(IsPassive="true"))
+            status, page, _ = await browser.get(sp.login_path())
+            fields = form_fields(page)
+            no_csrf = await browser.post("/saml2/login", {"request": fields["request"], "username": "alice",
+                                                          "password": PASSWORD, "csrf": "forged"})
+            huge = await browser.post("/saml2/login", {"request": "x" * (SOAP_LIMIT * 2)})
+            return other_acs[0], passive[0], no_csrf[0], huge[0]
+        finally:
+            await browser.session.close()
+    assert idp_run(body) == (400, 403, 403, 413)
+
+
+def test_metadata_is_signed_and_names_the_endpoints(idp_run, pki) -> None:
+    async def body(idp: IdentityProvider):
+        browser = Browser(idp, pki)
+        try:
+            return await browser.get("/saml2/metadata"), idp.certificate.public_key()
+        finally:
+            await browser.session.close()
+    (status, text, _), key = idp_run(body)
+    assert status == 200
+    root = xmldsig.verify(parse(text.encode(), SOAP_LIMIT), [key])
+    descriptor = root.find(f"{{{NS['md']}}}IDPSSODescriptor")
+    ars = descriptor.find(f"{{{NS['md']}}}ArtifactResolutionService")
+    assert root.get("entityID") == IDP
+    assert ars.get("Location") == "https://localhost:8443/saml2/ars" and ars.get("index") == "0"
