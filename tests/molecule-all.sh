@@ -10,10 +10,14 @@ if [ $# -gt 0 ]; then
 else
   mapfile -t scenarios < <(find molecule -mindepth 2 -maxdepth 2 -name molecule.yml -printf '%h\n' | xargs -n1 basename | sort)
 fi
+# Each scenario's output is also kept in tests/output/molecule/<scenario>.log;
+# a failure's telling lines are repeated at the end, where CI's tail shows them.
+logs=tests/output/molecule
+mkdir -p "$logs"
 passed=() failed=()
 for scenario in "${scenarios[@]}"; do
   start=$SECONDS
-  if molecule test --scenario-name "$scenario"; then
+  if molecule test --scenario-name "$scenario" 2>&1 | tee "$logs/$scenario.log"; test "${PIPESTATUS[0]}" -eq 0; then
     passed+=("$scenario")
     echo "scenario $scenario passed in $((SECONDS - start)) s"
   else
@@ -22,6 +26,12 @@ for scenario in "${scenarios[@]}"; do
   fi
 done
 
+for scenario in "${failed[@]}"; do
+  echo "--- $scenario: what failed (whole output in $logs/$scenario.log)"
+  sed 's/\x1b\[[0-9;]*m//g' "$logs/$scenario.log" \
+    | grep -v -E '^ *│ [-+]' | grep -E '^E  |fatal: |FAILED|failed=[1-9]|Error|ERROR|Traceback|    msg: ' \
+    | grep -v 'ignoring' | tail -n 30
+done
 [ ${#failed[@]} -eq 0 ] || echo "failed scenarios: ${failed[*]}"
 echo "molecule: ${#passed[@]} passed, ${#failed[@]} failed"
 [ ${#failed[@]} -eq 0 ]

@@ -2,6 +2,7 @@
 
     dmzkit-sso idp [--config FILE]
     dmzkit-sso check-config FILE
+    dmzkit-sso metadata [--config FILE]
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import sys
 
 from ..config import ConfigError
 from ..daemon import Notifier, until_stopped
-from .settings import Settings, load_certificate, load_providers, load_signing_key
+from .settings import Settings, load_providers, load_signing_pair
 
 DEFAULT_CONFIG = "/etc/dmzkit-sso/idp.json"
 
@@ -24,21 +25,32 @@ def main(argv: list[str] | None = None) -> int:
     idp.add_argument("--config", default=DEFAULT_CONFIG)
     check = commands.add_parser("check-config", help="validate a configuration file, its keys and SPs, and exit")
     check.add_argument("config")
+    metadata = commands.add_parser("metadata", help="print the IdP's signed metadata")
+    metadata.add_argument("--config", default=DEFAULT_CONFIG)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s", stream=sys.stderr)
     try:
         settings = Settings.load(args.config)
         if args.command == "check-config":
-            load_signing_key(settings.signing_key)
-            load_certificate(settings.signing_certificate)
+            load_signing_pair(settings)
             providers = load_providers(settings.providers_dir)
             print(f"{args.config}: ok ({settings.entity_id}, {len(providers)} service providers)")
+            return 0
+        if args.command == "metadata":
+            sys.stdout.write(signed_metadata(settings).decode() + "\n")
             return 0
         asyncio.run(until_stopped(serve(settings)))
     except ConfigError as e:
         print(f"dmzkit-sso: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def signed_metadata(settings: Settings) -> bytes:
+    from .metadata import idp_metadata
+
+    key, certificate = load_signing_pair(settings)
+    return idp_metadata(settings, certificate, key)
 
 
 async def serve(settings: Settings) -> None:

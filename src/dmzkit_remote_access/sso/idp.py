@@ -35,12 +35,11 @@ from aiohttp import web
 from cryptography import x509
 from redis.asyncio import Redis
 
-from ..config import ConfigError
 from ..tls import client_context, peer_certificate, server_context, spki_sha256
 from . import assertion, protocol, xmldsig
 from .metadata import idp_metadata
 from .resolver import Resolver, ServiceProvider
-from .settings import Settings, load_certificate, load_providers, load_signing_key, read_secret
+from .settings import Settings, load_providers, load_signing_pair, read_secret
 from .store import Store
 from .users import Account, Directory
 from .xml import SOAP_LIMIT, XmlError
@@ -270,13 +269,9 @@ async def security_headers(request: web.Request, handler) -> web.StreamResponse:
 async def running(settings: Settings) -> AsyncIterator[IdentityProvider]:
     """The IdP with its keys, registry, store and user database opened once,
     serving both channels until the block ends."""
-    key = load_signing_key(settings.signing_key)
-    certificate = load_certificate(settings.signing_certificate)
-    if certificate.public_key().public_numbers() != key.public_key().public_numbers():
-        raise ConfigError(f"{settings.signing_certificate} is not the certificate of {settings.signing_key}")
+    key, certificate = load_signing_pair(settings)
     providers = load_providers(settings.providers_dir)
-    metadata = idp_metadata(settings.entity_id, settings.sso_url, settings.ars_url, settings.ars_index,
-                            certificate, key, settings.metadata_valid_days)
+    metadata = idp_metadata(settings, certificate, key)
     redis = Redis(unix_socket_path=settings.store_socket, username=settings.store_user,
                   password=read_secret(settings.store_password_file))
     database_tls = None if settings.db_host.startswith("/") else client_context(settings.ca_chain)

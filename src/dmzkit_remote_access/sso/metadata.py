@@ -11,17 +11,17 @@ from cryptography.hazmat.primitives import serialization
 from lxml import etree
 
 from . import protocol, xmldsig
+from .settings import Settings
 from .xml import NS, qname, serialize
 
 NAMEID_UNSPECIFIED = "urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified"
 
 
-def idp_metadata(entity_id: str, sso_url: str, ars_url: str, ars_index: int, certificate: x509.Certificate,
-                 key: xmldsig.PrivateKey, valid_days: int) -> bytes:
+def idp_metadata(settings: Settings, certificate: x509.Certificate, key: xmldsig.PrivateKey) -> bytes:
     moment = protocol.now()
     root = etree.Element(qname("md", "EntityDescriptor"), nsmap={"md": NS["md"], "ds": NS["ds"]},
-                         entityID=entity_id, ID=protocol.new_id(),
-                         validUntil=protocol.instant(moment + dt.timedelta(days=valid_days)))
+                         entityID=settings.entity_id, ID=protocol.new_id(),
+                         validUntil=protocol.instant(moment + dt.timedelta(days=settings.metadata_valid_days)))
     idp = etree.SubElement(root, qname("md", "IDPSSODescriptor"),
                            protocolSupportEnumeration=NS["samlp"], WantAuthnRequestsSigned="false")
     descriptor = etree.SubElement(idp, qname("md", "KeyDescriptor"), use="signing")
@@ -29,8 +29,9 @@ def idp_metadata(entity_id: str, sso_url: str, ars_url: str, ars_index: int, cer
     der = certificate.public_bytes(serialization.Encoding.DER)
     etree.SubElement(data, qname("ds", "X509Certificate")).text = base64.b64encode(der).decode()
     etree.SubElement(idp, qname("md", "ArtifactResolutionService"), Binding=protocol.SOAP_BINDING,
-                     Location=ars_url, index=str(ars_index), isDefault="true")
+                     Location=settings.ars_url, index=str(settings.ars_index), isDefault="true")
     etree.SubElement(idp, qname("md", "NameIDFormat")).text = NAMEID_UNSPECIFIED
-    etree.SubElement(idp, qname("md", "SingleSignOnService"), Binding=protocol.REDIRECT_BINDING, Location=sso_url)
+    etree.SubElement(idp, qname("md", "SingleSignOnService"), Binding=protocol.REDIRECT_BINDING,
+                     Location=settings.sso_url)
     xmldsig.sign(root, key)
     return serialize(root)

@@ -144,6 +144,15 @@ def load_certificate(path: str) -> x509.Certificate:
         raise ConfigError(f"{path} is not a PEM certificate") from None
 
 
+def load_signing_pair(settings: Settings) -> tuple[xmldsig.PrivateKey, x509.Certificate]:
+    """The IdP's signing key and the certificate its metadata publishes, which must match."""
+    key = load_signing_key(settings.signing_key)
+    certificate = load_certificate(settings.signing_certificate)
+    if certificate.public_key().public_numbers() != key.public_key().public_numbers():
+        raise ConfigError(f"{settings.signing_certificate} is not the certificate of {settings.signing_key}")
+    return key, certificate
+
+
 def _certificates(raw: dict[str, Any], name: str, source: str) -> list[x509.Certificate]:
     pems = raw.get(name, [])
     if not isinstance(pems, list) or not pems:

@@ -4,11 +4,13 @@ for the user database, each on a Unix socket of its own."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import subprocess
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -16,6 +18,10 @@ import pytest
 from argon2 import PasswordHasher
 from redis.asyncio import Redis
 
+from testpki import NOW, make_ca, make_crl, make_leaf, pem, write_key
+
+from dmzkit_remote_access.sso import xmldsig
+from dmzkit_remote_access.sso.settings import Settings
 from dmzkit_remote_access.sso.store import Store
 
 REDIS_SERVER = shutil.which("redis-server")
@@ -125,3 +131,75 @@ def add_user(userdb: dict[str, str], name: str, password: str, groups: tuple[str
     )
     _as_postgres(str(POSTGRES_BIN / "psql"), "-h", userdb["host"], "-U", "postgres", "-d", "dmzkit",
                  "-v", "ON_ERROR_STOP=1", "-q", sql=statements)
+
+
+# -- an IdP on loopback ----------------------------------------------------------
+
+IDP = "https://idp.test/saml2"
+PASSWORD = "correct horse battery staple"
+LOCKOUT = 3
+# The C/S applications the proxy tests sign in to, as SPs served by the proxy.
+PROXY_APPS = {"mail": "https://mail.test/sp", "chat": "https://chat.test/sp"}
+PROXY_BASE = "https://localhost:9443"
+
+
+@dataclass(frozen=True)
+class Pki:
+    where: Path
+    sp_key: xmldsig.PrivateKey
+
+    def path(self, name: str) -> str:
+        return str(self.where / name)
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """The CA and its CRL; the IdP's TLS and signing keys; a browser SP's
+    registration (signing key, TLS client certificate); the proxy's, for
+    each of its applications; a stranger's and users' client certificates."""
+    where = tmp_path_factory.mktemp("pki")
+    ca_key, ca_cert = make_ca("unit ca")
+    (where / "ca.pem").write_bytes(pem(ca_cert))
+    (where / "crl.pem").write_bytes(pem(make_crl(ca_key, ca_cert, NOW, NOW.replace(year=NOW.year + 1), serials=())))
+    keys = {}
+    for name, server in (("localhost", True), ("signing", False), ("sp-signing", False), ("sp-client", False),
+                         ("proxy-signing", False), ("proxy-client", False), ("stranger", False), ("alice", False),
+                         ("alice-laptop", False), ("bob", False)):
+        keys[name], cert = make_leaf(ca_key, ca_cert, name, server=server)
+        write_key(where / f"{name}.key", keys[name])
+        (where / f"{name}.pem").write_bytes(pem(cert))
+    providers = where / "providers"
+    providers.mkdir()
+    registrations = {"sp": ("https://sp.test/sp", "https://sp.test/acs", "sp")} | {
+        f"proxy-{name}": (entity, f"{PROXY_BASE}/v1/acs/{name}", "proxy") for name, entity in PROXY_APPS.items()}
+    for file, (entity, acs, owner) in registrations.items():
+        (providers / f"{file}.json").write_text(json.dumps({
+            "entity_id": entity, "acs_url": acs,
+            "signing_certificates": [(where / f"{owner}-signing.pem").read_text()],
+            "tls_certificates": [(where / f"{owner}-client.pem").read_text()],
+        }))
+    (where / "store.secret").write_text("any password: the test Redis has no users\n")
+    return Pki(where, keys["sp-signing"])
+
+
+@pytest.fixture(scope="session")
+def accounts(userdb: dict[str, str]) -> dict[str, str]:
+    add_user(userdb, "alice", PASSWORD, ("staff",))
+    add_user(userdb, "mallory", PASSWORD, ("staff",))
+    add_user(userdb, "dora", PASSWORD, enabled=False)
+    return userdb
+
+
+def idp_settings(pki: Pki, userdb: dict[str, str], redis_socket: Path, secret_file: Path) -> Settings:
+    secret_file.write_text(userdb["password"])
+    return Settings.from_dict({
+        "entity_id": IDP, "base_url": "https://localhost", "back_url": "https://localhost:8443",
+        "front_listen": "127.0.0.1:0", "back_listen": "127.0.0.1:0",
+        "certificate": pki.path("localhost.pem"), "private_key": pki.path("localhost.key"),
+        "ca_chain": pki.path("ca.pem"), "crl": pki.path("crl.pem"),
+        "signing_key": pki.path("signing.key"), "signing_certificate": pki.path("signing.pem"),
+        "providers_dir": pki.path("providers"),
+        "store_socket": str(redis_socket), "store_user": "default", "store_password_file": pki.path("store.secret"),
+        "db_host": userdb["host"], "db_name": userdb["database"], "db_user": userdb["user"],
+        "db_password_file": str(secret_file), "lockout_attempts": LOCKOUT,
+    })

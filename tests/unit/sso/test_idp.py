@@ -4,12 +4,10 @@ mutual TLS and validates the assertion; and what must be refused is."""
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import ssl
 import urllib.parse
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,77 +15,14 @@ import aiohttp
 import asyncpg
 import pytest
 from yarl import URL
-from testpki import NOW, make_ca, make_crl, make_leaf, pem, write_key
 
-from conftest import add_user
+from conftest import IDP, LOCKOUT, PASSWORD, Pki, idp_settings
 from dmzkit_remote_access.sso import assertion, protocol, xmldsig
 from dmzkit_remote_access.sso.idp import SESSION_COOKIE, IdentityProvider, running
-from dmzkit_remote_access.sso.settings import Settings
 from dmzkit_remote_access.sso.xml import NS, SOAP_LIMIT, parse
 
-IDP = "https://idp.test/saml2"
 SP = "https://sp.test/sp"
 ACS = "https://sp.test/acs"
-PASSWORD = "correct horse battery staple"
-LOCKOUT = 3
-
-
-@dataclass(frozen=True)
-class Pki:
-    where: Path
-    sp_key: xmldsig.PrivateKey
-
-    def path(self, name: str) -> str:
-        return str(self.where / name)
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    """The CA and its CRL, the IdP's TLS and signing keys, the SP's
-    registration (signing key, TLS client certificate), a stranger's and a
-    user's client certificates."""
-    where = tmp_path_factory.mktemp("pki")
-    ca_key, ca_cert = make_ca("unit ca")
-    (where / "ca.pem").write_bytes(pem(ca_cert))
-    (where / "crl.pem").write_bytes(pem(make_crl(ca_key, ca_cert, NOW, NOW.replace(year=NOW.year + 1), serials=())))
-    keys = {}
-    for name, server in (("localhost", True), ("signing", False), ("sp-signing", False), ("sp-client", False),
-                         ("stranger", False), ("alice", False)):
-        keys[name], cert = make_leaf(ca_key, ca_cert, name, server=server)
-        write_key(where / f"{name}.key", keys[name])
-        (where / f"{name}.pem").write_bytes(pem(cert))
-    providers = where / "providers"
-    providers.mkdir()
-    (providers / "sp.json").write_text(json.dumps({
-        "entity_id": SP, "acs_url": ACS,
-        "signing_certificates": [(where / "sp-signing.pem").read_text()],
-        "tls_certificates": [(where / "sp-client.pem").read_text()],
-    }))
-    (where / "store.secret").write_text("any password: the test Redis has no users\n")
-    return Pki(where, keys["sp-signing"])
-
-
-@pytest.fixture(scope="module")
-def accounts(userdb: dict[str, str]) -> dict[str, str]:
-    add_user(userdb, "alice", PASSWORD, ("staff",))
-    add_user(userdb, "mallory", PASSWORD, ("staff",))
-    add_user(userdb, "dora", PASSWORD, enabled=False)
-    return userdb
-
-
-def settings(pki: Pki, userdb: dict[str, str], redis_socket: Path, secret_file: Path) -> Settings:
-    secret_file.write_text(userdb["password"])
-    return Settings.from_dict({
-        "entity_id": IDP, "base_url": "https://localhost", "back_url": "https://localhost:8443",
-        "front_listen": "127.0.0.1:0", "back_listen": "127.0.0.1:0",
-        "certificate": pki.path("localhost.pem"), "private_key": pki.path("localhost.key"),
-        "ca_chain": pki.path("ca.pem"), "crl": pki.path("crl.pem"),
-        "signing_key": pki.path("signing.key"), "signing_certificate": pki.path("signing.pem"),
-        "providers_dir": pki.path("providers"),
-        "store_socket": str(redis_socket), "store_user": "default", "store_password_file": pki.path("store.secret"),
-        "db_host": userdb["host"], "db_name": userdb["database"], "db_user": userdb["user"],
-        "db_password_file": str(secret_file), "lockout_attempts": LOCKOUT,
-    })
 
 
 class Browser:
@@ -167,7 +102,7 @@ def idp_run(pki: Pki, accounts: dict[str, str], redis_socket: Path, tmp_path: Pa
             ) -> Callable[[Callable[[IdentityProvider], Awaitable[Any]]], Any]:
     def run(body: Callable[[IdentityProvider], Awaitable[Any]]) -> Any:
         async def main() -> Any:
-            async with running(settings(pki, accounts, redis_socket, tmp_path / "db.secret")) as idp:
+            async with running(idp_settings(pki, accounts, redis_socket, tmp_path / "db.secret")) as idp:
                 return await body(idp)
         return asyncio.run(main())
     return run

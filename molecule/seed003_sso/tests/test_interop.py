@@ -1,0 +1,80 @@
+"""pysaml2 (PyPI), an SP we did not write, completes an artifact login
+against the lab's IdP: AuthnRequest by redirect, sign-in, ArtifactResolve
+over mutual TLS, and the Response validated by pysaml2 itself."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from cryptography import x509
+
+from dmzkit_remote_access.tls import spki_sha256
+
+IDP = "idp1"
+INTEROP = "/etc/dmzkit-interop"
+SECRETS = Path("/var/lib/dmzkit-lab/secrets")
+SP_SCRIPT = Path(__file__).with_name("pysaml2_sp.py")
+
+
+def read_from(host: str, path: str) -> str:
+    return subprocess.run(["podman", "exec", host, "cat", path], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def sso_info() -> dict:
+    """What the sso_info module tells an SP's administrator about the IdP."""
+    run = subprocess.run(
+        ["ansible", IDP, "-i", os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "inventory"),
+         "-m", "dmzkit.remote_access.sso_info"],
+        capture_output=True, text=True, check=False,
+        env={**os.environ, "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"})
+    return json.loads(run.stdout)["plays"][0]["tasks"][0]["hosts"][IDP]
+
+
+def test_sso_info_tells_the_endpoints_keys_and_registrations() -> None:
+    info = sso_info()
+    assert info["entity_id"] == "https://idp1.lab.dmzkit.test/saml2"
+    assert info["ars_url"] == "https://198.18.2.40:8443/saml2/ars"
+    certificate = x509.load_pem_x509_certificate(info["signing_certificate"].encode())
+    assert info["signing_spki_sha256"] == spki_sha256(certificate.public_key())
+    assert info["signing_certificate"].split()[2] in info["metadata"].replace("\n", "")
+    assert {"name": "pysaml2-interop", "entity_id": "https://interop.lab.dmzkit.test/pysaml2",
+            "acs_url": "https://interop.lab.dmzkit.test/acs"} in info["service_providers"]
+
+
+def test_pysaml2_completes_an_artifact_login(tmp_path: Path) -> None:
+    files = {
+        "ca-chain.pem": f"{INTEROP}/ca-chain.pem",
+        "tls.crt": f"{INTEROP}/{IDP}-interop-sp.fullchain.pem",
+        "tls.key": f"{INTEROP}/{IDP}-interop-sp.key",
+        "signing.crt": f"{INTEROP}/signing.crt",
+        "signing.key": f"{INTEROP}/signing.key",
+    }
+    tmp_path.chmod(0o700)
+    for name, source in files.items():
+        (tmp_path / name).write_text(read_from(IDP, source))
+    (tmp_path / "idp-metadata.xml").write_text(sso_info()["metadata"])
+    (tmp_path / "login.json").write_text(json.dumps({
+        "idp": "https://idp1.lab.dmzkit.test/saml2",
+        "sp": "https://interop.lab.dmzkit.test/pysaml2",
+        "acs": "https://interop.lab.dmzkit.test/acs",
+        "user": "alice",
+        "password": (SECRETS / "sso_alice").read_text().split()[0],
+    }))
+    pid = subprocess.run(["podman", "inspect", "-f", "{{.State.Pid}}", IDP], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    # requests prefers REQUESTS_CA_BUNDLE (and CURL_CA_BUNDLE) to the CA it is given.
+    env = {k: v for k, v in os.environ.items() if k not in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")}
+    run = subprocess.run(["nsenter", f"--net=/proc/{pid}/ns/net", sys.executable, str(SP_SCRIPT), str(tmp_path)],
+                         capture_output=True, text=True, timeout=120, check=False, env=env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    outcome = json.loads(run.stdout)
+    assert outcome["user"] == "alice", outcome
+    assert outcome["attributes"]["groups"] == ["staff"]
+    assert outcome["attributes"]["mail"] == ["alice@lab.dmzkit.test"]
+    assert outcome["relay_state"] == "/home"
+    # The artifact was spent by the first resolution.
+    assert outcome["replay_status"] == 200 and not outcome["replay_has_response"]

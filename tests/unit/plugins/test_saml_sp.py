@@ -1,0 +1,110 @@
+"""The saml_sp module, run by ansible itself on this machine: a registration
+the IdP's loader accepts, idempotence, check mode, SP metadata written by
+pysaml2, and every refusal before a file is touched."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import rsa
+from saml2 import BINDING_HTTP_ARTIFACT
+from saml2.config import SPConfig
+from saml2.metadata import entity_descriptor
+from testpki import NOW, make_ca, make_leaf, pem, write_key
+
+from dmzkit_remote_access.sso.settings import load_providers
+
+TOP = Path(__file__).resolve().parents[3]
+CA_KEY, CA_CERT = make_ca("unit ca")
+SIGNING = pem(make_leaf(CA_KEY, CA_CERT, "sp signing")[1]).decode()
+TLS = pem(make_leaf(CA_KEY, CA_CERT, "sp client")[1]).decode()
+
+
+def module(directory: Path, *flags: str, **args: object) -> dict:
+    run = subprocess.run(
+        ["ansible", "localhost", "-m", "dmzkit.remote_access.saml_sp",
+         "-a", json.dumps({"directory": str(directory), **args}), *flags],
+        capture_output=True, text=True, check=False,
+        env={"ANSIBLE_COLLECTIONS_PATH": str(TOP / ".venv/collections"), **os.environ,
+             "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
+             "ANSIBLE_LOCALHOST_WARNING": "0"})
+    return json.loads(run.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+
+
+def register(directory: Path, *flags: str, **changes: object) -> dict:
+    args = {"name": "portal", "entity_id": "https://portal.test/sp", "acs_url": "https://portal.test/acs",
+            "signing_certificates": [SIGNING], "tls_certificates": [TLS]}
+    return module(directory, *flags, **{**args, **changes})
+
+
+def test_check_mode_then_apply_then_nothing_to_do(tmp_path: Path) -> None:
+    checked = register(tmp_path, "--check")
+    assert checked["changed"] and not (tmp_path / "portal.json").exists()
+    applied = register(tmp_path)
+    assert applied["changed"] and applied["entity_id"] == "https://portal.test/sp"
+    assert not register(tmp_path)["changed"]
+    provider = load_providers(str(tmp_path))["https://portal.test/sp"]
+    assert provider.acs_url == "https://portal.test/acs" and len(provider.tls_keys) == 1
+
+
+def test_pysaml2_metadata_gives_the_artifact_acs_and_signing_key(tmp_path: Path) -> None:
+    key, cert = make_leaf(CA_KEY, CA_CERT, "pysaml2 signing")
+    write_key(tmp_path / "sp.key", key)
+    (tmp_path / "sp.crt").write_bytes(pem(cert))
+    config = SPConfig()
+    config.load({
+        "entityid": "https://pysaml2.test/sp",
+        "service": {"sp": {"endpoints": {"assertion_consumer_service": [
+            ("https://pysaml2.test/post", "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST"),
+            ("https://pysaml2.test/artifact", BINDING_HTTP_ARTIFACT)]}}},
+        "cert_file": str(tmp_path / "sp.crt"), "key_file": str(tmp_path / "sp.key"),
+    })
+    registry = tmp_path / "providers"
+    registry.mkdir()
+    result = module(registry, name="pysaml2", metadata=str(entity_descriptor(config)), tls_certificates=[TLS])
+    assert result["changed"], result
+    assert result["acs_url"] == "https://pysaml2.test/artifact"
+    stored = json.loads((registry / "pysaml2.json").read_text())
+    assert stored["signing_certificates"] == [pem(cert).decode()]
+
+
+@pytest.mark.parametrize("changes, why", [
+    ({"acs_url": "http://portal.test/acs"}, "https://"),
+    ({"signing_certificates": ["not a certificate"]}, "not a PEM certificate"),
+    ({"tls_certificates": []}, "at least one certificate"),
+    ({"name": "../escape"}, "name must be"),
+    ({"metadata": "<x/>"}, "mutually exclusive"),
+])
+def test_bad_input_is_refused_before_any_change(tmp_path: Path, changes: dict, why: str) -> None:
+    result = register(tmp_path, **changes)
+    assert result.get("failed") and why in result["msg"], result
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_small_rsa_and_doctype_metadata_are_refused(tmp_path: Path) -> None:
+    weak = rsa.generate_private_key(65537, 1024)
+    cert = (x509.CertificateBuilder().subject_name(CA_CERT.subject).issuer_name(CA_CERT.subject)
+            .public_key(weak.public_key()).serial_number(1).not_valid_before(NOW)
+            .not_valid_after(NOW + dt.timedelta(days=1)).sign(CA_KEY, hashes.SHA256()))
+    small = register(tmp_path, signing_certificates=[pem(cert).decode()])
+    assert small.get("failed") and "2048" in small["msg"]
+    doctype = module(tmp_path, name="x", tls_certificates=[TLS],
+                     metadata='<!DOCTYPE x [<!ENTITY e "e">]><md:EntityDescriptor '
+                              'xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" entityID="e">&e;</md:EntityDescriptor>')
+    assert doctype.get("failed") and "DOCTYPE" in doctype["msg"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_one_entity_id_is_registered_once_and_absent_removes(tmp_path: Path) -> None:
+    register(tmp_path)
+    twin = register(tmp_path, name="twin")
+    assert twin.get("failed") and "already registered as portal" in twin["msg"]
+    removed = module(tmp_path, name="portal", state="absent")
+    assert removed["changed"] and not (tmp_path / "portal.json").exists()
+    assert not module(tmp_path, name="portal", state="absent")["changed"]
