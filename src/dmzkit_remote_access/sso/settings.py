@@ -8,8 +8,9 @@ are read here, once, at start.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import MISSING, dataclass, fields
-from typing import Any, get_type_hints
+from typing import Any, TypeVar, get_type_hints
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -19,6 +20,8 @@ from ..config import ConfigError, load_object
 from . import xmldsig
 from ..tls import spki_sha256
 from .resolver import ARTIFACT_TTL, ServiceProvider
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -63,23 +66,7 @@ class Settings:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Settings:
-        kinds = get_type_hints(cls)
-        required = [f.name for f in fields(cls) if f.default is MISSING]
-        unknown = set(raw) - set(kinds)
-        if unknown:
-            raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
-        missing = [name for name in required if name not in raw]
-        if missing:
-            raise ConfigError(f"missing settings: {', '.join(missing)}")
-        values: dict[str, Any] = {}
-        for name, value in raw.items():
-            kind = kinds[name]
-            if kind is float and isinstance(value, int):
-                value = float(value)
-            if not isinstance(value, kind) or isinstance(value, bool):
-                raise ConfigError(f"{name} must be a {kind.__name__}, got {value!r}")
-            values[name] = value
-        settings = cls(**values)
+        settings = typed(cls, raw)
         settings.check()
         return settings
 
@@ -88,14 +75,10 @@ class Settings:
         return cls.from_dict(load_object(path))
 
     def check(self) -> None:
-        for name in ("base_url", "back_url"):
-            url = getattr(self, name)
-            if not url.startswith("https://") or url.endswith("/"):
-                raise ConfigError(f"{name} must be an https:// URL without a trailing slash, got {url!r}")
-        for name in ("front_listen", "back_listen"):
-            _, _, port = getattr(self, name).rpartition(":")
-            if not port.isdigit() or not 0 <= int(port) < 65536:
-                raise ConfigError(f"{name} must be address:port, got {getattr(self, name)!r}")
+        check_url(self, "base_url")
+        check_url(self, "back_url")
+        check_listen(self, "front_listen")
+        check_listen(self, "back_listen")
         if not 0 <= self.ars_index <= 9:
             # pysaml2 reads the index from one ASCII digit (saml.md §3.1).
             raise ConfigError(f"ars_index must be 0-9, got {self.ars_index}")
@@ -107,6 +90,39 @@ class Settings:
             raise ConfigError("lockout_attempts and lockout_seconds must be positive")
         if not 1 <= self.metadata_valid_days <= 14:
             raise ConfigError(f"metadata_valid_days must be 1-14, got {self.metadata_valid_days}")
+
+
+def typed(cls: type[T], raw: dict[str, Any]) -> T:
+    """A settings dataclass from a JSON object: no unknown or missing keys,
+    each value of its field's type (an int may stand for a float)."""
+    kinds = get_type_hints(cls)
+    unknown = set(raw) - set(kinds)
+    if unknown:
+        raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
+    missing = [f.name for f in fields(cls) if f.default is MISSING and f.name not in raw]
+    if missing:
+        raise ConfigError(f"missing settings: {', '.join(missing)}")
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        kind = getattr(kinds[name], "__origin__", kinds[name])
+        if kind is float and isinstance(value, int):
+            value = float(value)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ConfigError(f"{name} must be a {kind.__name__}, got {value!r}")
+        values[name] = value
+    return cls(**values)
+
+
+def check_url(settings: Any, name: str) -> None:
+    url = getattr(settings, name)
+    if not url.startswith("https://") or url.endswith("/"):
+        raise ConfigError(f"{name} must be an https:// URL without a trailing slash, got {url!r}")
+
+
+def check_listen(settings: Any, name: str) -> None:
+    _, _, port = getattr(settings, name).rpartition(":")
+    if not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError(f"{name} must be address:port, got {getattr(settings, name)!r}")
 
 
 def read_secret(path: str) -> str:
@@ -144,8 +160,8 @@ def load_certificate(path: str) -> x509.Certificate:
         raise ConfigError(f"{path} is not a PEM certificate") from None
 
 
-def load_signing_pair(settings: Settings) -> tuple[xmldsig.PrivateKey, x509.Certificate]:
-    """The IdP's signing key and the certificate its metadata publishes, which must match."""
+def load_signing_pair(settings: Settings | ProxySettings) -> tuple[xmldsig.PrivateKey, x509.Certificate]:
+    """A signing key and the certificate that publishes it, which must match."""
     key = load_signing_key(settings.signing_key)
     certificate = load_certificate(settings.signing_certificate)
     if certificate.public_key().public_numbers() != key.public_key().public_numbers():
@@ -196,3 +212,73 @@ def load_providers(directory: str) -> dict[str, ServiceProvider]:
             raise ConfigError(f"{path}: entity_id {provider.entity_id} is registered twice")
         providers[provider.entity_id] = provider
     return providers
+
+
+@dataclass(frozen=True)
+class ProxyApp:
+    """A C/S application behind the proxy: its SP name at the IdP, and the
+    secret its server introspects tokens with."""
+    name: str
+    entity_id: str
+    secret_file: str
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    # How clients and the IdP's redirects name the proxy: https://host:port.
+    base_url: str
+    listen: str
+    certificate: str
+    private_key: str
+    ca_chain: str
+    crl: str
+    # The proxy's client certificate on the IdP's back channel.
+    client_certificate: str
+    client_key: str
+    signing_key: str
+    signing_certificate: str
+    idp_entity_id: str
+    idp_sso_url: str
+    idp_ars_url: str
+    # Pinned: the proxy checks assertions with this certificate only.
+    idp_signing_certificate: str
+    store_socket: str
+    store_user: str
+    store_password_file: str
+    apps: tuple[ProxyApp, ...]
+    ticket_idle: float = 8 * 3600.0
+    ticket_absolute: float = 24 * 3600.0
+    app_token_ttl: float = 60.0
+
+    def acs_url(self, app: ProxyApp) -> str:
+        return f"{self.base_url}/v1/acs/{app.name}"
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> ProxySettings:
+        apps = raw.get("apps")
+        if not isinstance(apps, list) or not apps or not all(isinstance(app, dict) for app in apps):
+            raise ConfigError("apps must list at least one application, each an object")
+        try:
+            parsed = tuple(typed(ProxyApp, app) for app in apps)
+        except ConfigError as e:
+            raise ConfigError(f"apps: {e}") from None
+        if len({app.name for app in parsed}) != len(parsed):
+            raise ConfigError("apps: names must be unique")
+        settings = typed(cls, {**raw, "apps": parsed})
+        settings.check()
+        return settings
+
+    @classmethod
+    def load(cls, path: str) -> ProxySettings:
+        return cls.from_dict(load_object(path))
+
+    def check(self) -> None:
+        check_url(self, "base_url")
+        check_listen(self, "listen")
+        for app in self.apps:
+            if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,31}", app.name):
+                raise ConfigError(f"apps: name {app.name!r} must be lower-case letters, digits, '_' and '-'")
+        if not 0 < self.ticket_idle <= self.ticket_absolute:
+            raise ConfigError("ticket_idle must be positive and at most ticket_absolute")
+        if not 10 <= self.app_token_ttl <= 300:
+            raise ConfigError(f"app_token_ttl must be 10-300 s, got {self.app_token_ttl}")

@@ -85,6 +85,23 @@ class Store:
         record = ArtifactRecord.loads(data)
         return record if time.time() < record.not_after else None
 
+    # -- other secrets: values kept under the SHA-256 of a secret ----------------
+
+    async def put_value(self, kind: str, secret: str, value: str, seconds: float, once: bool = False) -> None:
+        """Keep `value` for `seconds`; with `once`, refuse to replace one already there."""
+        if not await self.redis.set(self._key(kind, _digest(secret)), value, nx=once,
+                                    ex=max(1, int(seconds + 0.999))):
+            raise StoreError(f"a {kind} with this secret already exists")
+
+    async def get_value(self, kind: str, secret: str) -> str | None:
+        data = await self.redis.get(self._key(kind, _digest(secret)))
+        return data.decode() if data is not None else None
+
+    async def take_value(self, kind: str, secret: str) -> str | None:
+        """The value, deleted as it is read: a second take finds nothing."""
+        data = await self.redis.getdel(self._key(kind, _digest(secret)))
+        return data.decode() if data is not None else None
+
     # -- replay caches -----------------------------------------------------------
 
     async def first_use(self, kind: str, identifier: str, seconds: float) -> bool:

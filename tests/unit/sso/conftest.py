@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -190,11 +191,19 @@ def accounts(userdb: dict[str, str]) -> dict[str, str]:
     return userdb
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def idp_settings(pki: Pki, userdb: dict[str, str], redis_socket: Path, secret_file: Path) -> Settings:
+    """Settings of an IdP on two free loopback ports, which its URLs name."""
     secret_file.write_text(userdb["password"])
+    front, back = free_port(), free_port()
     return Settings.from_dict({
-        "entity_id": IDP, "base_url": "https://localhost", "back_url": "https://localhost:8443",
-        "front_listen": "127.0.0.1:0", "back_listen": "127.0.0.1:0",
+        "entity_id": IDP, "base_url": f"https://localhost:{front}", "back_url": f"https://localhost:{back}",
+        "front_listen": f"127.0.0.1:{front}", "back_listen": f"127.0.0.1:{back}",
         "certificate": pki.path("localhost.pem"), "private_key": pki.path("localhost.key"),
         "ca_chain": pki.path("ca.pem"), "crl": pki.path("crl.pem"),
         "signing_key": pki.path("signing.key"), "signing_certificate": pki.path("signing.pem"),
