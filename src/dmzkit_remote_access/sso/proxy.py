@@ -25,6 +25,7 @@ alone can open no session.
 from __future__ import annotations
 
 import base64
+import binascii
 import hmac
 import json
 import logging
@@ -259,8 +260,11 @@ class Proxy:
     async def introspect(self, request: web.Request) -> web.Response:
         """RFC 7662 for the application servers: is this app token live, and whose."""
         scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
-        name, _, secret = (base64.b64decode(credentials, validate=False).decode(errors="replace")
-                           if scheme == "Basic" else "").partition(":")
+        try:
+            decoded = base64.b64decode(credentials, validate=True).decode() if scheme == "Basic" else ""
+        except (binascii.Error, UnicodeDecodeError):
+            decoded = ""
+        name, _, secret = decoded.partition(":")
         expected = self.app_secrets.get(name)
         if expected is None or not hmac.compare_digest(expected, secret):
             return answer(401, error="unknown application")

@@ -126,8 +126,12 @@ def test_what_the_proxy_refuses(stack, pki) -> None:
         forged = await laptop.call("/v1/sso", {"app": "mail"}, "forged-ticket")
         _, login = await laptop.call("/v1/login", {"app": "mail", "username": "alice", "password": PASSWORD})
         bad_secret = await introspect(proxy, pki, "mail", login["app_token"], secret="guess")
-        return [wrong[0], no_device[0], unknown[0], not_json[0], forged[0], bad_secret[0]]
-    assert stack(body) == [401, 401, 404, 400, 401, 401]
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=laptop.context)) as session:
+            async with session.post(f"{laptop.url}/v1/introspect", data={"token": login["app_token"]},
+                                    headers={"Authorization": "Basic %%%"}) as r:
+                garbled = r.status
+        return [wrong[0], no_device[0], unknown[0], not_json[0], forged[0], bad_secret[0], garbled]
+    assert stack(body) == [401, 401, 404, 400, 401, 401, 401]
 
 
 def test_the_client_keeps_the_ticket_in_a_private_file(stack, pki, tmp_path: Path) -> None:
