@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 from testpki import NOW, make_ca, make_crl, make_leaf, pem, write_key
 
 from dmzkit_remote_access.sso import xmldsig
+from dmzkit_remote_access.sso.idp import IdentityProvider, running
 from dmzkit_remote_access.sso.settings import Settings
 from dmzkit_remote_access.sso.store import Store
 
@@ -212,3 +213,15 @@ def idp_settings(pki: Pki, userdb: dict[str, str], redis_socket: Path, secret_fi
         "db_host": userdb["host"], "db_name": userdb["database"], "db_user": userdb["user"],
         "db_password_file": str(secret_file), "lockout_attempts": LOCKOUT,
     })
+
+
+@pytest.fixture
+def idp_run(pki: Pki, accounts: dict[str, str], redis_socket: Path, tmp_path: Path
+            ) -> Callable[[Callable[[IdentityProvider], Awaitable[T]]], T]:
+    """Run a coroutine with the IdP serving both channels on loopback."""
+    def run(body: Callable[[IdentityProvider], Awaitable[T]]) -> T:
+        async def main() -> T:
+            async with running(idp_settings(pki, accounts, redis_socket, tmp_path / "db.secret")) as idp:
+                return await body(idp)
+        return asyncio.run(main())
+    return run

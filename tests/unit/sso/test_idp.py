@@ -7,18 +7,15 @@ import asyncio
 import re
 import ssl
 import urllib.parse
-from collections.abc import Awaitable, Callable
-from pathlib import Path
-from typing import Any
 
 import aiohttp
 import asyncpg
 import pytest
 from yarl import URL
 
-from conftest import IDP, LOCKOUT, PASSWORD, Pki, idp_settings
+from conftest import IDP, LOCKOUT, PASSWORD, Pki
 from dmzkit_remote_access.sso import assertion, protocol, xmldsig
-from dmzkit_remote_access.sso.idp import SESSION_COOKIE, IdentityProvider, running
+from dmzkit_remote_access.sso.idp import SESSION_COOKIE, IdentityProvider
 from dmzkit_remote_access.sso.xml import NS, SOAP_LIMIT, parse
 
 SP = "https://sp.test/sp"
@@ -95,17 +92,6 @@ async def sign_in(browser: Browser, sp: ServiceProvider, user: str, password: st
     fields = {k: v.replace("&amp;", "&") for k, v in form_fields(page).items()}
     return await browser.post("/saml2/login", {**fields, "username": user, "password": password,
                                                 "method": "password"})
-
-
-@pytest.fixture
-def idp_run(pki: Pki, accounts: dict[str, str], redis_socket: Path, tmp_path: Path
-            ) -> Callable[[Callable[[IdentityProvider], Awaitable[Any]]], Any]:
-    def run(body: Callable[[IdentityProvider], Awaitable[Any]]) -> Any:
-        async def main() -> Any:
-            async with running(idp_settings(pki, accounts, redis_socket, tmp_path / "db.secret")) as idp:
-                return await body(idp)
-        return asyncio.run(main())
-    return run
 
 
 def test_a_password_login_ends_in_a_valid_assertion_at_the_sp(idp_run, pki) -> None:
