@@ -1,15 +1,11 @@
-"""Real servers for the SSO tests, gone when the test session ends: Redis
-(redis-server, Debian package) for the store, PostgreSQL (Debian package)
-for the user database, each on a Unix socket of its own."""
+"""Fixtures of the SSO tests: real servers, gone when the test session ends
+(Redis for the store, PostgreSQL for the user database, local_servers.py),
+a throw-away PKI, and the IdP on loopback."""
 from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import socket
-import subprocess
-import tempfile
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +15,7 @@ import pytest
 from argon2 import PasswordHasher
 from redis.asyncio import Redis
 
+import local_servers
 from testpki import NOW, make_ca, make_crl, make_leaf, pem, write_key
 
 from dmzkit_remote_access.sso import xmldsig
@@ -26,30 +23,15 @@ from dmzkit_remote_access.sso.idp import IdentityProvider, running
 from dmzkit_remote_access.sso.settings import Settings
 from dmzkit_remote_access.sso.store import Store
 
-REDIS_SERVER = shutil.which("redis-server")
 T = TypeVar("T")
 
 
 @pytest.fixture(scope="session")
 def redis_socket(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    if REDIS_SERVER is None:
+    if not local_servers.have_redis():
         pytest.skip("redis-server (Debian package) is not installed")
-    where = tmp_path_factory.mktemp("redis")
-    socket = where / "redis.sock"
-    server = subprocess.Popen([REDIS_SERVER, "--port", "0", "--unixsocket", str(socket), "--unixsocketperm", "700",
-                               "--save", "", "--appendonly", "no", "--dir", str(where)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    try:
-        for _ in range(100):
-            if socket.exists():
-                break
-            time.sleep(0.05)
-        else:
-            pytest.fail("redis-server did not start")
-        yield socket
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    with local_servers.redis_server(tmp_path_factory.mktemp("redis")) as path:
+        yield path
 
 
 @pytest.fixture
@@ -68,71 +50,20 @@ def with_store(redis_socket: Path, request: pytest.FixtureRequest) -> Callable[[
 
 # -- PostgreSQL ------------------------------------------------------------------
 
-POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
-MIGRATIONS = Path(__file__).resolve().parents[3] / "roles/userdb/files/migrations"
 IDP_DB_PASSWORD = "idp-role-password-for-the-unit-tests-only"
 
 
-def _as_postgres(*argv: str, sql: str | None = None) -> None:
-    done = subprocess.run(["runuser", "-u", "postgres", "--", *argv], input=sql, capture_output=True, text=True,
-                          check=False)
-    if done.returncode != 0:
-        pytest.fail(f"{Path(argv[0]).name} failed: {done.stderr.strip()}")
-
-
 @pytest.fixture(scope="session")
-def userdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """A PostgreSQL cluster (Debian package) on a Unix socket, with the user
-    database's schema as the userdb role builds it and a login role with the
-    IdP's privileges; yields what asyncpg.connect needs."""
-    if not (POSTGRES_BIN / "initdb").exists() or shutil.which("runuser") is None:
+def userdb() -> Iterator[dict[str, str]]:
+    if not local_servers.have_postgres():
         pytest.skip("PostgreSQL 15 (Debian package) is not installed")
-    # Outside /tmp/pytest-of-root (0700): the server runs as postgres.
-    where = Path(tempfile.mkdtemp(prefix="dmzkit-userdb-", dir="/var/tmp"))
-    shutil.chown(where, "postgres", "postgres")
-    data = where / "data"
-    _as_postgres(str(POSTGRES_BIN / "initdb"), "-D", str(data), "-U", "postgres", "--auth-local=trust",
-                 "--auth-host=reject")
-    _as_postgres(str(POSTGRES_BIN / "pg_ctl"), "-D", str(data), "-w", "-l", str(where / "log"), "start",
-                 "-o", f"-k {where} -c listen_addresses='' -c password_encryption=scram-sha-256")
-    try:
-        privileges = ", ".join(f"dmzkit_{p}" for p in ("authn", "registration", "admin", "auditor"))
-        bootstrap = (
-            f"CREATE ROLE dmzkit_owner NOLOGIN; CREATE ROLE {privileges.replace(', ', ' NOLOGIN; CREATE ROLE ')} NOLOGIN;"
-            "CREATE DATABASE dmzkit OWNER dmzkit_owner;"
-            f"CREATE ROLE sso_idp LOGIN PASSWORD '{IDP_DB_PASSWORD}' IN ROLE dmzkit_authn;"
-        )
-        schema = (
-            "CREATE SCHEMA dmzkit AUTHORIZATION dmzkit_owner; ALTER DATABASE dmzkit SET search_path = dmzkit;"
-            f"GRANT USAGE ON SCHEMA dmzkit TO {privileges};"
-            "BEGIN; SET LOCAL ROLE dmzkit_owner; SET LOCAL search_path = dmzkit;"
-            + "".join(p.read_text() for p in sorted(MIGRATIONS.glob("*.sql"))) + "COMMIT;"
-        )
-        psql = [str(POSTGRES_BIN / "psql"), "-h", str(where), "-U", "postgres", "-v", "ON_ERROR_STOP=1", "-q"]
-        _as_postgres(*psql, "-d", "postgres", sql=bootstrap)
-        _as_postgres(*psql, "-d", "dmzkit", sql=schema)
-        yield {"host": str(where), "database": "dmzkit", "user": "sso_idp", "password": IDP_DB_PASSWORD}
-    finally:
-        subprocess.run(["runuser", "-u", "postgres", "--", str(POSTGRES_BIN / "pg_ctl"), "-D", str(data),
-                        "-m", "immediate", "stop"], capture_output=True, check=False)
-        shutil.rmtree(where, ignore_errors=True)
+    with local_servers.userdb_cluster(IDP_DB_PASSWORD) as connection:
+        yield connection
 
 
 def add_user(userdb: dict[str, str], name: str, password: str, groups: tuple[str, ...] = (),
              enabled: bool = True) -> None:
-    """Add a user as the userdb_user module would (through the superuser)."""
-    hashed = PasswordHasher().hash(password)
-    statements = (
-        f"INSERT INTO dmzkit.users (username, display_name, email, enabled) VALUES "
-        f"('{name}', '{name.title()} Test', '{name}@unit.test', {str(enabled).lower()});"
-        f"INSERT INTO dmzkit.credentials (user_id, password_hash) SELECT id, '{hashed}' FROM dmzkit.users "
-        f"WHERE username = '{name}';"
-        + "".join(f"INSERT INTO dmzkit.groups (name) VALUES ('{g}') ON CONFLICT DO NOTHING;"
-                  f"INSERT INTO dmzkit.memberships SELECT u.id, g.id FROM dmzkit.users u, dmzkit.groups g "
-                  f"WHERE u.username = '{name}' AND g.name = '{g}';" for g in groups)
-    )
-    _as_postgres(str(POSTGRES_BIN / "psql"), "-h", userdb["host"], "-U", "postgres", "-d", "dmzkit",
-                 "-v", "ON_ERROR_STOP=1", "-q", sql=statements)
+    local_servers.add_user(userdb, name, PasswordHasher().hash(password), groups, enabled)
 
 
 # -- an IdP on loopback ----------------------------------------------------------
