@@ -265,6 +265,19 @@ async def security_headers(request: web.Request, handler) -> web.StreamResponse:
     return response
 
 
+async def start_site(app: web.Application, listen: str, context: ssl.SSLContext) -> web.AppRunner:
+    """Serve `app` over TLS on `listen` (address:port); the caller cleans the runner up."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    host, _, port = listen.rpartition(":")
+    try:
+        await web.TCPSite(runner, host.strip("[]"), int(port), ssl_context=context).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner
+
+
 @asynccontextmanager
 async def running(settings: Settings) -> AsyncIterator[IdentityProvider]:
     """The IdP with its keys, registry, store and user database opened once,
@@ -286,11 +299,7 @@ async def running(settings: Settings) -> AsyncIterator[IdentityProvider]:
                                      (idp.back(), settings.back_listen, ssl.CERT_REQUIRED)):
             context = server_context(settings.certificate, settings.private_key, settings.ca_chain, settings.crl,
                                      clients)
-            runner = web.AppRunner(app, access_log=None)
-            await runner.setup()
-            runners.append(runner)
-            host, _, port = listen.rpartition(":")
-            await web.TCPSite(runner, host.strip("[]"), int(port), ssl_context=context).start()
+            runners.append(await start_site(app, listen, context))
         idp.addresses = [runner.addresses[0] for runner in runners]
         yield idp
     finally:

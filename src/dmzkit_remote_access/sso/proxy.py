@@ -46,7 +46,7 @@ from yarl import URL
 
 from ..tls import client_context, peer_certificate, server_context, spki_sha256
 from . import assertion, protocol, xmldsig
-from .idp import SESSION_COOKIE
+from .idp import SESSION_COOKIE, start_site
 from .settings import ProxyApp, ProxySettings, load_certificate, load_signing_pair, read_secret
 from .store import Store
 from .xml import XmlError
@@ -294,12 +294,9 @@ async def running(settings: ProxySettings) -> AsyncIterator[Proxy]:
     runner: web.AppRunner | None = None
     try:
         proxy = Proxy(settings, key, idp_keys, Store(redis, prefix="dmzkit:proxy:"), front, back, app_secrets)
-        runner = web.AppRunner(proxy.application(), access_log=None)
-        await runner.setup()
         context = server_context(settings.certificate, settings.private_key, settings.ca_chain, settings.crl,
                                  ssl.CERT_OPTIONAL)
-        host, _, port = settings.listen.rpartition(":")
-        await web.TCPSite(runner, host.strip("[]"), int(port), ssl_context=context).start()
+        runner = await start_site(proxy.application(), settings.listen, context)
         proxy.address = runner.addresses[0]
         yield proxy
     finally:
