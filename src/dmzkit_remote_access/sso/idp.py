@@ -188,8 +188,9 @@ class IdentityProvider:
             certificate = peer_certificate(request.transport)
             if certificate is None:
                 return self.form(request, pending, 401, "No certificate was presented.")
-            account = await self.directory.account(common_name(certificate))
-            await self.directory.audit(common_name(certificate), "login.certificate", account is not None, source,
+            name = common_name(certificate)
+            account = await self.directory.account(name)
+            await self.directory.audit(name, "login.certificate", account is not None, source,
                                        {"sp": pending.provider.entity_id})
             context, device = X509_CONTEXT, spki_sha256(certificate.public_key())
         else:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import html
 import json
 import logging
 import re
@@ -126,7 +127,7 @@ class Proxy:
                     raise SignInRefused("the IdP session is over")
                 if status != 200:
                     raise IdpFailed(f"the IdP answered {status} to the AuthnRequest")
-                form = {name: value.replace("&amp;", "&") for name, value in HIDDEN_FIELD.findall(page)}
+                form = {name: html.unescape(value) for name, value in HIDDEN_FIELD.findall(page)}
                 form |= {"username": username, "password": password, "method": "password"}
                 login_url = urllib.parse.urljoin(self.settings.idp_sso_url, "/saml2/login")
                 async with browser.post(login_url, data=form, allow_redirects=False) as r:
