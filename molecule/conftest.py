@@ -50,6 +50,18 @@ class LabHost:
         )
         return self.host.run("python3 -c %s", code).rc == 0
 
+    def tls_refusal(self, server: str, *options: str) -> str:
+        """Open TLS to server (name:port) from this host with no client
+        certificate, send nothing and return what openssl s_client reports.
+        A TLS 1.3 server refuses after the client's Finished; a client that
+        sends a request at once may see the connection drop instead of the
+        alert, so this one only waits for the server's answer."""
+        name = server.rsplit(":", 1)[0]
+        answer = self.host.run(
+            f"timeout 10 openssl s_client -connect {server} -servername {name} -ign_eof {' '.join(options)} </dev/null"
+        )
+        return answer.stdout + answer.stderr
+
 
 class Lab:
     """The scenario's hosts, by inventory name."""

@@ -29,7 +29,7 @@ done
 for scenario in "${failed[@]}"; do
   echo "--- $scenario: what failed (whole output in $logs/$scenario.log)"
   sed 's/\x1b\[[0-9;]*m//g' "$logs/$scenario.log" \
-    | grep -v -E '^ *│ [-+]' | grep -E '^E  |fatal: |FAILED|failed=[1-9]|Error|ERROR|Traceback|    msg: ' \
+    | grep -v -E '^ *(│ )?[-+@]' | grep -E '^E  |fatal: |FAILED|failed=[1-9]|Error|ERROR|Traceback|    msg: ' \
     | grep -v 'ignoring' | tail -n 30
 done
 [ ${#failed[@]} -eq 0 ] || echo "failed scenarios: ${failed[*]}"
