@@ -3,6 +3,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import http.server
+import os
 import threading
 from pathlib import Path
 
@@ -127,6 +128,51 @@ def test_fetch_keeps_the_local_crl_when_the_published_one_is_older(dmzkit_crl, c
     assert dmzkit_crl.main(fetch_args(path, url)) == 0
     assert capsys.readouterr().out.startswith("current:")
     assert (path / "local.pem").read_bytes() == local
+
+
+@pytest.fixture
+def systemctl(tmp_path, monkeypatch):
+    """A systemctl first on PATH that records its arguments and exits 5
+    (no such unit) for absent.service, 1 for broken.service."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "systemctl.calls"
+    script = bin_dir / "systemctl"
+    script.write_text(
+        "#!/bin/sh\n"
+        f"echo \"$*\" >> {calls}\n"
+        'case "$2" in absent.service) exit 5;; broken.service) exit 1;; esac\n'
+    )
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    return lambda: calls.read_text().splitlines() if calls.exists() else []
+
+
+def test_fetch_reloads_the_named_and_the_registered_units_once(dmzkit_crl, ca, published, systemctl):
+    key, cert, path = ca
+    root, url = published
+    (root / "crl.pem").write_bytes(pem(make_crl(key, cert, NOW, NOW + dt.timedelta(days=7))))
+    registered = path / "reload.d"
+    registered.mkdir()
+    for unit in ("nginx.service", "absent.service", "ocserv.service"):
+        (registered / unit).touch()
+    argv = [*fetch_args(path, url), "--reload", "ocserv.service", "--reload-dir", str(registered)]
+    assert dmzkit_crl.main(argv) == 0
+    assert systemctl() == [f"try-reload-or-restart {unit}"
+                           for unit in ("ocserv.service", "absent.service", "nginx.service")]
+    # Nothing newer published: nothing reloads.
+    assert dmzkit_crl.main(argv) == 0
+    assert len(systemctl()) == 3
+
+
+def test_a_consumer_that_fails_to_reload_is_reported(dmzkit_crl, ca, published, systemctl, capsys):
+    key, cert, path = ca
+    root, url = published
+    newer = pem(make_crl(key, cert, NOW, NOW + dt.timedelta(days=7)))
+    (root / "crl.pem").write_bytes(newer)
+    assert dmzkit_crl.main([*fetch_args(path, url), "--reload", "broken.service"]) == 1
+    assert "broken.service did not reload" in capsys.readouterr().err
+    assert (path / "local.pem").read_bytes() == newer
 
 
 @pytest.mark.parametrize("problem", ["forged", "expired", "garbage"])
