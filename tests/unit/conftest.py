@@ -37,8 +37,3 @@ def runc_wrapper() -> ModuleType:
 @pytest.fixture
 def dmzkit_crl() -> ModuleType:
     return load_script("roles/ca/files/dmzkit-crl")
-
-
-@pytest.fixture
-def bs_app() -> ModuleType:
-    return load_script("roles/bs_app/files/dmzkit_bs_app.py")

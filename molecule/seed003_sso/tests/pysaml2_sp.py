@@ -3,12 +3,18 @@
 Run by test_interop.py in the network namespace of a lab host, with the
 controller's Python (where pysaml2 is installed):
 
-    pysaml2_sp.py DIR
+    pysaml2_sp.py DIR [refusals]
 
 DIR holds the SP's material (ca-chain.pem, signing.key/.crt, tls.key/.crt,
 idp-metadata.xml) and `login.json` with the entity IDs, the ACS and the
 user's name and password. Prints one JSON object: what the SP learnt, and
 what the IdP answered to a second resolution of the same artifact.
+
+With `refusals`, `login.json` also names another SP's artifact
+(`foreign_artifact`), another client certificate (other-tls.crt/.key) and
+the IdP's artifact lifetime (`artifact_ttl`); the object tells what the IdP
+answered to this SP for the other SP's artifact, to the other certificate,
+and to an artifact resolved after its lifetime.
 """
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ import base64
 import json
 import re
 import sys
+import time
 import urllib.parse
 from pathlib import Path
 from xml.etree import ElementTree
@@ -34,7 +41,7 @@ def response_in(soap: bytes) -> etree._Element | None:
     return envelope.find(".//{urn:oasis:names:tc:SAML:2.0:protocol}Response")
 
 
-def main(where: Path) -> dict:
+def service_provider(where: Path, login: dict) -> Saml2Client:
     # pysaml2 takes the ArtifactResponse out of the SOAP envelope with
     # ElementTree, which writes it back with prefixes of its own (ns0, ...);
     # exclusive C14N keeps prefixes, so the IdP's signature would no longer
@@ -43,7 +50,6 @@ def main(where: Path) -> dict:
                         ("saml", "urn:oasis:names:tc:SAML:2.0:assertion"),
                         ("ds", "http://www.w3.org/2000/09/xmldsig#")):
         ElementTree.register_namespace(prefix, uri)
-    login = json.loads((where / "login.json").read_text())
     config = SPConfig()
     config.load({
         "entityid": login["sp"],
@@ -72,7 +78,11 @@ def main(where: Path) -> dict:
     # pysaml2 would present its signing key on the back channel; the IdP
     # wants the client certificate the SP registered for TLS.
     sp.request_args["cert"] = (str(where / "tls.crt"), str(where / "tls.key"))
+    return sp
 
+
+def sign_in(sp: Saml2Client, where: Path, login: dict) -> tuple[str, dict[str, str]]:
+    """AuthnRequest by redirect, the IdP's form; the request ID and the query the IdP sent the browser back with."""
     request_id, info = sp.prepare_for_authenticate(entityid=login["idp"], binding=BINDING_HTTP_REDIRECT,
                                                    response_binding=BINDING_HTTP_ARTIFACT, relay_state="/home")
     location = dict(info["headers"])["Location"]
@@ -86,9 +96,22 @@ def main(where: Path) -> dict:
                           data={**fields, "username": login["user"], "password": login["password"],
                                 "method": "password"})
     if answer.status_code != 303:
-        return {"error": f"login answered {answer.status_code}"}
+        raise RuntimeError(f"login answered {answer.status_code}")
     query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(answer.headers["Location"]).query))
+    return request_id, query
 
+
+def answer_of(sp: Saml2Client, artifact: str) -> dict:
+    """What the IdP answers this SP's ArtifactResolve: status, and whether a Response came."""
+    answer = sp.artifact2message(artifact, "idpsso")
+    return {"status": answer.status_code,
+            "has_response": answer.status_code == 200 and response_in(answer.content) is not None}
+
+
+def main(where: Path) -> dict:
+    login = json.loads((where / "login.json").read_text())
+    sp = service_provider(where, login)
+    request_id, query = sign_in(sp, where, login)
     resolved = sp.artifact2message(query["SAMLart"], "idpsso")
     # Checks the ArtifactResponse's signature, and returns the Response.
     sp.parse_artifact_resolve_response(resolved.text)
@@ -101,15 +124,30 @@ def main(where: Path) -> dict:
     response = sp.parse_authn_request_response(base64.b64encode(sent).decode(), BINDING_HTTP_POST,
                                                {request_id: "/home"})
     identity = response.get_identity()
-    replay = sp.artifact2message(query["SAMLart"], "idpsso")
     return {
         "user": response.get_subject().text,
         "attributes": identity,
         "relay_state": query.get("RelayState"),
-        "replay_has_response": response_in(replay.content) is not None,
-        "replay_status": replay.status_code,
+        "replay": answer_of(sp, query["SAMLart"]),
     }
 
 
+def refusals(where: Path) -> dict:
+    login = json.loads((where / "login.json").read_text())
+    sp = service_provider(where, login)
+    outcome = {"foreign": answer_of(sp, login["foreign_artifact"])}
+    _, query = sign_in(sp, where, login)
+    sp.request_args["cert"] = (str(where / "other-tls.crt"), str(where / "other-tls.key"))
+    outcome["other_certificate"] = answer_of(sp, query["SAMLart"])
+    sp.request_args["cert"] = (str(where / "tls.crt"), str(where / "tls.key"))
+    # The refused request did not spend it.
+    outcome["then_own_certificate"] = answer_of(sp, query["SAMLart"])
+    _, query = sign_in(sp, where, login)
+    time.sleep(login["artifact_ttl"] + 2)
+    outcome["expired"] = answer_of(sp, query["SAMLart"])
+    return outcome
+
+
 if __name__ == "__main__":
-    print(json.dumps(main(Path(sys.argv[1])), default=str))
+    run = refusals if sys.argv[2:] == ["refusals"] else main
+    print(json.dumps(run(Path(sys.argv[1])), default=str))

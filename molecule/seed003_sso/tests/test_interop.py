@@ -1,16 +1,20 @@
 """pysaml2 (PyPI), an SP we did not write, completes an artifact login
 against the lab's IdP: AuthnRequest by redirect, sign-in, ArtifactResolve
-over mutual TLS, and the Response validated by pysaml2 itself."""
+over mutual TLS, and the Response validated by pysaml2 itself. Then the
+IdP's refusals, to that same SP: another SP's artifact, the right artifact
+with another client certificate, an expired artifact."""
 from __future__ import annotations
 
 import json
 import os
 import subprocess
 import sys
+import urllib.parse
 from pathlib import Path
 
 from cryptography import x509
 
+from browser import browser_sign_in
 from dmzkit_remote_access.tls import spki_sha256
 
 IDP = "idp1"
@@ -45,13 +49,18 @@ def test_sso_info_tells_the_endpoints_keys_and_registrations() -> None:
             "acs_url": "https://interop.lab.dmzkit.test/acs"} in info["service_providers"]
 
 
-def test_pysaml2_completes_an_artifact_login(tmp_path: Path) -> None:
+def run_pysaml2(tmp_path: Path, *mode: str, **login: object) -> dict:
+    """pysaml2_sp.py in idp1's network namespace, with the interop SP's
+    files and the login settings plus `login`; its JSON answer."""
     files = {
         "ca-chain.pem": f"{INTEROP}/ca-chain.pem",
         "tls.crt": f"{INTEROP}/{IDP}-interop-sp.fullchain.pem",
         "tls.key": f"{INTEROP}/{IDP}-interop-sp.key",
         "signing.crt": f"{INTEROP}/signing.crt",
         "signing.key": f"{INTEROP}/signing.key",
+        # A valid certificate of the lab's CA that is not this SP's: the SAML proxy's.
+        "other-tls.crt": f"/etc/dmzkit-pki/{IDP}-saml-proxy-client.fullchain.pem",
+        "other-tls.key": f"/etc/dmzkit-pki/{IDP}-saml-proxy-client.key",
     }
     tmp_path.chmod(0o700)
     for name, source in files.items():
@@ -63,18 +72,39 @@ def test_pysaml2_completes_an_artifact_login(tmp_path: Path) -> None:
         "acs": "https://interop.lab.dmzkit.test/acs",
         "user": "alice",
         "password": (SECRETS / "sso_alice").read_text().split()[0],
+        **login,
     }))
     pid = subprocess.run(["podman", "inspect", "-f", "{{.State.Pid}}", IDP], capture_output=True, text=True,
                          check=True).stdout.strip()
     # requests prefers REQUESTS_CA_BUNDLE (and CURL_CA_BUNDLE) to the CA it is given.
     env = {k: v for k, v in os.environ.items() if k not in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")}
-    run = subprocess.run(["nsenter", f"--net=/proc/{pid}/ns/net", sys.executable, str(SP_SCRIPT), str(tmp_path)],
-                         capture_output=True, text=True, timeout=120, check=False, env=env)
+    run = subprocess.run(["nsenter", f"--net=/proc/{pid}/ns/net", sys.executable, str(SP_SCRIPT), str(tmp_path),
+                          *mode], capture_output=True, text=True, timeout=180, check=False, env=env)
     assert run.returncode == 0, run.stderr[-2000:]
-    outcome = json.loads(run.stdout)
+    return json.loads(run.stdout)
+
+
+def test_pysaml2_completes_an_artifact_login(tmp_path: Path) -> None:
+    outcome = run_pysaml2(tmp_path)
     assert outcome["user"] == "alice", outcome
     assert outcome["attributes"]["groups"] == ["staff"]
     assert outcome["attributes"]["mail"] == ["alice@lab.dmzkit.test"]
     assert outcome["relay_state"] == "/home"
     # The artifact was spent by the first resolution.
-    assert outcome["replay_status"] == 200 and not outcome["replay_has_response"]
+    assert outcome["replay"] == {"status": 200, "has_response": False}
+
+
+def test_the_idp_refuses_another_sps_artifact_another_certificate_and_an_expired_artifact(lab, tmp_path: Path
+                                                                                         ) -> None:
+    # An artifact the IdP issued for the B/S application, held back by alice's browser.
+    held = browser_sign_in(lab, hold_artifact=True)
+    foreign = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(held["acs"]).query))["SAMLart"]
+    ttl = json.loads(read_from(IDP, "/etc/dmzkit-sso/idp.json"))["artifact_ttl"]
+    outcome = run_pysaml2(tmp_path, "refusals", foreign_artifact=foreign, artifact_ttl=ttl)
+    # Another SP's artifact: nothing (and it is spent: deleted before the check).
+    assert outcome["foreign"] == {"status": 200, "has_response": False}
+    # This SP's artifact over another client certificate: a SOAP fault; the
+    # artifact is not spent, and resolves over the SP's own certificate.
+    assert outcome["other_certificate"] == {"status": 400, "has_response": False}
+    assert outcome["then_own_certificate"] == {"status": 200, "has_response": True}
+    assert outcome["expired"] == {"status": 200, "has_response": False}

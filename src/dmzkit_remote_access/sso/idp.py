@@ -35,11 +35,13 @@ from aiohttp import web
 from cryptography import x509
 from redis.asyncio import Redis
 
-from ..tls import client_context, peer_certificate, server_context, spki_sha256
+from ..config import read_secret
+from ..tls import client_context, common_name, peer_certificate, server_context, spki_sha256
+from ..web import start_site
 from . import assertion, protocol, xmldsig
 from .metadata import idp_metadata
 from .resolver import Resolver, ServiceProvider
-from .settings import Settings, load_providers, load_signing_pair, read_secret
+from .settings import Settings, load_providers, load_signing_pair
 from .store import Store
 from .users import Account, Directory
 from .xml import SOAP_LIMIT, XmlError
@@ -115,7 +117,7 @@ class IdentityProvider:
         try:
             element, relay_state, _ = protocol.read_redirect(
                 query, lambda issuer: self.providers[issuer].signing_keys if issuer in self.providers else [])
-            request = protocol.read_authn_request(element, self.settings.sso_url)
+            request = protocol.read_authn_request(element, self.settings.sso_urls)
         except XmlError as e:
             log.info("AuthnRequest refused: %s", e)
             raise Refused(400, "The sign-in request is not valid.") from None
@@ -171,6 +173,11 @@ class IdentityProvider:
         if error:
             body = f'<p class="error">{html.escape(error)}</p>' + body
         response = page(status, "Sign in", body, raw=True)
+        # Browsers hold a form's redirect to form-action too: the answer goes
+        # to this SP's ACS.
+        acs = urllib.parse.urlsplit(pending.acs_url)
+        response.headers["Content-Security-Policy"] = (
+            f"default-src 'none'; form-action 'self' {acs.scheme}://{acs.netloc}")
         response.set_cookie(CSRF_COOKIE, csrf, path=COOKIE_PATH, secure=True, httponly=True, samesite="Strict")
         return response
 
@@ -238,11 +245,6 @@ class IdentityProvider:
         return web.Response(body=answer, content_type="text/xml", headers={"Cache-Control": "no-store"})
 
 
-def common_name(certificate: x509.Certificate) -> str:
-    names = certificate.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-    return str(names[0].value) if names else ""
-
-
 def page(status: int, title: str, message: str, raw: bool = False) -> web.Response:
     content = message if raw else f"<p>{html.escape(message)}</p>"
     return web.Response(
@@ -264,19 +266,6 @@ async def security_headers(request: web.Request, handler) -> web.StreamResponse:
     response.headers.setdefault("Referrer-Policy", "no-referrer")
     response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
     return response
-
-
-async def start_site(app: web.Application, listen: str, context: ssl.SSLContext) -> web.AppRunner:
-    """Serve `app` over TLS on `listen` (address:port); the caller cleans the runner up."""
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    host, _, port = listen.rpartition(":")
-    try:
-        await web.TCPSite(runner, host.strip("[]"), int(port), ssl_context=context).start()
-    except BaseException:
-        await runner.cleanup()
-        raise
-    return runner
 
 
 @asynccontextmanager

@@ -17,7 +17,7 @@ import datetime as dt
 import secrets
 import urllib.parse
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from lxml import etree
@@ -200,10 +200,11 @@ def read_redirect(query: str, keys_of: Callable[[str], list[xmldsig.PublicKey]]
     return element, relay, True
 
 
-def read_authn_request(element: Element, destination: str) -> AuthnRequest:
+def read_authn_request(element: Element, destinations: Collection[str]) -> AuthnRequest:
+    """`destinations`: the URLs our SSO endpoint is reached under."""
     request_id, issuer, issued = read_header(element, "AuthnRequest")
     check_fresh(issued, "AuthnRequest")
-    if element.get("Destination") not in (None, destination):
+    if element.get("Destination") is not None and element.get("Destination") not in destinations:
         raise XmlError("the AuthnRequest is for another destination")
     binding = element.get("ProtocolBinding")
     if binding not in (None, ARTIFACT_BINDING):

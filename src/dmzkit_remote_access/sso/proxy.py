@@ -40,17 +40,19 @@ from contextlib import asynccontextmanager
 import aiohttp
 from aiohttp import web
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from redis.asyncio import Redis
 from yarl import URL
 
+from ..config import read_secret
+from ..sealing import Sealer
 from ..tls import client_context, peer_certificate, server_context, spki_sha256
-from . import assertion, protocol, xmldsig
-from .idp import SESSION_COOKIE, start_site
-from .settings import ProxyApp, ProxySettings, load_certificate, load_signing_pair, read_secret
+from ..web import start_site
+from . import assertion, xmldsig
+from .idp import SESSION_COOKIE
+from .settings import ProxyApp, ProxySettings, load_certificate, load_signing_pair
+from .sp import ArtifactConsumer, IdpFailed, Partner, Relying
 from .store import Store
-from .xml import XmlError
 
 log = logging.getLogger("dmzkit.sso.proxy")
 
@@ -63,25 +65,17 @@ class SignInRefused(Exception):
     """The IdP would not sign the user in (wrong password, locked, session over)."""
 
 
-class IdpFailed(Exception):
-    """The IdP answered something the proxy cannot accept."""
-
-
-def _seal_key(ticket: str) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=SEAL_INFO).derive(ticket.encode())
+def _sealer(ticket: str) -> Sealer:
+    return Sealer(HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=SEAL_INFO).derive(ticket.encode()))
 
 
 def seal(ticket: str, value: str) -> str:
-    nonce = secrets.token_bytes(12)
-    return base64.b64encode(nonce + AESGCM(_seal_key(ticket)).encrypt(nonce, value.encode(), None)).decode()
+    return _sealer(ticket).seal(value.encode(), SEAL_INFO)
 
 
 def unseal(ticket: str, sealed: str) -> str | None:
-    raw = base64.b64decode(sealed)
-    try:
-        return AESGCM(_seal_key(ticket)).decrypt(raw[:12], raw[12:], None).decode()
-    except Exception:  # cryptography's InvalidTag: not sealed with this ticket
-        return None
+    value = _sealer(ticket).unseal(sealed, SEAL_INFO)
+    return value.decode() if value is not None else None
 
 
 class Proxy:
@@ -89,12 +83,12 @@ class Proxy:
                  store: Store, front: aiohttp.TCPConnector, back: aiohttp.ClientSession,
                  app_secrets: dict[str, str]) -> None:
         self.settings = settings
-        self.key = key
-        self.idp_keys = idp_keys
         self.store = store
         self.front = front
-        self.back = back
         self.app_secrets = app_secrets
+        idp = Partner(settings.idp_entity_id, settings.idp_sso_url, settings.idp_ars_url, tuple(idp_keys))
+        self.consumer = ArtifactConsumer(idp, key, back,
+                                         lambda assertion_id, seconds: store.first_use("assertion", assertion_id, seconds))
         self.apps = {app.name: app for app in settings.apps}
         self.address: tuple[str, int] | None = None
 
@@ -113,9 +107,8 @@ class Proxy:
         """Through the IdP's front channel: an AuthnRequest for `app`, the
         login form if there is no live IdP session, then the artifact. Returns
         the validated login and the IdP session cookie."""
-        acs_url = self.settings.acs_url(app)
-        request, request_id = protocol.authn_request(app.entity_id, self.settings.idp_sso_url, acs_url)
-        location = protocol.redirect_url(self.settings.idp_sso_url, request, None, self.key)
+        sp = Relying(app.entity_id, self.settings.acs_url(app))
+        location, request_id = self.consumer.request(sp)
         jar = aiohttp.CookieJar(unsafe=True)
         if idp_session:
             jar.update_cookies({SESSION_COOKIE: idp_session}, URL(self.settings.idp_sso_url))
@@ -139,32 +132,12 @@ class Proxy:
             cookies = jar.filter_cookies(URL(self.settings.idp_sso_url))
             session = cookies[SESSION_COOKIE].value if SESSION_COOKIE in cookies else idp_session or ""
         target = urllib.parse.urlsplit(answer)
-        if urllib.parse.urlunsplit(target._replace(query="")) != acs_url:
+        if urllib.parse.urlunsplit(target._replace(query="")) != sp.acs_url:
             raise IdpFailed("the IdP sent the artifact somewhere else")
         artifacts = urllib.parse.parse_qs(target.query).get("SAMLart", [])
         if len(artifacts) != 1:
             raise IdpFailed("no artifact in the IdP's answer")
-        return await self.resolve(app, artifacts[0], request_id), session
-
-    async def resolve(self, app: ProxyApp, artifact: str, request_id: str) -> assertion.Login:
-        idp, ars = self.settings.idp_entity_id, self.settings.idp_ars_url
-        body, resolve_id = protocol.artifact_resolve(app.entity_id, ars, artifact, self.key)
-        async with self.back.post(ars, data=body, headers={"Content-Type": "text/xml"}) as r:
-            status, answer = r.status, await r.read()
-        if status != 200:
-            raise IdpFailed(f"the ArtifactResolve was answered {status}")
-        try:
-            message = protocol.read_artifact_response(answer, idp, resolve_id, self.idp_keys)
-            if message is None:
-                raise IdpFailed("the IdP had nothing for the artifact")
-            login = assertion.validate(message, idp, app.entity_id, self.settings.acs_url(app), request_id,
-                                       self.idp_keys)
-        except XmlError as e:
-            raise IdpFailed(f"the IdP's answer was refused: {e}") from None
-        lifetime = (assertion.ASSERTION_LIFETIME + 2 * protocol.CLOCK_SKEW).total_seconds()
-        if not await self.store.first_use("assertion", login.assertion_id, lifetime):
-            raise IdpFailed("a replayed assertion")
-        return login
+        return await self.consumer.resolve(sp, artifacts[0], request_id), session
 
     async def app_token(self, app: ProxyApp, user: str) -> str:
         token = secrets.token_urlsafe(32)

@@ -9,25 +9,23 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import MISSING, dataclass, fields
-from typing import Any, TypeVar, get_type_hints
+from dataclasses import dataclass, field
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from ..config import ConfigError, load_object
+from ..config import ConfigError, check_listen, check_url, load_object, typed
 from . import xmldsig
 from ..tls import spki_sha256
 from .resolver import ARTIFACT_TTL, ServiceProvider
 
-T = TypeVar("T")
-
-
 @dataclass(frozen=True)
 class Settings:
     entity_id: str
-    # Front channel (browsers): the login page and the SSO endpoint.
+    # Front channel (browsers): the login page and the SSO endpoint, at the
+    # URL the metadata publishes.
     base_url: str
     # Back channel (SPs and the proxy, mutual TLS): ArtifactResolve.
     back_url: str
@@ -55,6 +53,9 @@ class Settings:
     lockout_attempts: int = 5
     lockout_seconds: float = 300.0
     metadata_valid_days: int = 7
+    # Other URLs the front channel is reached under (through a gateway's
+    # portal, say): AuthnRequests addressed to them are accepted too.
+    front_aliases: list[str] = field(default_factory=list)
 
     @property
     def ars_url(self) -> str:
@@ -63,6 +64,11 @@ class Settings:
     @property
     def sso_url(self) -> str:
         return f"{self.base_url}/saml2/sso"
+
+    @property
+    def sso_urls(self) -> frozenset[str]:
+        """Every URL an AuthnRequest may name as its Destination."""
+        return frozenset(f"{base}/saml2/sso" for base in (self.base_url, *self.front_aliases))
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Settings:
@@ -77,6 +83,9 @@ class Settings:
     def check(self) -> None:
         check_url(self, "base_url")
         check_url(self, "back_url")
+        for alias in self.front_aliases:
+            if not isinstance(alias, str) or not alias.startswith("https://") or alias.endswith("/"):
+                raise ConfigError(f"front_aliases: each must be an https:// URL without a trailing slash, got {alias!r}")
         check_listen(self, "front_listen")
         check_listen(self, "back_listen")
         if not 0 <= self.ars_index <= 9:
@@ -90,50 +99,6 @@ class Settings:
             raise ConfigError("lockout_attempts and lockout_seconds must be positive")
         if not 1 <= self.metadata_valid_days <= 14:
             raise ConfigError(f"metadata_valid_days must be 1-14, got {self.metadata_valid_days}")
-
-
-def typed(cls: type[T], raw: dict[str, Any]) -> T:
-    """A settings dataclass from a JSON object: no unknown or missing keys,
-    each value of its field's type (an int may stand for a float)."""
-    kinds = get_type_hints(cls)
-    unknown = set(raw) - set(kinds)
-    if unknown:
-        raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
-    missing = [f.name for f in fields(cls) if f.default is MISSING and f.name not in raw]
-    if missing:
-        raise ConfigError(f"missing settings: {', '.join(missing)}")
-    values: dict[str, Any] = {}
-    for name, value in raw.items():
-        kind = getattr(kinds[name], "__origin__", kinds[name])
-        if kind is float and isinstance(value, int):
-            value = float(value)
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise ConfigError(f"{name} must be a {kind.__name__}, got {value!r}")
-        values[name] = value
-    return cls(**values)
-
-
-def check_url(settings: Any, name: str) -> None:
-    url = getattr(settings, name)
-    if not url.startswith("https://") or url.endswith("/"):
-        raise ConfigError(f"{name} must be an https:// URL without a trailing slash, got {url!r}")
-
-
-def check_listen(settings: Any, name: str) -> None:
-    _, _, port = getattr(settings, name).rpartition(":")
-    if not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ConfigError(f"{name} must be address:port, got {getattr(settings, name)!r}")
-
-
-def read_secret(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8") as f:
-            value = f.read().strip()
-    except OSError as e:
-        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
-    if not value:
-        raise ConfigError(f"{path} is empty")
-    return value
 
 
 def load_signing_key(path: str) -> xmldsig.PrivateKey:

@@ -74,6 +74,8 @@ LOCKOUT = 3
 # The C/S applications the proxy tests sign in to, as SPs served by the proxy.
 PROXY_APPS = {"mail": "https://mail.test/sp", "chat": "https://chat.test/sp"}
 PROXY_BASE = "https://localhost:9443"
+# The B/S application, an SP with the browser SP's keys.
+BS_APP = "https://app.test/intranet"
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
         (where / f"{name}.pem").write_bytes(pem(cert))
     providers = where / "providers"
     providers.mkdir()
-    registrations = {"sp": ("https://sp.test/sp", "https://sp.test/acs", "sp")} | {
+    registrations = {"sp": ("https://sp.test/sp", "https://sp.test/acs", "sp"),
+                     "bs-app": (BS_APP, "https://app.test/saml2/acs", "sp")} | {
         f"proxy-{name}": (entity, f"{PROXY_BASE}/v1/acs/{name}", "proxy") for name, entity in PROXY_APPS.items()}
     for file, (entity, acs, owner) in registrations.items():
         (providers / f"{file}.json").write_text(json.dumps({

@@ -87,8 +87,10 @@ def form_fields(page: str) -> dict[str, str]:
 
 
 async def sign_in(browser: Browser, sp: ServiceProvider, user: str, password: str, **attributes: str):
-    status, page, _ = await browser.get(sp.login_path(**attributes))
+    status, page, headers = await browser.get(sp.login_path(**attributes))
     assert status == 200 and "Sign in" in page
+    # The form may post here, and the browser may follow the answer to the SP's ACS.
+    assert headers["Content-Security-Policy"] == "default-src 'none'; form-action 'self' https://sp.test"
     fields = {k: v.replace("&amp;", "&") for k, v in form_fields(page).items()}
     return await browser.post("/saml2/login", {**fields, "username": user, "password": password,
                                                 "method": "password"})

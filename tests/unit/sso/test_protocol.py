@@ -39,7 +39,7 @@ def resolved(message: bytes, resolve_id: str) -> bytes:
 def test_the_whole_exchange() -> None:
     url, request_id = sp_request()
     element, relay, signed = protocol.read_redirect(urllib.parse.urlsplit(url).query, lambda issuer: [SP_KEY.public_key()])
-    request = protocol.read_authn_request(element, SSO_URL)
+    request = protocol.read_authn_request(element, {SSO_URL})
     assert (request.id, request.issuer, request.acs_url, relay, signed) == (request_id, SP, ACS, "app/inbox", True)
 
     artifact = Artifact.new(IDP, 0).encode()
@@ -54,6 +54,18 @@ def test_the_whole_exchange() -> None:
     assert (login.user, login.attributes, login.authn_context) == ("alice", {"groups": ["staff", "vpn"]},
                                                                    assertion.PASSWORD)
     assert login.session_not_on_or_after is not None and login.assertion_id
+
+
+def test_an_authn_request_for_another_destination_is_refused() -> None:
+    url, _ = sp_request()
+    element, _, _ = protocol.read_redirect(urllib.parse.urlsplit(url).query, lambda issuer: [SP_KEY.public_key()])
+    alias = "https://portal.example.org/saml2/sso"
+    assert protocol.read_authn_request(element, {alias, SSO_URL}).issuer == SP
+    with pytest.raises(XmlError, match="another destination"):
+        protocol.read_authn_request(element, {alias})
+    # A Destination is compared whole, never as a part of an allowed URL.
+    with pytest.raises(XmlError, match="another destination"):
+        protocol.read_authn_request(element, {SSO_URL + "/more"})
 
 
 def test_an_empty_artifact_response_is_no_message() -> None:

@@ -1,0 +1,1 @@
+"""The B/S application the gateway's portal publishes."""

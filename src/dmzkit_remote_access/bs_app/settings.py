@@ -1,0 +1,106 @@
+"""The B/S application's JSON settings, written by the `bs_app` role."""
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import ConfigError, check_url, load_object, read_secret, typed
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class SingleSignOn:
+    """The app as a SAML SP of the collection's IdP (HTTP-Artifact binding)."""
+    entity_id: str
+    # How browsers reach the app (through the gateway's portal): the ACS is
+    # <base_url>/saml2/acs.
+    base_url: str
+    idp_entity_id: str
+    # The IdP's SSO endpoint as browsers reach it.
+    idp_sso_url: str
+    idp_ars_url: str
+    # Pinned: assertions are checked with this certificate only.
+    idp_signing_certificate: str
+    signing_key: str
+    # The app's client certificate on the IdP's back channel.
+    client_certificate: str
+    client_key: str
+    # 32 random bytes, hex: seals the app's session and sign-in cookies.
+    session_key_file: str
+    session_seconds: float = 8 * 3600.0
+
+    @property
+    def acs_url(self) -> str:
+        return f"{self.base_url}/saml2/acs"
+
+
+@dataclass(frozen=True)
+class Settings:
+    listen_address: str
+    port: int
+    certificate: str
+    private_key: str
+    ca_chain: str
+    crl: str
+    # CNs of the portals' client certificates: only they may name the user
+    # in the identity header.
+    trusted_portals: list[str]
+    # Networks that count as "through the gateway".
+    allowed_sources: list[str]
+    identity_header: str
+    title: str
+    sso: SingleSignOn | None = None
+
+    @property
+    def networks(self) -> tuple[Network, ...]:
+        return tuple(ipaddress.ip_network(n) for n in self.allowed_sources)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Settings:
+        sso = raw.get("sso")
+        if sso is not None and not isinstance(sso, dict):
+            raise ConfigError("sso must be an object")
+        settings = typed(cls, {k: v for k, v in raw.items() if k != "sso"})
+        if sso is not None:
+            try:
+                settings = dataclasses.replace(settings, sso=typed(SingleSignOn, sso))
+            except ConfigError as e:
+                raise ConfigError(f"sso: {e}") from None
+        settings.check()
+        return settings
+
+    @classmethod
+    def load(cls, path: str) -> Settings:
+        return cls.from_dict(load_object(path))
+
+    def check(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"port must be 1-65535, got {self.port}")
+        if not self.allowed_sources:
+            raise ConfigError("allowed_sources must name at least one network")
+        try:
+            self.networks
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"allowed_sources: {e}") from None
+        if not re.fullmatch(r"[A-Za-z0-9-]+", self.identity_header):
+            raise ConfigError("identity_header must be letters, digits and dashes")
+        if self.sso is not None:
+            for name in ("base_url", "idp_sso_url", "idp_ars_url"):
+                check_url(self.sso, name)
+            if self.sso.session_seconds <= 0:
+                raise ConfigError("sso: session_seconds must be positive")
+
+
+def load_session_key(path: str) -> bytes:
+    """The key sealing the app's cookies: 32 bytes written as hex."""
+    try:
+        key = bytes.fromhex(read_secret(path))
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise ConfigError(f"{path} must hold 32 bytes as 64 hex digits")
+    return key

@@ -1,0 +1,176 @@
+"""The B/S application as a SAML SP of the real IdP, both on loopback with
+real TLS, Redis and PostgreSQL: a browser without the app's session goes
+to the IdP, signs in, comes back with an artifact the app resolves over
+mutual TLS, and is then who the IdP said; and what must be refused is."""
+from __future__ import annotations
+
+import json
+import re
+import ssl
+import urllib.parse
+from pathlib import Path
+
+import aiohttp
+import pytest
+from yarl import URL
+
+from conftest import BS_APP, PASSWORD, Pki, free_port
+from dmzkit_remote_access.bs_app.__main__ import main
+from dmzkit_remote_access.bs_app.app import running
+from dmzkit_remote_access.bs_app.settings import Settings
+from dmzkit_remote_access.sso.idp import IdentityProvider
+
+# How the app's browsers name it (the portal, in the lab); the test maps it
+# to the app's loopback address, as the portal does.
+APP_BASE = "https://app.test"
+HIDDEN = re.compile(r'<input type="hidden" name="(\w+)" value="([^"]*)"')
+
+
+def app_settings(pki: Pki, idp: IdentityProvider, tmp_path: Path) -> Settings:
+    (tmp_path / "session.key").write_text("ab" * 32 + "\n")
+    return Settings.from_dict({
+        "listen_address": "127.0.0.1", "port": free_port(),
+        "certificate": pki.path("localhost.pem"), "private_key": pki.path("localhost.key"),
+        "ca_chain": pki.path("ca.pem"), "crl": pki.path("crl.pem"),
+        "trusted_portals": ["portal"], "allowed_sources": ["127.0.0.1/32"],
+        "identity_header": "X-Dmzkit-User", "title": "Intranet",
+        "sso": {
+            "entity_id": BS_APP, "base_url": APP_BASE,
+            "idp_entity_id": idp.settings.entity_id, "idp_sso_url": idp.settings.sso_url,
+            "idp_ars_url": idp.settings.ars_url, "idp_signing_certificate": pki.path("signing.pem"),
+            "signing_key": pki.path("sp-signing.key"),
+            "client_certificate": pki.path("sp-client.pem"), "client_key": pki.path("sp-client.key"),
+            "session_key_file": str(tmp_path / "session.key"),
+        },
+    })
+
+
+class Browser:
+    """A user agent behind the gateway: alice's device certificate on every
+    TLS connection, one cookie jar, redirects followed by hand."""
+
+    def __init__(self, pki: Pki, app_port: int) -> None:
+        context = ssl.create_default_context(cafile=pki.path("ca.pem"))
+        context.load_cert_chain(pki.path("alice.pem"), pki.path("alice.key"))
+        self.app = f"https://localhost:{app_port}"
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context),
+                                             cookie_jar=aiohttp.CookieJar(unsafe=True))
+
+    def where(self, url: str) -> str:
+        return url.replace(APP_BASE, self.app, 1) if url.startswith(APP_BASE) else url
+
+    async def get(self, url: str) -> tuple[int, str, str]:
+        target = URL(self.where(url if "://" in url else self.app + url), encoded=True)
+        async with self.session.get(target, allow_redirects=False) as r:
+            return r.status, await r.text(), r.headers.get("Location", "")
+
+    async def sign_in(self, password: str = PASSWORD) -> tuple[int, str, str]:
+        """Open the app, sign in at the IdP; the IdP's answer (to the ACS)."""
+        status, _, to_idp = await self.get("/whoami")
+        assert status == 303 and to_idp.startswith("https://localhost:"), (status, to_idp)
+        status, form, _ = await self.get(to_idp)
+        assert status == 200
+        fields = {name: value.replace("&amp;", "&") for name, value in HIDDEN.findall(form)}
+        login = urllib.parse.urljoin(to_idp, "/saml2/login")
+        async with self.session.post(login, allow_redirects=False,
+                                     data=fields | {"username": "alice", "password": password, "method": "password"}) as r:
+            return r.status, await r.text(), r.headers.get("Location", "")
+
+    async def close(self) -> None:
+        await self.session.close()
+
+
+def with_app(idp_run, pki: Pki, tmp_path: Path, body):
+    async def main(idp: IdentityProvider):
+        async with running(app_settings(pki, idp, tmp_path)) as (_, port):
+            browser = Browser(pki, port)
+            try:
+                return await body(browser)
+            finally:
+                await browser.close()
+    return idp_run(main)
+
+
+def test_single_sign_on_opens_the_app_as_the_idps_user(idp_run, pki, tmp_path) -> None:
+    async def body(browser: Browser):
+        status, _, to_acs = await browser.sign_in()
+        assert status == 303 and to_acs.startswith(f"{APP_BASE}/saml2/acs?SAMLart=")
+        status, _, back = await browser.get(to_acs)
+        assert (status, back) == (303, "/whoami")
+        whoami = await browser.get("/whoami")
+        page = await browser.get("/")
+        return whoami, page
+
+    (status, whoami, _), (page_status, page, _) = with_app(idp_run, pki, tmp_path, body)
+    assert status == 200 and whoami.strip() == '{"user": "alice", "via": "saml"}'
+    assert page_status == 200 and '<strong id="user">alice</strong> (identified by single sign-on)' in page
+
+
+def test_an_artifact_opens_one_session_only(idp_run, pki, tmp_path) -> None:
+    async def body(browser: Browser):
+        _, _, to_acs = await browser.sign_in()
+        first = await browser.get(to_acs)
+        # The same answer again: the sign-in cookie is spent, and so is the artifact.
+        again = await browser.get(to_acs)
+        return first[0], again[0]
+
+    assert with_app(idp_run, pki, tmp_path, body) == (303, 400)
+
+
+def test_a_spent_artifact_is_refused_by_the_idp(idp_run, pki, tmp_path) -> None:
+    async def body(browser: Browser):
+        _, _, to_acs = await browser.sign_in()
+        pending = [c for c in browser.session.cookie_jar if c.key == "dmzkit_bs_sign_in"][0].value
+        await browser.get(to_acs)
+        # Replayed with the sign-in cookie it came with: the IdP has nothing for it.
+        browser.session.cookie_jar.update_cookies({"dmzkit_bs_sign_in": pending}, URL(browser.app))
+        return await browser.get(to_acs)
+
+    status, page, _ = with_app(idp_run, pki, tmp_path, body)
+    assert status == 403 and "not accepted" in page
+
+
+@pytest.mark.parametrize("tamper", ["no sign-in", "another relay state", "no artifact"])
+def test_an_answer_this_browser_did_not_ask_for_is_refused(idp_run, pki, tmp_path, tamper) -> None:
+    async def body(browser: Browser):
+        _, _, to_acs = await browser.sign_in()
+        if tamper == "no sign-in":
+            browser.session.cookie_jar.clear()
+        elif tamper == "another relay state":
+            to_acs = re.sub(r"RelayState=[^&]+", "RelayState=someone-elses", to_acs)
+        else:
+            to_acs = re.sub(r"SAMLart=[^&]+&", "", to_acs)
+        refused = await browser.get(to_acs)
+        return refused, await browser.get("/whoami")
+
+    (status, _, _), (after, _, location) = with_app(idp_run, pki, tmp_path, body)
+    assert status == 400
+    # Still nobody: the app sends the browser to sign in.
+    assert after == 303 and location.startswith("https://localhost:")
+
+
+def test_a_forged_session_cookie_is_nobody(idp_run, pki, tmp_path) -> None:
+    async def body(browser: Browser):
+        browser.session.cookie_jar.update_cookies({"dmzkit_bs_session": "AAAA" * 20}, URL(browser.app))
+        return await browser.get("/whoami")
+
+    status, _, location = with_app(idp_run, pki, tmp_path, body)
+    assert status == 303 and "SAMLRequest=" in location
+
+
+def test_bad_sso_settings_are_refused_by_the_check(tmp_path, pki, capsys) -> None:
+    settings = {
+        "listen_address": "127.0.0.1", "port": 8443,
+        "certificate": pki.path("localhost.pem"), "private_key": pki.path("localhost.key"),
+        "ca_chain": pki.path("ca.pem"), "crl": pki.path("crl.pem"),
+        "trusted_portals": [], "allowed_sources": ["127.0.0.1/32"], "identity_header": "X-Dmzkit-User",
+        "title": "t",
+        "sso": {"entity_id": BS_APP, "base_url": "http://app.test", "idp_entity_id": "x",
+                "idp_sso_url": "https://i/saml2/sso", "idp_ars_url": "https://i/saml2/ars",
+                "idp_signing_certificate": "x", "signing_key": "x", "client_certificate": "x", "client_key": "x",
+                "session_key_file": "x"},
+    }
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps(settings))
+    assert main(["--check", "--config", str(path)]) == 2
+    assert "base_url must be an https:// URL" in capsys.readouterr().err
