@@ -1,7 +1,8 @@
 """A user's headless Chromium signing in to a B/S application through the
 gateway, driven over the DevTools protocol on a pipe (stdlib only).
 
-Run on the external client by test_bs_sso.py:
+Copied to the external client and run there by the seed003_sso scenario's
+tests and by the demo's journeys (playbooks/journeys.yml):
 
     browser_sign_in.py URL USER SCREENSHOT [--hold-artifact]
 
