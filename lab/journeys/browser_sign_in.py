@@ -104,8 +104,13 @@ class Browser:
 
 
 def wait_for(browser: Browser, expression: str, deadline: float) -> Any:
+    """The expression's first true value in the page; a page being replaced
+    by the next one answers with an error, and is asked again."""
     while time.monotonic() < deadline:
-        value = browser.evaluate(expression)
+        try:
+            value = browser.evaluate(expression)
+        except RuntimeError:
+            value = None
         if value:
             return value
         time.sleep(0.2)
