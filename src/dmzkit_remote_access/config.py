@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import MISSING, fields
-from typing import Any, TypeVar, get_type_hints
+from typing import Any, Self, TypeVar, get_type_hints
 
 T = TypeVar("T")
 
@@ -69,3 +69,21 @@ def read_secret(path: str) -> str:
     if not value:
         raise ConfigError(f"{path} is empty")
     return value
+
+
+class FileSettings:
+    """A settings dataclass read from a service's JSON file: typed, then
+    checked as a whole by its `check`."""
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Self:
+        settings = typed(cls, raw)
+        settings.check()
+        return settings
+
+    @classmethod
+    def load(cls, path: str) -> Self:
+        return cls.from_dict(load_object(path))
+
+    def check(self) -> None:
+        """Refuse, with ConfigError, values that are typed right but unusable."""

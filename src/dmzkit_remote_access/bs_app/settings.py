@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import ConfigError, check_url, load_object, read_secret, typed
+from ..config import ConfigError, FileSettings, check_url, read_secret, typed
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -39,7 +39,7 @@ class SingleSignOn:
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(FileSettings):
     listen_address: str
     port: int
     certificate: str
@@ -72,10 +72,6 @@ class Settings:
                 raise ConfigError(f"sso: {e}") from None
         settings.check()
         return settings
-
-    @classmethod
-    def load(cls, path: str) -> Settings:
-        return cls.from_dict(load_object(path))
 
     def check(self) -> None:
         if not 0 < self.port < 65536:

@@ -16,13 +16,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from ..config import ConfigError, check_listen, check_url, load_object, typed
+from ..config import ConfigError, FileSettings, check_listen, check_url, load_object, typed
 from . import xmldsig
 from ..tls import spki_sha256
 from .resolver import ARTIFACT_TTL, ServiceProvider
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(FileSettings):
     entity_id: str
     # Front channel (browsers): the login page and the SSO endpoint, at the
     # URL the metadata publishes.
@@ -69,16 +69,6 @@ class Settings:
     def sso_urls(self) -> frozenset[str]:
         """Every URL an AuthnRequest may name as its Destination."""
         return frozenset(f"{base}/saml2/sso" for base in (self.base_url, *self.front_aliases))
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> Settings:
-        settings = typed(cls, raw)
-        settings.check()
-        return settings
-
-    @classmethod
-    def load(cls, path: str) -> Settings:
-        return cls.from_dict(load_object(path))
 
     def check(self) -> None:
         check_url(self, "base_url")
@@ -189,7 +179,7 @@ class ProxyApp:
 
 
 @dataclass(frozen=True)
-class ProxySettings:
+class ProxySettings(FileSettings):
     # How clients and the IdP's redirects name the proxy: https://host:port.
     base_url: str
     listen: str
@@ -232,10 +222,6 @@ class ProxySettings:
         settings = typed(cls, {**raw, "apps": parsed})
         settings.check()
         return settings
-
-    @classmethod
-    def load(cls, path: str) -> ProxySettings:
-        return cls.from_dict(load_object(path))
 
     def check(self) -> None:
         check_url(self, "base_url")
