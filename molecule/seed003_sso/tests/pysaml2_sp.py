@@ -32,6 +32,7 @@ from lxml import etree
 from saml2 import BINDING_HTTP_ARTIFACT, BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
 from saml2.client import Saml2Client
 from saml2.config import SPConfig
+from saml2.httpbase import HTTPError
 from saml2.xmldsig import DIGEST_SHA256, SIG_RSA_SHA256
 
 
@@ -103,7 +104,11 @@ def sign_in(sp: Saml2Client, where: Path, login: dict) -> tuple[str, dict[str, s
 
 def answer_of(sp: Saml2Client, artifact: str) -> dict:
     """What the IdP answers this SP's ArtifactResolve: status, and whether a Response came."""
-    answer = sp.artifact2message(artifact, "idpsso")
+    try:
+        answer = sp.artifact2message(artifact, "idpsso")
+    except HTTPError as refused:
+        # pysaml2 raises on anything but 200, with "<status>:<body>".
+        return {"status": int(str(refused).split(":", 1)[0]), "has_response": False}
     return {"status": answer.status_code,
             "has_response": answer.status_code == 200 and response_in(answer.content) is not None}
 
