@@ -207,9 +207,17 @@ def test_trust_file_with_several_certificates_and_text(dmzkit_crl, ca):
         dmzkit_crl.load_certificates(b"no certificates here")
 
 
+LEAF_EXPIRES = NOW + dt.timedelta(days=30)
+CRL_NEXT_UPDATE = NOW + dt.timedelta(days=7)
+
+
+def index_time(moment: dt.datetime) -> str:
+    """openssl's index.txt time: UTCTime, YYMMDDHHMMSSZ."""
+    return moment.strftime("%y%m%d%H%M%SZ")
+
+
 def leaf(ca_key, ca_cert, name: str, serial: int) -> x509.Certificate:
-    return make_leaf(ca_key, ca_cert, name, serial=serial, organization="lab",
-                     not_after=dt.datetime(2027, 1, 2, 3, 4, 5, tzinfo=UTC))[1]
+    return make_leaf(ca_key, ca_cert, name, serial=serial, organization="lab", not_after=LEAF_EXPIRES)[1]
 
 
 def test_index_marks_revoked_certificates_and_keeps_replaced_ones(dmzkit_crl, ca, capsys):
@@ -221,7 +229,7 @@ def test_index_marks_revoked_certificates_and_keeps_replaced_ones(dmzkit_crl, ca
     revoked_at = dt.datetime(2026, 5, 6, 7, 8, 9, tzinfo=UTC)
     crl = (
         x509.CertificateRevocationListBuilder().issuer_name(cert.subject)
-        .last_update(NOW).next_update(dt.datetime(2026, 12, 1, tzinfo=UTC))
+        .last_update(NOW).next_update(CRL_NEXT_UPDATE)
         .add_revoked_certificate(x509.RevokedCertificateBuilder().serial_number(0xABC).revocation_date(revoked_at).build())
         .add_revoked_certificate(x509.RevokedCertificateBuilder().serial_number(0x77).revocation_date(revoked_at).build())
         .sign(key, hashes.SHA256())
@@ -231,9 +239,9 @@ def test_index_marks_revoked_certificates_and_keeps_replaced_ones(dmzkit_crl, ca
     assert dmzkit_crl.main(args) == 0
     assert capsys.readouterr().out.startswith("written:")
     assert (path / "index.txt").read_text().splitlines() == [
-        "R\t270102030405Z\t260506070809Z\t0ABC\tunknown\t/O=lab/CN=alice",
-        "V\t270102030405Z\t\t1F00\tunknown\t/O=lab/CN=gw1",
-        "R\t261201000000Z\t260506070809Z\t77\tunknown\t/CN=replaced certificate",
+        f"R\t{index_time(LEAF_EXPIRES)}\t260506070809Z\t0ABC\tunknown\t/O=lab/CN=alice",
+        f"V\t{index_time(LEAF_EXPIRES)}\t\t1F00\tunknown\t/O=lab/CN=gw1",
+        f"R\t{index_time(CRL_NEXT_UPDATE)}\t260506070809Z\t77\tunknown\t/CN=replaced certificate",
     ]
     assert dmzkit_crl.main(args) == 0
     assert capsys.readouterr().out.startswith("unchanged:")
