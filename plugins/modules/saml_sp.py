@@ -140,15 +140,26 @@ def from_metadata(text):
     services = [s for s in sp[0].findall(f"{{{MD}}}AssertionConsumerService") if s.get("Binding") == ARTIFACT]
     if not services:
         raise Refused("the SP has no HTTP-Artifact AssertionConsumerService")
-    services.sort(key=lambda s: (s.get("isDefault") not in ("true", "1"), int(s.get("index", "0"))))
+    services.sort(key=lambda s: (s.get("isDefault") not in ("true", "1"), endpoint_index(s)))
     pems = []
     for descriptor in sp[0].findall(f"{{{MD}}}KeyDescriptor"):
         if descriptor.get("use", "signing") != "signing":
             continue
         for value in descriptor.iter(f"{{{DS}}}X509Certificate"):
-            der = base64.b64decode("".join((value.text or "").split()))
+            try:
+                der = base64.b64decode("".join((value.text or "").split()), validate=True)
+            except ValueError:
+                raise Refused("an X509Certificate is not base64")
             pems.append(serialization_pem(der))
     return root.get("entityID", ""), services[0].get("Location", ""), pems
+
+
+def endpoint_index(service):
+    """An IndexedEndpointType's index: an xs:unsignedShort (SAMLMeta 2.2.3)."""
+    text = service.get("index", "0")
+    if not (text.isascii() and text.isdigit() and int(text) <= 65535):
+        raise Refused(f"an AssertionConsumerService index must be 0-65535, got {text!r}")
+    return int(text)
 
 
 def serialization_pem(der):

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
+from ..constant_time import same
 from ..sealing import Sealer
 from ..sso.settings import load_certificate, load_signing_key
 from ..sso.sp import ArtifactConsumer, IdpFailed, Partner, Relying
@@ -138,8 +139,7 @@ class SignOn:
         artifact = request.query.get("SAMLart", "")
         # The RelayState must be the one this browser's sign-in started with:
         # nobody can push their own login into another's browser.
-        if pending is None or not artifact or not secrets.compare_digest(request.query.get("RelayState", ""),
-                                                                         pending["state"]):
+        if pending is None or not artifact or not same(request.query.get("RelayState", ""), pending["state"]):
             return page(400, "Sign-in refused", "Open the application again.")
         try:
             login = await self.consumer.resolve(self.sp, artifact, pending["request_id"])

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-import hmac
 import logging
 import secrets
 import ssl
@@ -36,6 +35,7 @@ from cryptography import x509
 from redis.asyncio import Redis
 
 from ..config import read_secret
+from ..constant_time import same
 from ..tls import client_context, common_name, peer_certificate, server_context, spki_sha256
 from ..web import start_site
 from . import assertion, protocol, xmldsig
@@ -184,7 +184,7 @@ class IdentityProvider:
     async def login(self, request: web.Request) -> web.StreamResponse:
         form = await request.post()
         cookie = request.cookies.get(CSRF_COOKIE, "")
-        if not cookie or not hmac.compare_digest(cookie, str(form.get("csrf", ""))):
+        if not cookie or not same(str(form.get("csrf", "")), cookie):
             return page(403, "Sign-in refused", "Open the application again and sign in from there.")
         try:
             pending = self.pending(str(form.get("request", "")))

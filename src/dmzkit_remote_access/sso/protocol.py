@@ -12,7 +12,6 @@ taken after the structural checks, and raises XmlError otherwise.
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime as dt
 import secrets
 import urllib.parse
@@ -64,6 +63,12 @@ def check_fresh(moment: dt.datetime, what: str, lifetime: dt.timedelta = CLOCK_S
     current = now()
     if moment > current + CLOCK_SKEW or moment < current - lifetime - CLOCK_SKEW:
         raise XmlError(f"{what} is outside the accepted time window")
+
+
+def accepted_for(lifetime: dt.timedelta = CLOCK_SKEW) -> float:
+    """Seconds from the first to the last moment a message of this lifetime is
+    accepted, skew on both sides: how long a replay cache must keep its ID."""
+    return (lifetime + 2 * CLOCK_SKEW).total_seconds()
 
 
 def node(prefix: str, local: str, parent: Element | None = None, **attributes: str) -> Element:
@@ -173,7 +178,7 @@ def read_redirect(query: str, keys_of: Callable[[str], list[xmldsig.PublicKey]]
         deflated = base64.b64decode(value, validate=True)
         inflater = zlib.decompressobj(-15)
         data = inflater.decompress(deflated, INFLATE_LIMIT + 1)
-    except (binascii.Error, zlib.error) as e:
+    except (ValueError, zlib.error) as e:  # binascii.Error, or text that is not ASCII
         raise XmlError("SAMLRequest is not deflated base64") from e
     if len(data) > INFLATE_LIMIT or inflater.unconsumed_tail:
         raise XmlError("SAMLRequest inflates past the limit")
@@ -185,7 +190,8 @@ def read_redirect(query: str, keys_of: Callable[[str], list[xmldsig.PublicKey]]
         return element, relay, False
     algorithm = urllib.parse.unquote_plus(raw.get("SigAlg", ""))
     if algorithm not in REDIRECT_SIG_ALGORITHMS:
-        raise xmldsig.SignatureError(f"signature algorithm {algorithm or '(none)'} is not allowed")
+        # repr, cut short: the sender's text goes into our log, so no line breaks of its own.
+        raise xmldsig.SignatureError(f"signature algorithm {algorithm[:100]!r} is not allowed")
     keys = keys_of(text(one(element, "saml", "Issuer")))
     if not keys:
         raise xmldsig.SignatureError("a signed request from an SP with no signing key configured")
@@ -193,7 +199,7 @@ def read_redirect(query: str, keys_of: Callable[[str], list[xmldsig.PublicKey]]
     signed_input = "&".join(f"{n}={raw[n]}" for n in order).encode()
     try:
         signature = base64.b64decode(urllib.parse.unquote_plus(raw["Signature"]), validate=True)
-    except binascii.Error as e:
+    except ValueError as e:  # binascii.Error, or text that is not ASCII
         raise xmldsig.SignatureError("bad base64 in the signature") from e
     if not any(xmldsig.verify_bytes(k, algorithm, signed_input, signature) for k in keys):
         raise xmldsig.SignatureError("the request's signature does not verify with the SP's keys")

@@ -25,8 +25,6 @@ alone can open no session.
 from __future__ import annotations
 
 import base64
-import binascii
-import hmac
 import html
 import json
 import logging
@@ -45,6 +43,7 @@ from redis.asyncio import Redis
 from yarl import URL
 
 from ..config import read_secret
+from ..constant_time import same
 from ..sealing import Sealer
 from ..tls import client_context, peer_certificate, server_context, spki_sha256
 from ..web import start_site
@@ -191,12 +190,14 @@ class Proxy:
 
     async def _ticket(self, request: web.Request, device: str):
         scheme, _, ticket = request.headers.get("Authorization", "").partition(" ")
-        record = await self.store.use_ticket(ticket, self.settings.ticket_idle) if scheme == "Bearer" else None
+        record = await self.store.ticket(ticket) if scheme == "Bearer" else None
         if record is None:
             return ticket, None
-        if not hmac.compare_digest(record.device, device):
+        # Checked before renewal: a stolen ticket tried elsewhere must not keep it alive.
+        if not same(device, record.device):
             log.warning("ticket of %s presented with another device certificate from %s", record.user, request.remote)
             return ticket, None
+        await self.store.renew_ticket(ticket, record, self.settings.ticket_idle)
         return ticket, record
 
     async def sso(self, request: web.Request) -> web.Response:
@@ -236,11 +237,11 @@ class Proxy:
         scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
         try:
             decoded = base64.b64decode(credentials, validate=True).decode() if scheme == "Basic" else ""
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # binascii.Error, UnicodeDecodeError, or text that is not ASCII
             decoded = ""
         name, _, secret = decoded.partition(":")
         expected = self.app_secrets.get(name)
-        if expected is None or not hmac.compare_digest(expected, secret):
+        if expected is None or not same(secret, expected):
             return answer(401, error="unknown application")
         form = await request.post()
         found = await self.store.take_value("app-token", str(form.get("token", "")))

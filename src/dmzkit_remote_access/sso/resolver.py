@@ -75,7 +75,7 @@ class Resolver:
         request = protocol.read_artifact_resolve(body)
         provider = self.authenticate(request, peer_key)
         if not await self.store.first_use("artifact-resolve", f"{provider.entity_id} {request.id}",
-                                          2 * protocol.CLOCK_SKEW.total_seconds()):
+                                          protocol.accepted_for()):
             raise RequesterRefused("a replayed ArtifactResolve")
         message, outcome = await self._take(request.artifact, provider)
         log.info("ArtifactResolve %s from %s: %s", request.id, provider.entity_id, outcome)

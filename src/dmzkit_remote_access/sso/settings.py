@@ -101,7 +101,7 @@ def load_signing_key(path: str) -> xmldsig.PrivateKey:
         raise ConfigError(f"{path} is not an unencrypted PEM private key") from None
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
         raise ConfigError(f"{path}: only RSA and ECDSA keys sign")
-    xmldsig.method_of(key)  # refuses RSA under 2048 bits and curves other than P-256
+    xmldsig.method_of(key)  # refuses RSA under 2048 bits and keys neither RSA nor ECDSA
     return key
 
 

@@ -11,13 +11,14 @@ from dataclasses import dataclass
 import aiohttp
 
 from . import assertion, protocol, xmldsig
+from .artifact import ArtifactError, decode, source_id
 from .xml import XmlError
 
 # Is this assertion ID new? Answers True once per ID within the lifetime (s).
 FirstUse = Callable[[str, float], Awaitable[bool]]
 
 # How long an assertion ID must be remembered to refuse its replay.
-REPLAY_WINDOW_S = (assertion.ASSERTION_LIFETIME + 2 * protocol.CLOCK_SKEW).total_seconds()
+REPLAY_WINDOW_S = protocol.accepted_for(assertion.ASSERTION_LIFETIME)
 
 
 class IdpFailed(Exception):
@@ -59,6 +60,13 @@ class ArtifactConsumer:
 
     async def resolve(self, sp: Relying, artifact: str, request_id: str) -> assertion.Login:
         """The login an artifact stands for; IdpFailed unless every check passes."""
+        # SAMLBind 3.6.4: only an artifact of our IdP goes to its back channel.
+        try:
+            issuer = decode(artifact).source_id
+        except ArtifactError as e:
+            raise IdpFailed(f"not an artifact: {e}") from None
+        if issuer != source_id(self.idp.entity_id):
+            raise IdpFailed("an artifact from another issuer")
         body, resolve_id = protocol.artifact_resolve(sp.entity_id, self.idp.ars_url, artifact, self.key)
         try:
             async with self.back.post(self.idp.ars_url, data=body, headers={"Content-Type": "text/xml"}) as r:

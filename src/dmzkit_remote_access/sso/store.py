@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 
 from redis.asyncio import Redis
 
+from ..constant_time import utf8
 from .artifact import Artifact
 
 TICKET_BYTES = 32
@@ -59,7 +60,7 @@ class Ticket:
 
 
 def _digest(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
+    return hashlib.sha256(utf8(secret)).hexdigest()
 
 
 class Store:
@@ -119,8 +120,8 @@ class Store:
         await self.redis.set(self._key("ticket", _digest(token)), json.dumps(asdict(ticket)), ex=ttl)
         return token
 
-    async def use_ticket(self, token: str, idle: float) -> Ticket | None:
-        """The ticket if it is live; its idle lifetime starts again."""
+    async def ticket(self, token: str) -> Ticket | None:
+        """The ticket if it is live, its lifetime untouched."""
         if len(token) > 4 * TICKET_BYTES:
             return None
         key = self._key("ticket", _digest(token))
@@ -128,11 +129,21 @@ class Store:
         if data is None:
             return None
         ticket = Ticket(**json.loads(data))
-        left = ticket.expires - time.time()
-        if left <= 0:
+        if ticket.expires <= time.time():
             await self.redis.delete(key)
             return None
-        await self.redis.expire(key, max(1, int(min(idle, left) + 0.999)))
+        return ticket
+
+    async def renew_ticket(self, token: str, ticket: Ticket, idle: float) -> None:
+        """Start the ticket's idle lifetime again, never past its absolute end."""
+        left = ticket.expires - time.time()
+        await self.redis.expire(self._key("ticket", _digest(token)), max(1, int(min(idle, left) + 0.999)))
+
+    async def use_ticket(self, token: str, idle: float) -> Ticket | None:
+        """The ticket if it is live; its idle lifetime starts again."""
+        ticket = await self.ticket(token)
+        if ticket is not None:
+            await self.renew_ticket(token, ticket, idle)
         return ticket
 
     async def revoke_ticket(self, token: str) -> bool:

@@ -159,6 +159,8 @@ def verify(element: Element, keys: list[PublicKey]) -> Element:
         raise
     except XmlError as e:  # a missing or doubled part of the signature
         raise SignatureError(str(e)) from e
+    except etree.C14NError as e:  # e.g. a relative namespace URI, which c14n refuses
+        raise SignatureError(f"cannot canonicalize the signed element: {e}") from e
 
 
 def _verify(element: Element, keys: list[PublicKey]) -> Element:

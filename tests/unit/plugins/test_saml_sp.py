@@ -101,6 +101,27 @@ def test_small_rsa_and_doctype_metadata_are_refused(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def sp_metadata(index: str = "0", certificate: str = "MIIB") -> str:
+    return ('<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" '
+            'xmlns:ds="http://www.w3.org/2000/09/xmldsig#" entityID="https://portal.test/sp"><md:SPSSODescriptor>'
+            '<md:KeyDescriptor use="signing"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>'
+            f'{certificate}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>'
+            f'<md:AssertionConsumerService index="{index}" Location="https://portal.test/acs" '
+            'Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Artifact"/></md:SPSSODescriptor></md:EntityDescriptor>')
+
+
+@pytest.mark.parametrize("metadata, why", [
+    (sp_metadata(index="first"), "index must be 0-65535"),
+    (sp_metadata(index="70000"), "index must be 0-65535"),
+    (sp_metadata(certificate="not*base64"), "not base64"),
+    (sp_metadata(certificate="MIIB"), "not a certificate"),
+])
+def test_broken_metadata_is_refused_with_a_reason(tmp_path: Path, metadata: str, why: str) -> None:
+    result = module(tmp_path, name="portal", tls_certificates=[TLS], metadata=metadata)
+    assert result.get("failed") and why in result["msg"] and "Traceback" not in result.get("module_stderr", ""), result
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_one_entity_id_is_registered_once_and_absent_removes(tmp_path: Path) -> None:
     register(tmp_path)
     twin = register(tmp_path, name="twin")

@@ -4,6 +4,7 @@ to the IdP, signs in, comes back with an artifact the app resolves over
 mutual TLS, and is then who the IdP said; and what must be refused is."""
 from __future__ import annotations
 
+import base64
 import json
 import re
 import ssl
@@ -130,7 +131,7 @@ def test_a_spent_artifact_is_refused_by_the_idp(idp_run, pki, tmp_path) -> None:
     assert status == 403 and "not accepted" in page
 
 
-@pytest.mark.parametrize("tamper", ["no sign-in", "another relay state", "no artifact"])
+@pytest.mark.parametrize("tamper", ["no sign-in", "another relay state", "a relay state not in ASCII", "no artifact"])
 def test_an_answer_this_browser_did_not_ask_for_is_refused(idp_run, pki, tmp_path, tamper) -> None:
     async def body(browser: Browser):
         _, _, to_acs = await browser.sign_in()
@@ -138,6 +139,8 @@ def test_an_answer_this_browser_did_not_ask_for_is_refused(idp_run, pki, tmp_pat
             browser.session.cookie_jar.clear()
         elif tamper == "another relay state":
             to_acs = re.sub(r"RelayState=[^&]+", "RelayState=someone-elses", to_acs)
+        elif tamper == "a relay state not in ASCII":
+            to_acs = re.sub(r"RelayState=[^&]+", "RelayState=%C3%A9", to_acs)
         else:
             to_acs = re.sub(r"SAMLart=[^&]+&", "", to_acs)
         refused = await browser.get(to_acs)
@@ -147,6 +150,17 @@ def test_an_answer_this_browser_did_not_ask_for_is_refused(idp_run, pki, tmp_pat
     assert status == 400
     # Still nobody: the app sends the browser to sign in.
     assert after == 303 and location.startswith("https://localhost:")
+
+
+# Not base64, too short, and a well-formed artifact of another issuer.
+@pytest.mark.parametrize("artifact", ["%00", "AAQAAA", urllib.parse.quote(base64.b64encode(b"\x00\x04" + bytes(42)))])
+def test_what_is_not_an_artifact_of_our_idp_never_reaches_it(idp_run, pki, tmp_path, artifact) -> None:
+    async def body(browser: Browser):
+        _, _, to_acs = await browser.sign_in()
+        return await browser.get(re.sub(r"SAMLart=[^&]+", f"SAMLart={artifact}", to_acs))
+
+    status, page, _ = with_app(idp_run, pki, tmp_path, body)
+    assert status == 403 and "not accepted" in page
 
 
 def test_a_forged_session_cookie_is_nobody(idp_run, pki, tmp_path) -> None:

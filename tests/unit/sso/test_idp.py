@@ -4,6 +4,7 @@ mutual TLS and validates the assertion; and what must be refused is."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import ssl
 import urllib.parse
@@ -208,7 +209,7 @@ def test_the_back_channel_wants_a_client_certificate(idp_run, pki) -> None:
 
 @pytest.mark.parametrize("query", [
     "", "SAMLRequest=", "SAMLRequest=%%%", "SAMLRequest=AAAA", "SAMLRequest=x&SAMLRequest=y",
-    "SAMLRequest=" + "A" * 6000, "RelayState=" + "r" * 100,
+    "SAMLRequest=" + "A" * 6000, "RelayState=" + "r" * 100, "SAMLRequest=%FF", "SAMLRequest=%C3%A9",
 ])
 def test_broken_requests_get_a_4xx_page(idp_run, pki, query: str) -> None:
     async def body(idp: IdentityProvider):
@@ -232,11 +233,30 @@ def test_requests_the_idp_will_not_serve(idp_run, pki) -> None:
             fields = form_fields(page)
             no_csrf = await browser.post("/saml2/login", {"request": fields["request"], "username": "alice",
                                                           "password": PASSWORD, "csrf": "forged"})
+            not_ascii_csrf = await browser.post("/saml2/login", {"request": fields["request"], "username": "alice",
+                                                                 "password": PASSWORD, "csrf": "\u00e9"})
             huge = await browser.post("/saml2/login", {"request": "x" * (SOAP_LIMIT * 2)})
-            return other_acs[0], passive[0], no_csrf[0], huge[0]
+            not_ascii_signature = await browser.get(re.sub(r"Signature=[^&]+", "Signature=%C3%A9", sp.login_path()))
+            return other_acs[0], passive[0], no_csrf[0], not_ascii_csrf[0], huge[0], not_ascii_signature[0]
         finally:
             await browser.session.close()
-    assert idp_run(body) == (400, 403, 403, 413)
+    assert idp_run(body) == (400, 403, 403, 403, 413, 400)
+
+
+def test_a_signature_algorithm_cannot_write_lines_into_the_log(idp_run, pki, caplog) -> None:
+    forged = "SigAlg=" + urllib.parse.quote("sha1\nINFO alice signed in", safe="")
+
+    async def body(idp: IdentityProvider):
+        browser, sp = Browser(idp, pki), ServiceProvider(idp, pki)
+        try:
+            return await browser.get(re.sub(r"SigAlg=[^&]+", forged, sp.login_path()))
+        finally:
+            await browser.session.close()
+    with caplog.at_level(logging.INFO, logger="dmzkit"):
+        status, _, _ = idp_run(body)
+    assert status == 400
+    refusal = [r.getMessage() for r in caplog.records if "is not allowed" in r.getMessage()]
+    assert refusal and all("\n" not in line for line in refusal), refusal
 
 
 def test_metadata_is_signed_and_names_the_endpoints(idp_run, pki) -> None:

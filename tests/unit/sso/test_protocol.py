@@ -110,6 +110,20 @@ def test_an_expired_assertion_is_refused(monkeypatch: pytest.MonkeyPatch) -> Non
         check(message)
 
 
+@pytest.mark.parametrize("lifetime", [protocol.CLOCK_SKEW, dt.timedelta(minutes=5)])
+def test_a_replay_cache_outlives_every_moment_a_message_is_accepted(monkeypatch: pytest.MonkeyPatch,
+                                                                    lifetime: dt.timedelta) -> None:
+    start = protocol.now()
+    issued = start + protocol.CLOCK_SKEW  # from a clock running ahead: accepted at once
+    protocol.check_fresh(issued, "message", lifetime)
+    last = start + dt.timedelta(seconds=protocol.accepted_for(lifetime)) - dt.timedelta(milliseconds=1)
+    monkeypatch.setattr(protocol, "now", lambda: last)
+    protocol.check_fresh(issued, "message", lifetime)  # still accepted: its ID must still be remembered
+    monkeypatch.setattr(protocol, "now", lambda: last + dt.timedelta(milliseconds=2))
+    with pytest.raises(XmlError, match="time window"):
+        protocol.check_fresh(issued, "message", lifetime)
+
+
 def test_a_second_assertion_is_refused() -> None:
     element = parse(idp_response("_q"), 65536)
     element.append(deepcopy(element.find("saml:Assertion", NS)))

@@ -21,6 +21,7 @@ from dmzkit_remote_access.sso.idp import running as idp_running
 from dmzkit_remote_access.config import ConfigError
 from dmzkit_remote_access.sso.proxy import running as proxy_running, seal, unseal
 from dmzkit_remote_access.sso.settings import ProxySettings
+from dmzkit_remote_access.sso.store import _digest
 
 SRC = Path(__file__).resolve().parents[3] / "src"
 
@@ -116,6 +117,21 @@ def test_the_ticket_is_worth_nothing_on_another_device_or_after_logout(stack, pk
     assert still == 200 and out == 200 and after[0] == 401
 
 
+def test_a_ticket_tried_on_another_device_is_not_kept_alive(stack, pki) -> None:
+    async def body(proxy):
+        laptop, other = Device(pki, proxy, "alice-laptop"), Device(pki, proxy, "bob")
+        _, login = await laptop.call("/v1/login", {"app": "mail", "username": "alice", "password": PASSWORD})
+        key = proxy.store._key("ticket", _digest(login["ticket"]))
+        await proxy.store.redis.expire(key, 30)  # as if it had been idle for hours
+        stolen = await other.call("/v1/sso", {"app": "mail"}, login["ticket"])
+        after_stolen = await proxy.store.redis.ttl(key)
+        still = await laptop.call("/v1/sso", {"app": "mail"}, login["ticket"])
+        return stolen[0], after_stolen, still[0], await proxy.store.redis.ttl(key)
+    stolen, after_stolen, still, after_owner = stack(body)
+    assert stolen == 401 and 0 < after_stolen <= 30
+    assert still == 200 and after_owner > 30  # the owner's use renews it to ticket_idle
+
+
 def test_what_the_proxy_refuses(stack, pki) -> None:
     async def body(proxy):
         laptop, anonymous = Device(pki, proxy, "alice-laptop"), Device(pki, proxy, None)
@@ -124,14 +140,23 @@ def test_what_the_proxy_refuses(stack, pki) -> None:
         unknown = await laptop.call("/v1/login", {"app": "nope", "username": "alice", "password": PASSWORD})
         not_json = await laptop.call("/v1/login", ["app"])
         forged = await laptop.call("/v1/sso", {"app": "mail"}, "forged-ticket")
+        not_ascii = await laptop.call("/v1/sso", {"app": "mail"}, "\u00e9")
         _, login = await laptop.call("/v1/login", {"app": "mail", "username": "alice", "password": PASSWORD})
         bad_secret = await introspect(proxy, pki, "mail", login["app_token"], secret="guess")
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=laptop.context)) as session:
             async with session.post(f"{laptop.url}/v1/introspect", data={"token": login["app_token"]},
                                     headers={"Authorization": "Basic %%%"}) as r:
                 garbled = r.status
-        return [wrong[0], no_device[0], unknown[0], not_json[0], forged[0], bad_secret[0], garbled]
-    assert stack(body) == [401, 401, 404, 400, 401, 401, 401]
+            not_ascii_secret = base64.b64encode("mail:\u00e9".encode()).decode()
+            async with session.post(f"{laptop.url}/v1/introspect", data={"token": login["app_token"]},
+                                    headers={"Authorization": f"Basic {not_ascii_secret}"}) as r:
+                wrong_text = r.status
+            async with session.post(f"{laptop.url}/v1/introspect", data={"token": login["app_token"]},
+                                    headers={"Authorization": "Basic \u00e9"}) as r:
+                not_base64 = r.status
+        return [wrong[0], no_device[0], unknown[0], not_json[0], forged[0], not_ascii[0], bad_secret[0], garbled,
+                wrong_text, not_base64]
+    assert stack(body) == [401, 401, 404, 400, 401, 401, 401, 401, 401, 401]
 
 
 def test_the_client_keeps_the_ticket_in_a_private_file(stack, pki, tmp_path: Path) -> None:
