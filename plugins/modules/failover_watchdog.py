@@ -254,8 +254,14 @@ def main() -> None:
         changed = current != text
         if changed and not module.check_mode:
             os.makedirs(directory, mode=0o755, exist_ok=True)
-            os.chmod(candidate, 0o600)
-            module.atomic_move(candidate, p["path"])
+            # atomic_move gives a file it creates the umask's mode: with 077 that
+            # is 0600 from its first moment (hooks and fence commands are root's).
+            umask = os.umask(0o077)
+            try:
+                module.atomic_move(candidate, p["path"])
+            finally:
+                os.umask(umask)
+            os.chmod(p["path"], 0o600)  # an existing file keeps its mode through atomic_move
     finally:
         if os.path.exists(candidate):
             os.unlink(candidate)

@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         watchdog = Watchdog(settings)
+    except ConfigError as e:
+        print(f"dmzkit-failover-watchdog: {e}", file=sys.stderr)
+        return 2
     except OSError as e:
         print(f"dmzkit-failover-watchdog: cannot open {settings.interface}: {e.strerror}", file=sys.stderr)
         return 1

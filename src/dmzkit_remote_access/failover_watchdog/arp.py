@@ -130,8 +130,14 @@ class ArpSocket:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def send(self, data: bytes) -> None:
-        self.sock.send(data)
+    def send(self, data: bytes) -> bool:
+        """Whether the frame left. With our own link down (ENETDOWN, ENXIO) it
+        cannot: the carrier check turns that into a fault, the send must not."""
+        try:
+            self.sock.send(data)
+        except OSError:
+            return False
+        return True
 
     def receive(self) -> list[tuple[float, ArpPacket]]:
         """Every ARP packet waiting on the socket, with its monotonic receive time."""
@@ -140,7 +146,7 @@ class ArpSocket:
         while True:
             try:
                 data, ancdata, _flags, _addr = self.sock.recvmsg(128, socket.CMSG_SPACE(16))
-            except BlockingIOError:
+            except OSError:  # nothing waiting (EAGAIN), or our link went down (ENETDOWN)
                 return received
             packet = parse(data)
             if packet is None or packet.eth_src == self.mac:

@@ -46,7 +46,8 @@ class Guard:
         interval for the last answer. True when nobody answered."""
         self.others_answered()  # what arrived before this round says nothing about now
         for _ in range(self.probes):
-            self.sock.send(arp.probe(self.sock.mac, self.vip.ip))
+            if not self.sock.send(arp.probe(self.sock.mac, self.vip.ip)):
+                return False  # a probe that never left proves nothing
             await asyncio.sleep(self.interval)
         holders = self.others_answered()
         if holders:

@@ -50,6 +50,9 @@ class Action(StrEnum):
 CLAIM = (Action.ADD_VIP, Action.ANNOUNCE_SELF, Action.START_SERVICES)
 # Letting it go, telling the segment it is at the primary's MAC again.
 RELEASE = (Action.STOP_SERVICES, Action.DEL_VIP, Action.ANNOUNCE_PRIMARY)
+# Letting it go to whoever claims it: the address first, so the duplicate
+# ends at once; the claimer has announced itself, we say nothing for it.
+GIVE_WAY = (Action.DEL_VIP, Action.STOP_SERVICES)
 
 
 class Holder(StrEnum):
@@ -154,7 +157,7 @@ class Machine:
 
     def start(self, now: float, holding_vip: bool) -> Step:
         """Startup reconcile: an address left behind by a crash is kept only
-        while the primary stays dead; the first tick decides."""
+        while the primary stays dead; the first verdict of the probes decides."""
         if holding_vip:
             self.reconciling = True
             return self._go(State.ACTIVE, now, "reconcile: found the VIP on this host")
@@ -207,10 +210,14 @@ class Machine:
     def _active(self, obs: Observation) -> Step:
         if obs.claimed_by_other:
             self.conflicts += 1
-            return self._go(State.YIELD, obs.now, "another MAC claims the VIP: yielding", *RELEASE)
-        reconciling, self.reconciling = self.reconciling, False
-        if reconciling and obs.primary_healthy:
-            return self._hand_back(obs.now, "reconcile: the primary is up, the VIP is its own")
+            return self._go(State.YIELD, obs.now, "another MAC claims the VIP: yielding", *GIVE_WAY)
+        if self.reconciling:
+            if obs.primary_healthy:
+                self.reconciling = False
+                return self._hand_back(obs.now, "reconcile: the primary is up, the VIP is its own")
+            if not obs.primary_dead:
+                return self._stay()  # neither heard nor silent for dead_time yet: wait for the verdict
+            self.reconciling = False
         if not obs.primary_healthy:
             self.healthy_since = None
             return self._stay()

@@ -41,6 +41,8 @@ class Metrics:
     conflicts: int = 0
     stalls: int = 0
     garps: int = 0
+    # Fences run beside a takeover (of a silent primary) that failed.
+    fence_failures: int = 0
 
     def observe_rtt(self, probe: str, seconds: float) -> None:
         self.rtt.setdefault(probe, Histogram()).observe(seconds)
@@ -59,7 +61,7 @@ class Metrics:
         lines.append(f"# TYPE {PREFIX}_takeover_seconds gauge")
         lines += [f'{PREFIX}_takeover_seconds{{phase="{p}"}} {v:.6f}' for p, v in self.takeover_phases.items()]
         for name, value in (("conflicts_total", self.conflicts), ("scheduler_stall_total", self.stalls),
-                            ("garp_sent_total", self.garps)):
+                            ("garp_sent_total", self.garps), ("fence_failures_total", self.fence_failures)):
             lines += [f"# TYPE {PREFIX}_{name} counter", f"{PREFIX}_{name} {value}"]
         lines += [f"# TYPE {PREFIX}_last_transition_timestamp gauge",
                   f"{PREFIX}_last_transition_timestamp {self.last_transition:.3f}"]

@@ -40,8 +40,13 @@ class NdpSocket:
             self.sock.close()
             raise
 
-    def announce(self, target: ipaddress.IPv6Address, mac: str, router: bool) -> None:
-        self.sock.sendto(advertisement(target, mac, router), (ALL_NODES, 0, 0, self.index))
+    def announce(self, target: ipaddress.IPv6Address, mac: str, router: bool) -> bool:
+        """Whether the advertisement left (not with our link down; see ArpSocket.send)."""
+        try:
+            self.sock.sendto(advertisement(target, mac, router), (ALL_NODES, 0, 0, self.index))
+        except OSError:
+            return False
+        return True
 
     def close(self) -> None:
         self.sock.close()

@@ -11,6 +11,7 @@ import asyncio
 import gc
 import json
 import logging
+import math
 import os
 import ssl
 import time
@@ -24,10 +25,13 @@ from .machine import Action, Holder, Machine, Observation, State, Step
 from .metrics import Metrics, serve
 from .netlink import Rtnetlink, carrier
 from ..daemon import Notifier
-from .settings import FenceMode, Settings
+from .settings import ConfigError, FenceMode, Settings
 
 log = logging.getLogger("dmzkit.failover_watchdog")
 CONFIRM_PROBES = 3
+# The witness is asked at most every half second: it only has to tell a
+# backup cut off from the segment, not a dead primary, so it need not be fast.
+WITNESS_PERIOD = 0.5
 # GARP schedule after a takeover: at once, then +0.5, +1 and +2 s (failover.md §8.5).
 ANNOUNCE_AT = (0.0, 0.5, 1.0, 2.0)
 
@@ -53,15 +57,30 @@ class Probes:
         self.app_failures = 0
 
 
+def app_tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The VPN probe's TLS client context, built once at start: a CA file
+    that cannot be read is a configuration error, not a probe that dies."""
+    if settings.app_server_name is None:
+        return None
+    try:
+        return ssl.create_default_context(cafile=settings.app_ca_file)
+    except OSError as e:  # ssl.SSLError is an OSError
+        raise ConfigError(f"app_ca_file {settings.app_ca_file}: {e.strerror or e}") from None
+
+
 class Watchdog:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         profile = settings.profile
+        self.witness_every = max(1, round(WITNESS_PERIOD / profile.interval))  # in ticks
+        self.witness_period = self.witness_every * profile.interval
         self.probes = Probes(
             vip=ProbeStream(profile.interval, profile.misses, profile.rtt_budget),
             mgmt=ProbeStream(profile.interval, profile.misses, profile.rtt_budget),
-            witness=ProbeStream(profile.interval, profile.misses, profile.rtt_budget),
+            witness=ProbeStream(self.witness_period, max(2, math.ceil(settings.witness_timeout / self.witness_period)),
+                                profile.rtt_budget),
         )
+        self.app_tls = app_tls_context(settings)
         self.machine = Machine(settings)
         self.metrics = Metrics()
         self.notifier = Notifier()
@@ -71,6 +90,9 @@ class Watchdog:
         self.started = time.monotonic()
         self.primary_mac = sorted(settings.primary_macs)[0]
         self.background: set[asyncio.Task[object]] = set()
+        self.failed = asyncio.Event()
+        self.acting = False  # actions of a step are running: bounded by their timeouts
+        self.ticked = time.monotonic()
         self.history: list[dict[str, object]] = []
 
     # -- probes -----------------------------------------------------------------
@@ -101,16 +123,16 @@ class Watchdog:
 
     def send_probes(self, now: float, due: float, tick: int) -> None:
         s, p = self.settings, self.probes
-        witness_every = max(1, round(0.5 / s.profile.interval))
         targets = [("vip", p.vip, s.vip.ip), ("mgmt", p.mgmt, s.primary_mgmt)]
-        if tick % witness_every == 0:
+        if tick % self.witness_every == 0:
             targets.append(("witness", p.witness, s.witness))
         for name, stream, address in targets:
+            if not self.sock.send(arp.probe(self.sock.mac, address)):
+                continue  # our link is down (a fault): a probe that never left is no miss
             stream.on_send(now, due)
             if stream.counted_sends and stream.last_reply is not None and now - stream.last_reply > s.profile.interval:
                 self.metrics.misses[name] += 1
             p.sent_at[name] = now
-            self.sock.send(arp.probe(self.sock.mac, address))
         self.metrics.stalls = p.vip.stalls  # every tick probes the VIP: its stalls are the loop's
 
     def verdict_at(self) -> float | None:
@@ -129,7 +151,9 @@ class Watchdog:
         return Observation(
             now=now,
             link_up=carrier(s.interface),
-            witness_ok=grace or p.witness.answered_within(now, s.witness_timeout),
+            # By the same stall-proof rule as the primary: a stalled loop that
+            # sent no probes has not lost the witness.
+            witness_ok=grace or not p.witness.is_dead(now, self.started),
             primary_dead=p.vip.is_dead(now, self.started) and p.mgmt.is_dead(now, self.started),
             primary_silent=not (p.vip.answered_within(now, silent_after) and p.mgmt.answered_within(now, silent_after)),
             app_dead=s.app_port is not None and mgmt_alive and p.app_failures >= s.profile.misses,
@@ -143,9 +167,7 @@ class Watchdog:
         app_interval: TCP, or a full TLS handshake when a server name is set."""
         s, p = self.settings, self.probes
         assert s.app_port is not None
-        tls = None
-        if s.app_server_name is not None:
-            tls = ssl.create_default_context(cafile=s.app_ca_file)
+        tls = self.app_tls
         while True:
             try:
                 _, writer = await asyncio.wait_for(
@@ -166,11 +188,14 @@ class Watchdog:
         s = self.settings
         before = (self.probes.vip.last_reply, self.probes.mgmt.last_reply)
         start = time.monotonic()
+        sent = True
         for n in range(CONFIRM_PROBES):
             if n:  # a tenth of an interval apart: one lost frame does not hide a live primary
                 await asyncio.sleep(s.profile.interval / 10)
-            self.sock.send(arp.probe(self.sock.mac, s.vip.ip))
-            self.sock.send(arp.probe(self.sock.mac, s.primary_mgmt))
+            sent &= self.sock.send(arp.probe(self.sock.mac, s.vip.ip))
+            sent &= self.sock.send(arp.probe(self.sock.mac, s.primary_mgmt))
+        if not sent:
+            return True  # silence we could not ask for confirms nothing: as if it answered
         await asyncio.sleep(s.profile.rtt_budget)
         self.read_replies()
         replied = (self.probes.vip.last_reply, self.probes.mgmt.last_reply) != before or self.probes.claimed_by_other
@@ -202,7 +227,15 @@ class Watchdog:
         """Run beside the loop; keep a reference so the task is not collected mid-flight."""
         task = asyncio.create_task(coroutine)
         self.background.add(task)
-        task.add_done_callback(self.background.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[object]) -> None:
+        self.background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # A probe or announcer that died would leave the watchdog half blind: stop,
+            # and let systemd start a whole one (which reconciles with what it finds).
+            log.critical("%s failed: %r", task.get_coro().__qualname__, task.exception())
+            self.failed.set()
 
     def send_announcements(self, holder_mac: str | None) -> None:
         """Gratuitous ARP (request and reply) for the VIP, and an unsolicited
@@ -231,6 +264,25 @@ class Watchdog:
             if self.machine.state is State.ACTIVE:
                 self.send_announcements(None)
 
+    async def fence_beside(self) -> None:
+        if not await self.run_argv(self.settings.fence.off, self.settings.fence.timeout):
+            self.metrics.fence_failures += 1
+
+    async def keep_systemd_watchdog_fed(self, period: float) -> None:
+        """WATCHDOG=1 every `period` while the event loop runs on time and the
+        main loop ticks or runs a step's actions (each bounded by a timeout).
+        Its own task, so a fence that takes seconds is no reason to be killed;
+        a stalled loop wakes this late and pings nothing."""
+        due = time.monotonic()
+        while True:
+            due += period
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            now = time.monotonic()
+            if now - due > period / 2:
+                due = now  # woke late: the loop stalled; never catch up
+            elif self.acting or now - self.ticked <= 2 * self.settings.profile.interval + period:
+                self.notifier.notify(watchdog=1)
+
     async def systemctl(self, verb: str) -> bool:
         if not self.settings.services:
             return True
@@ -246,7 +298,7 @@ class Watchdog:
             # passed the confirm burst: nobody on the segment answers for the
             # VIP, so the fence runs beside the takeover, not before it.
             if s.fence.mode is FenceMode.BEST_EFFORT or self.machine.state is State.TAKEOVER:
-                self.spawn(self.run_argv(s.fence.off, s.fence.timeout))
+                self.spawn(self.fence_beside())
             else:
                 ok = await self.run_argv(s.fence.off, s.fence.timeout)
         elif action is Action.UNFENCE and s.fence.on:
@@ -279,6 +331,13 @@ class Watchdog:
 
     async def follow(self, step: Step) -> None:
         """Run a step's actions, feed their outcome back, until the machine rests."""
+        self.acting = True
+        try:
+            await self._follow(step)
+        finally:
+            self.acting = False
+
+    async def _follow(self, step: Step) -> None:
         while True:
             self.record(step)
             if not step.actions:
@@ -383,6 +442,8 @@ class Watchdog:
         if s.app_port is not None:
             self.spawn(self.probe_app())
         self.spawn(self.refresh_announcements())
+        if self.notifier.watchdog_interval:
+            self.spawn(self.keep_systemd_watchdog_fed(self.notifier.watchdog_interval))
         os.makedirs(s.state_dir, mode=0o755, exist_ok=True)
         holding = s.vip in self.netlink.addresses(s.interface)
         self.record(self.machine.start(time.monotonic(), holding))
@@ -391,10 +452,10 @@ class Watchdog:
         gc.freeze()  # start-up garbage is done; keep collections short in the loop
         self.notifier.notify(ready=1, status=f"{self.machine.state.value}: {self.machine.reason}")
         interval = s.profile.interval
-        due, tick, last_ping = time.monotonic(), 0, 0.0
+        due, tick = time.monotonic(), 0
         try:
-            while True:
-                now = time.monotonic()
+            while not self.failed.is_set():
+                now = self.ticked = time.monotonic()
                 self.read_replies()
                 await self.follow(self.machine.step(self.observe(now)))
                 now = time.monotonic()
@@ -407,10 +468,6 @@ class Watchdog:
                     await asyncio.sleep(max(0.0, verdict - time.monotonic()))
                     self.read_replies()
                     await self.follow(self.machine.step(self.observe(max(verdict, time.monotonic()))))
-                # Tell systemd we live only from an on-time tick: a stalled loop gets killed.
-                if self.notifier.watchdog_interval and now - due <= interval / 2 and now - last_ping >= self.notifier.watchdog_interval:
-                    self.notifier.notify(watchdog=1)
-                    last_ping = now
                 tick += 1
                 due += interval
                 if due < now:  # late: never catch up, start from now
@@ -420,3 +477,4 @@ class Watchdog:
             server.close()
             control.close()
             self.notifier.notify(stopping=1)
+        raise SystemExit(1)  # a background task failed (logged): systemd restarts us

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from dmzkit_remote_access.failover_watchdog.machine import RELEASE, Action, Holder, Machine, Observation, State
+from dmzkit_remote_access.failover_watchdog.machine import GIVE_WAY, RELEASE, Action, Holder, Machine, Observation, State
 from dmzkit_remote_access.failover_watchdog.settings import Settings
 
 BASE: dict[str, Any] = {
@@ -91,7 +91,8 @@ def test_yield_at_once_when_another_mac_claims_the_vip() -> None:
     m = machine()
     take_over(m, 1.0)
     step = m.step(at(replace(DEAD, claimed_by_other=True), 1.2))
-    assert (step.state, step.actions) == (State.YIELD, RELEASE)
+    assert (step.state, step.actions) == (State.YIELD, GIVE_WAY)
+    assert step.actions[0] is Action.DEL_VIP and Action.ANNOUNCE_PRIMARY not in step.actions
     assert m.finished(1.21, ok=True).state is State.STANDBY
     assert m.conflicts == 1
 
@@ -218,6 +219,20 @@ def test_reconcile_keeps_the_vip_only_while_the_primary_is_down() -> None:
     m = Machine(Settings.from_dict(BASE))
     m.start(0.0, holding_vip=True)
     assert m.step(at(DEAD, 0.1)).state is State.ACTIVE
+
+
+def test_reconcile_waits_for_the_probes_verdict_even_with_manual_failback() -> None:
+    """The first tick comes before any reply: not yet heard is not dead."""
+    m = Machine(Settings.from_dict({**BASE, "failback": "manual"}))
+    m.start(0.0, holding_vip=True)
+    unheard = replace(HEALTHY, primary_silent=True, primary_healthy=False, vip_holder=Holder.NOBODY)
+    assert m.step(at(unheard, 0.0)).state is State.ACTIVE
+    assert m.step(at(HEALTHY, 0.15)).state is State.HANDBACK
+    m = Machine(Settings.from_dict({**BASE, "failback": "manual"}))
+    m.start(0.0, holding_vip=True)
+    m.step(at(unheard, 0.0))
+    m.step(at(DEAD, 0.35))  # dead by the rule: the VIP is ours now, and stays with manual failback
+    assert m.step(at(HEALTHY, 0.5)).state is State.ACTIVE
 
 
 def test_ticks_while_an_action_runs_change_nothing() -> None:

@@ -8,8 +8,10 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -92,7 +94,8 @@ def segment(tmp_path: Path) -> Iterator[Segment]:
 
 
 @contextmanager
-def running_watchdog(segment: Segment, tmp_path: Path, **settings: object) -> Iterator[Path]:
+def running_watchdog(segment: Segment, tmp_path: Path, environment: dict[str, str] | None = None,
+                     **settings: object) -> Iterator[Path]:
     """The watchdog in the backup's namespace; yields its configuration file."""
     primary_mac = json.loads(segment.ip("primary", "-j", "link", "show", "eth0"))[0]["address"]
     config = tmp_path / "config.json"
@@ -102,7 +105,7 @@ def running_watchdog(segment: Segment, tmp_path: Path, **settings: object) -> It
         "state_dir": str(segment.state_dir), "metrics_listen": "127.0.0.1:9468", **settings,
     }), encoding="utf-8")
     process = subprocess.Popen(ours(segment.ns("backup"), "run", "--config", str(config)),
-                               env=ENV, stderr=subprocess.PIPE, text=True)
+                               env={**ENV, **(environment or {})}, stderr=subprocess.PIPE, text=True)
     try:
         segment.wait(lambda: segment.state().get("state") == "standby", 5)
         yield config
@@ -165,6 +168,17 @@ def test_an_isolated_backup_never_takes_over(watchdog: Segment) -> None:
     time.sleep(1.0)
     assert not holds_vip(seg, "backup")
     assert seg.state()["state"] == "fault"
+
+
+def test_its_own_nic_going_down_is_a_fault_not_a_crash(watchdog: Segment) -> None:
+    """Admin-down, the standby NIC refuses every frame (ENETDOWN)."""
+    seg = watchdog
+    seg.ip("backup", "link", "set", "eth0", "down")
+    seg.wait(lambda: seg.state().get("state") == "fault", 3)
+    time.sleep(0.5)  # ticks with a dead socket
+    seg.ip("backup", "link", "set", "eth0", "up")
+    seg.wait(lambda: seg.state().get("state") == "standby", 6)  # fault_recovery is 3 s
+    assert not holds_vip(seg, "backup")
 
 
 def test_a_guarded_primary_claims_the_vip_only_once_the_backup_has_let_go(watchdog: Segment) -> None:
@@ -231,3 +245,56 @@ def test_a_primary_handed_back_after_its_vpn_died_is_not_fenced_again(segment: S
     finally:
         server.terminate()
         server.wait()
+
+
+def test_systemd_hears_from_the_watchdog_while_a_slow_fence_runs(segment: Segment, tmp_path: Path) -> None:
+    """A fence may take seconds (a switch's API); WatchdogSec is shorter.
+    The VPN port is closed on a live host, so the watchdog fences, and its
+    fence takes 2 s: the pings to systemd must go on meanwhile."""
+    seg = segment
+    seg.ip("backup", "addr", "add", f"{BACKUP}/24", "dev", "eth0")  # the VPN probe's source
+    limit = 0.8  # WATCHDOG_USEC: the watchdog pings every quarter of it
+    pings: list[float] = []
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(tmp_path / "notify"))
+    listener.settimeout(0.2)
+    done = threading.Event()
+
+    def hear() -> None:
+        while not done.is_set():
+            try:
+                if b"WATCHDOG=1" in listener.recv(4096).split(b"\n"):
+                    pings.append(time.time())
+            except TimeoutError:
+                pass
+    hearing = threading.Thread(target=hear)
+    hearing.start()
+    try:
+        with running_watchdog(seg, tmp_path, app_port=8443, app_interval=0.2,
+                              environment={"NOTIFY_SOCKET": str(tmp_path / "notify"),
+                                           "WATCHDOG_USEC": str(int(limit * 1e6))},
+                              fence={"mode": "required", "off": ["sleep", "2"]}):
+            seg.wait(lambda: any(t["from"] == "fencing" for t in seg.state().get("transitions", [])), 10)
+            transitions = seg.state()["transitions"]
+    finally:
+        done.set()
+        hearing.join()
+        listener.close()
+    start = next(t["at"] for t in transitions if t["to"] == "fencing")
+    end = next(t["at"] for t in transitions if t["from"] == "fencing")
+    assert end - start >= 1.9, transitions  # the fence really took its time
+    during = [start, *[t for t in pings if start < t < end], end]
+    gaps = [b - a for a, b in zip(during, during[1:])]
+    assert max(gaps) < limit, f"no ping for {max(gaps):.2f} s while fencing"
+
+
+def test_an_unreadable_vpn_ca_file_stops_the_start_with_a_reason(tmp_path: Path) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({
+        "interface": "lo", "vip": f"{VIP}/24", "primary_macs": ["02:00:00:00:00:0a"], "primary_mgmt": MGMT,
+        "witness": WITNESS, "app_port": 443, "app_server_name": "vpn.test", "app_ca_file": str(tmp_path / "none.pem"),
+        "state_dir": str(tmp_path / "run"),
+    }), encoding="utf-8")
+    run = subprocess.run([sys.executable, "-m", "dmzkit_remote_access.failover_watchdog", "run", "--config", str(config)],
+                         env=ENV, capture_output=True, text=True, timeout=30, check=False)
+    assert run.returncode == 2 and "none.pem" in run.stderr and "Traceback" not in run.stderr, run.stderr

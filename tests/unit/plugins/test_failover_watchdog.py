@@ -1,0 +1,62 @@
+"""The failover_watchdog module, run by ansible itself on this machine: the
+configuration the watchdog's own check-config accepts, written root-only,
+idempotent, check mode, and a bad value refused with the old file kept."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+TOP = Path(__file__).resolve().parents[3]
+ARGS = {"interface": "sb0", "vip": "198.18.97.10/24", "primary_macs": ["02:00:00:00:00:0A"],
+        "primary_mgmt": "198.18.97.11", "witness": "198.18.97.254",
+        "fence": {"mode": "best_effort", "off": ["/usr/local/sbin/fence", "off"]}}
+
+
+def executable(tmp_path: Path) -> str:
+    """The watchdog's command line from this checkout, as the role installs it."""
+    path = tmp_path / "dmzkit-failover-watchdog"
+    path.write_text(f"#!/bin/sh\nPYTHONPATH={TOP / 'src'} exec {sys.executable} "
+                    "-m dmzkit_remote_access.failover_watchdog \"$@\"\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+def module(tmp_path: Path, *flags: str, **changes: object) -> dict:
+    args = {**ARGS, "path": str(tmp_path / "etc" / "config.json"), "executable": executable(tmp_path), **changes}
+    run = subprocess.run(
+        ["ansible", "localhost", "-m", "dmzkit.remote_access.failover_watchdog", "-a", json.dumps(args), *flags],
+        capture_output=True, text=True, check=False,
+        env={"ANSIBLE_COLLECTIONS_PATH": str(TOP / ".venv/collections"), **os.environ,
+             "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
+             "ANSIBLE_LOCALHOST_WARNING": "0"})
+    return json.loads(run.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_written_root_only_once_and_then_left_alone(tmp_path: Path) -> None:
+    config = tmp_path / "etc" / "config.json"
+    checked = module(tmp_path, "--check", "--diff")
+    assert checked["changed"] and not config.exists() and '"best_effort"' in checked["diff"]["after"]
+    assert module(tmp_path)["changed"]
+    assert mode(config) == 0o600, oct(mode(config))
+    assert json.loads(config.read_text())["primary_macs"] == ["02:00:00:00:00:0a"]
+    config.chmod(0o644)  # loosened by hand: the next change makes it root's again
+    assert module(tmp_path, hold_down=10.0)["changed"] and mode(config) == 0o600
+    assert not module(tmp_path, hold_down=10.0)["changed"]
+
+
+def test_a_value_the_watchdog_refuses_keeps_the_old_file(tmp_path: Path) -> None:
+    assert module(tmp_path)["changed"]
+    config = tmp_path / "etc" / "config.json"
+    before = config.read_text()
+    refused = module(tmp_path, vip="198.18.97.11/24")
+    assert refused.get("failed") and "differ from the vip" in refused["msg"], refused
+    assert config.read_text() == before
+    assert sorted(p.name for p in config.parent.iterdir()) == ["config.json"]
