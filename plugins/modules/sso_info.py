@@ -122,23 +122,23 @@ def main():
                     registration = json.load(f)
                 providers.append({"name": name[:-5], "entity_id": registration.get("entity_id"),
                                   "acs_url": registration.get("acs_url")})
-    except (OSError, ValueError, KeyError) as e:
-        module.fail_json(msg=f"cannot read the IdP's configuration ({module.params['config']}): {e}")
+        facts = dict(
+            entity_id=config["entity_id"],
+            sso_url=config["base_url"] + "/saml2/sso",
+            ars_url=config["back_url"] + "/saml2/ars",
+            signing_certificate=signing.decode(),
+            signing_spki_sha256=spki_sha256(signing),
+            tls_spki_sha256=spki_sha256(tls),
+            service_providers=providers,
+        )
+    # A file that is not the JSON object, or the PEM, the sso role writes.
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        module.fail_json(msg=f"cannot read the IdP's configuration ({module.params['config']}): {e!r}")
     rc, metadata, err = module.run_command([module.params["command"], "metadata", "--config",
                                             module.params["config"]])
     if rc != 0:
         module.fail_json(msg=f"the IdP could not sign its metadata: {err.strip()}")
-    module.exit_json(
-        changed=False,
-        entity_id=config["entity_id"],
-        sso_url=config["base_url"] + "/saml2/sso",
-        ars_url=config["back_url"] + "/saml2/ars",
-        metadata=metadata,
-        signing_certificate=signing.decode(),
-        signing_spki_sha256=spki_sha256(signing),
-        tls_spki_sha256=spki_sha256(tls),
-        service_providers=providers,
-    )
+    module.exit_json(changed=False, metadata=metadata, **facts)
 
 
 if __name__ == "__main__":

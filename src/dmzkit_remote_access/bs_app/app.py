@@ -148,7 +148,10 @@ class SignOn:
             return page(403, "Sign-in refused", "The identity provider's answer was not accepted.")
         log.info("%s signed in from %s", login.user, request.remote)
         response = web.Response(status=303, headers={"Location": pending["path"], "Cache-Control": "no-store"})
-        response.set_cookie(SESSION_COOKIE, self._seal(SESSION, self.settings.session_seconds, user=login.user),
+        seconds = self.settings.session_seconds
+        if login.session_not_on_or_after is not None:  # the IdP's session bounds ours (SAMLCore 2.7.2)
+            seconds = min(seconds, login.session_not_on_or_after.timestamp() - time.time())
+        response.set_cookie(SESSION_COOKIE, self._seal(SESSION, seconds, user=login.user),
                             path="/", secure=True, httponly=True, samesite="Lax")
         response.del_cookie(SIGN_IN_COOKIE, path="/saml2/acs")
         return response

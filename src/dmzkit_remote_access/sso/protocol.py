@@ -28,6 +28,10 @@ ARTIFACT_BINDING = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Artifact"
 REDIRECT_BINDING = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect"
 SOAP_BINDING = "urn:oasis:names:tc:SAML:2.0:bindings:SOAP"
 SUCCESS = "urn:oasis:names:tc:SAML:2.0:status:Success"
+REQUESTER = "urn:oasis:names:tc:SAML:2.0:status:Requester"
+REQUEST_DENIED = "urn:oasis:names:tc:SAML:2.0:status:RequestDenied"
+# What a SAML SOAP requester sends (SAMLBind 3.2.3.1; OpenSAML and others send the SOAPAction).
+SOAP_HEADERS = {"Content-Type": "text/xml", "SOAPAction": "http://www.oasis-open.org/committees/security"}
 # The inflated AuthnRequest of a Redirect: far above any real one, far below a bomb.
 INFLATE_LIMIT = 16 * 1024
 CLOCK_SKEW = dt.timedelta(seconds=180)
@@ -246,12 +250,14 @@ def read_artifact_resolve(data: bytes) -> ArtifactResolve:
 
 
 def artifact_response(issuer: str, in_response_to: str, message: bytes | None, key: xmldsig.PrivateKey,
-                      status: str = SUCCESS) -> bytes:
+                      status: tuple[str, ...] = (SUCCESS,)) -> bytes:
     """Success with the message, or empty Success (used, expired, someone else's:
-    SAMLCore §3.5.3 wants an empty response, not an error)."""
+    SAMLCore §3.5.3 wants an empty response, not an error). `status` is the
+    top-level code and its nested second-level codes, outermost first."""
     element, _ = new_message("ArtifactResponse", issuer, InResponseTo=in_response_to)
-    status_element = node("samlp", "Status", element)
-    node("samlp", "StatusCode", status_element, Value=status)
+    parent = node("samlp", "Status", element)
+    for code in status:
+        parent = node("samlp", "StatusCode", parent, Value=code)
     if message is not None:
         element.append(parse(message, SOAP_LIMIT))
     xmldsig.sign(element, key)
@@ -268,9 +274,10 @@ def read_artifact_response(data: bytes, idp: str, in_response_to: str, keys: lis
     check_fresh(issued, "ArtifactResponse")
     if element.get("InResponseTo") != in_response_to:
         raise XmlError("the ArtifactResponse answers another request")
-    code = one(one(element, "samlp", "Status"), "samlp", "StatusCode").get("Value")
-    if code != SUCCESS:
-        raise XmlError(f"the IdP answered {code}")
+    code = one(one(element, "samlp", "Status"), "samlp", "StatusCode")
+    if code.get("Value") != SUCCESS:
+        detail = [c.get("Value") for c in code.iter(qname("samlp", "StatusCode"))]
+        raise XmlError(f"the IdP answered {' / '.join(str(d) for d in detail)[:300]!r}")
     rest = [c for c in element if c.tag not in (qname("saml", "Issuer"), qname("samlp", "Status"))]
     if len(rest) > 1:
         raise XmlError("more than one message in the ArtifactResponse")

@@ -4,9 +4,11 @@ A requester proves who it is twice (policy `both`): the client certificate
 of its mutual-TLS connection must be one its registration lists, and its
 ArtifactResolve must be signed with one of its registered signing keys.
 A requester that fails is refused at the SOAP level. An authenticated
-requester always gets a signed ArtifactResponse: with the message only if
-the artifact was issued here, for it, and is live; empty otherwise. The
-artifact is deleted by the first resolution, whoever sent it.
+requester always gets a signed ArtifactResponse (Errata E19: SAML-level
+refusals are SAML answers): RequestDenied for a request sent elsewhere,
+stale or replayed; else Success, with the message only if the artifact was
+issued here, for it, and is live, and empty otherwise. The artifact is
+deleted by the first resolution, whoever sent it.
 """
 from __future__ import annotations
 
@@ -64,22 +66,36 @@ class Resolver:
             xmldsig.verify(request.element, provider.signing_keys)
         except xmldsig.SignatureError as e:
             raise RequesterRefused(f"ArtifactResolve signature: {e}") from e
-        if request.destination not in (None, self.ars_url):
-            raise RequesterRefused("the ArtifactResolve is for another responder")
-        protocol.check_fresh(request.issued, "ArtifactResolve")
         return provider
+
+    async def deny(self, request: protocol.ArtifactResolve, provider: ServiceProvider) -> str | None:
+        """Why an authenticated request is denied, if it is (saml.md §8, steps 6-7)."""
+        if request.destination not in (None, self.ars_url):
+            return "the ArtifactResolve is for another responder"
+        try:
+            protocol.check_fresh(request.issued, "ArtifactResolve")
+        except XmlError as e:
+            return str(e)
+        if not await self.store.first_use("artifact-resolve", f"{provider.entity_id} {request.id}",
+                                          protocol.accepted_for()):
+            return "a replayed ArtifactResolve"
+        return None
 
     async def resolve(self, body: bytes, peer_key: str | None) -> tuple[bytes, str]:
         """The SOAP answer to an ArtifactResolve, and what happened (for the audit log).
         Raises XmlError (RequesterRefused included) for a request that gets no answer."""
         request = protocol.read_artifact_resolve(body)
         provider = self.authenticate(request, peer_key)
-        if not await self.store.first_use("artifact-resolve", f"{provider.entity_id} {request.id}",
-                                          protocol.accepted_for()):
-            raise RequesterRefused("a replayed ArtifactResolve")
-        message, outcome = await self._take(request.artifact, provider)
+        denied = await self.deny(request, provider)
+        if denied is None:
+            message, outcome = await self._take(request.artifact, provider)
+            answer = protocol.artifact_response(self.entity_id, request.id, message, self.key)
+        else:
+            outcome = f"denied: {denied}"
+            answer = protocol.artifact_response(self.entity_id, request.id, None, self.key,
+                                                (protocol.REQUESTER, protocol.REQUEST_DENIED))
         log.info("ArtifactResolve %s from %s: %s", request.id, provider.entity_id, outcome)
-        return protocol.artifact_response(self.entity_id, request.id, message, self.key), outcome
+        return answer, outcome
 
     async def _take(self, text: str, provider: ServiceProvider) -> tuple[bytes | None, str]:
         try:
@@ -91,6 +107,8 @@ class Resolver:
         record = await self.store.take_artifact(artifact)  # deleted here, before any other check
         if record is None:
             return None, f"artifact {artifact.key[:12]} used, expired or unknown"
+        if record.issuer != self.entity_id:  # a store shared by mistake with another IdP
+            return None, f"artifact {artifact.key[:12]} was issued by {record.issuer}"
         if record.recipient != provider.entity_id:
             return None, f"artifact {artifact.key[:12]} was issued for another SP"
         return record.message, f"artifact {artifact.key[:12]} resolved"

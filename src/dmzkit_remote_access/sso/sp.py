@@ -69,7 +69,7 @@ class ArtifactConsumer:
             raise IdpFailed("an artifact from another issuer")
         body, resolve_id = protocol.artifact_resolve(sp.entity_id, self.idp.ars_url, artifact, self.key)
         try:
-            async with self.back.post(self.idp.ars_url, data=body, headers={"Content-Type": "text/xml"}) as r:
+            async with self.back.post(self.idp.ars_url, data=body, headers=protocol.SOAP_HEADERS) as r:
                 status, answer = r.status, await r.read()
         except (aiohttp.ClientError, OSError) as e:
             raise IdpFailed(f"the IdP's back channel failed: {e}") from None

@@ -4,11 +4,11 @@ idempotent, check mode, and a bad value refused with the old file kept."""
 from __future__ import annotations
 
 import json
-import os
 import stat
-import subprocess
 import sys
 from pathlib import Path
+
+from adhoc import run_module
 
 TOP = Path(__file__).resolve().parents[3]
 ARGS = {"interface": "sb0", "vip": "198.18.97.10/24", "primary_macs": ["02:00:00:00:00:0A"],
@@ -27,13 +27,7 @@ def executable(tmp_path: Path) -> str:
 
 def module(tmp_path: Path, *flags: str, **changes: object) -> dict:
     args = {**ARGS, "path": str(tmp_path / "etc" / "config.json"), "executable": executable(tmp_path), **changes}
-    run = subprocess.run(
-        ["ansible", "localhost", "-m", "dmzkit.remote_access.failover_watchdog", "-a", json.dumps(args), *flags],
-        capture_output=True, text=True, check=False,
-        env={"ANSIBLE_COLLECTIONS_PATH": str(TOP / ".venv/collections"), **os.environ,
-             "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
-             "ANSIBLE_LOCALHOST_WARNING": "0"})
-    return json.loads(run.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    return run_module("failover_watchdog", args, *flags)
 
 
 def mode(path: Path) -> int:

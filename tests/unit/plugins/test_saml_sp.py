@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -16,25 +14,18 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from saml2 import BINDING_HTTP_ARTIFACT
 from saml2.config import SPConfig
 from saml2.metadata import entity_descriptor
+from adhoc import run_module
 from testpki import NOW, make_ca, make_leaf, pem, write_key
 
 from dmzkit_remote_access.sso.settings import load_providers
 
-TOP = Path(__file__).resolve().parents[3]
 CA_KEY, CA_CERT = make_ca("unit ca")
 SIGNING = pem(make_leaf(CA_KEY, CA_CERT, "sp signing")[1]).decode()
 TLS = pem(make_leaf(CA_KEY, CA_CERT, "sp client")[1]).decode()
 
 
 def module(directory: Path, *flags: str, **args: object) -> dict:
-    run = subprocess.run(
-        ["ansible", "localhost", "-m", "dmzkit.remote_access.saml_sp",
-         "-a", json.dumps({"directory": str(directory), **args}), *flags],
-        capture_output=True, text=True, check=False,
-        env={"ANSIBLE_COLLECTIONS_PATH": str(TOP / ".venv/collections"), **os.environ,
-             "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
-             "ANSIBLE_LOCALHOST_WARNING": "0"})
-    return json.loads(run.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    return run_module("saml_sp", {"directory": str(directory), **args}, *flags)
 
 
 def register(directory: Path, *flags: str, **changes: object) -> dict:

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from adhoc import run_module
 
 _TAGS = itertools.count()
-TOP = Path(__file__).resolve().parents[3]
 ARGS = {"interface": "sb0", "vip": "198.18.97.10/24", "primary_macs": ["02:00:00:00:00:0A"],
         "primary_mgmt": "198.18.97.11", "witness": "198.18.97.254"}
 
@@ -38,14 +38,7 @@ def netns(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 
 def module(ns: str, record: Path, *flags: str, **changes: object) -> dict:
-    args = json.dumps({**ARGS, "record": str(record), **changes})
-    run = subprocess.run(["ip", "netns", "exec", ns, "ansible", "localhost", "-m", "dmzkit.remote_access.standby_nic",
-                          "-a", args, *flags], capture_output=True, text=True, check=False,
-                         env={"ANSIBLE_COLLECTIONS_PATH": str(TOP / ".venv/collections"), **os.environ,
-                              "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
-                              "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
-                              "ANSIBLE_LOCALHOST_WARNING": "0"})
-    return json.loads(run.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    return run_module("standby_nic", {**ARGS, "record": str(record), **changes}, *flags, netns=ns)
 
 
 def ip(ns: str, *args: str) -> str:

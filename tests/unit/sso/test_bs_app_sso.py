@@ -4,7 +4,9 @@ to the IdP, signs in, comes back with an artifact the app resolves over
 mutual TLS, and is then who the IdP said; and what must be refused is."""
 from __future__ import annotations
 
+import asyncio
 import base64
+import dataclasses
 import json
 import re
 import ssl
@@ -170,6 +172,25 @@ def test_a_forged_session_cookie_is_nobody(idp_run, pki, tmp_path) -> None:
 
     status, _, location = with_app(idp_run, pki, tmp_path, body)
     assert status == 303 and "SAMLRequest=" in location
+
+
+def test_the_app_session_ends_with_the_idps(idp_run, pki, tmp_path) -> None:
+    """SessionNotOnOrAfter (here 2 s) bounds the app's own session (hours)."""
+    async def main(idp: IdentityProvider):
+        idp.settings = dataclasses.replace(idp.settings, session_idle=2.0)
+        async with running(app_settings(pki, idp, tmp_path)) as (_, port):
+            browser = Browser(pki, port)
+            try:
+                _, _, to_acs = await browser.sign_in()
+                await browser.get(to_acs)
+                during = await browser.get("/whoami")
+                await asyncio.sleep(2.5)
+                return during, await browser.get("/whoami")
+            finally:
+                await browser.close()
+    (status, whoami, _), (after, _, location) = idp_run(main)
+    assert status == 200 and '"alice"' in whoami
+    assert after == 303 and "SAMLRequest=" in location
 
 
 def test_bad_sso_settings_are_refused_by_the_check(tmp_path, pki, capsys) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -10,6 +11,7 @@ from dmzkit_remote_access.sso import protocol
 from dmzkit_remote_access.sso.artifact import Artifact
 from dmzkit_remote_access.tls import spki_sha256
 from dmzkit_remote_access.sso.resolver import RequesterRefused, Resolver, ServiceProvider
+from dmzkit_remote_access.sso.xml import XmlError
 
 IDP, ARS = "https://idp.test/saml2", "https://idp.test:8443/saml2/ars"
 IDP_KEY = rsa.generate_private_key(65537, 2048)
@@ -95,15 +97,45 @@ def test_a_requester_that_cannot_prove_itself_is_refused(run, how: dict, why: st
     assert message is not None
 
 
-def test_a_replayed_artifact_resolve_is_refused(run) -> None:
+def denied(answer: bytes, request_id: str) -> str:
+    """The status codes of a signed answer that denies the request, outermost first."""
+    with pytest.raises(XmlError, match="RequestDenied") as refusal:
+        protocol.read_artifact_response(answer, IDP, request_id, [IDP_KEY.public_key()])
+    return str(refusal.value)
+
+
+def test_a_replayed_artifact_resolve_is_denied_in_saml(run) -> None:
     signing, tls_key = KEYS[A]
     async def body(resolver: Resolver):
         artifact = await resolver.issue(provider(A), MESSAGE)
-        request, _ = protocol.artifact_resolve(A, ARS, artifact, signing)
+        request, request_id = protocol.artifact_resolve(A, ARS, artifact, signing)
         await resolver.resolve(request, spki_sha256(tls_key.public_key()))
-        with pytest.raises(RequesterRefused, match="replayed"):
-            await resolver.resolve(request, spki_sha256(tls_key.public_key()))
-    run(body)
+        return await resolver.resolve(request, spki_sha256(tls_key.public_key())), request_id
+    (answer, outcome), request_id = run(body)
+    assert "Requester / urn:oasis:names:tc:SAML:2.0:status:RequestDenied" in denied(answer, request_id)
+    assert outcome == "denied: a replayed ArtifactResolve"
+
+
+@pytest.mark.parametrize(("destination", "issued", "why"), [
+    ("https://elsewhere.test/saml2/ars", dt.timedelta(0), "another responder"),
+    (ARS, -dt.timedelta(minutes=10), "time window"),
+    (ARS, dt.timedelta(minutes=5), "time window"),
+])
+def test_an_authenticated_request_sent_elsewhere_or_stale_is_denied_and_spends_nothing(
+        run, monkeypatch: pytest.MonkeyPatch, destination: str, issued: dt.timedelta, why: str) -> None:
+    signing, tls_key = KEYS[A]
+    async def body(resolver: Resolver):
+        artifact = await resolver.issue(provider(A), MESSAGE)
+        with monkeypatch.context() as m:
+            sent = protocol.now() + issued
+            m.setattr(protocol, "now", lambda: sent)
+            request, request_id = protocol.artifact_resolve(A, destination, artifact, signing)
+        answer, outcome = await resolver.resolve(request, spki_sha256(tls_key.public_key()))
+        return answer, request_id, outcome, await ask(resolver, A, artifact)
+    answer, request_id, outcome, (later, _) = run(body)
+    denied(answer, request_id)
+    assert outcome.startswith("denied: ") and why in outcome
+    assert later is not None  # the denied request did not spend the artifact
 
 
 def test_the_answer_names_the_request_and_is_signed(run) -> None:
