@@ -147,11 +147,8 @@ options:
     description: Address and port of the Prometheus endpoint.
     type: str
     default: 127.0.0.1:9468
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: full
+extends_documentation_fragment:
+  - dmzkit.remote_access.attributes
 """
 
 EXAMPLES = r"""

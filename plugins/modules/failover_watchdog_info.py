@@ -21,10 +21,8 @@ options:
     description: Where the watchdog serves its metrics; C(none) skips them.
     type: str
     default: http://127.0.0.1:9468/metrics
-attributes:
-  check_mode:
-    support: full
-    details: Reads only.
+extends_documentation_fragment:
+  - dmzkit.remote_access.attributes.info_module
 """
 
 EXAMPLES = r"""

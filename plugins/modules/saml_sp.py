@@ -55,11 +55,8 @@ options:
     description: The IdP's registry.
     type: path
     default: /etc/dmzkit-sso/providers
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: full
+extends_documentation_fragment:
+  - dmzkit.remote_access.attributes
 """
 
 EXAMPLES = r"""

@@ -22,10 +22,8 @@ options:
     description: The IdP's command, which signs the metadata.
     type: path
     default: /opt/dmzkit/venv/bin/dmzkit-sso
-attributes:
-  check_mode:
-    support: full
-    details: Reads only.
+extends_documentation_fragment:
+  - dmzkit.remote_access.attributes.info_module
 """
 
 EXAMPLES = r"""

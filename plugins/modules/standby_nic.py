@@ -67,11 +67,8 @@ options:
     type: str
     choices: [present, absent]
     default: present
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: full
+extends_documentation_fragment:
+  - dmzkit.remote_access.attributes
 notes:
   - Needs C(CAP_NET_ADMIN). Where C(/proc/sys) is read-only (containers), the
     ARP sysctls must be set when the host is created; the module then only

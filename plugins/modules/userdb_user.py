@@ -68,10 +68,11 @@ options:
     description: PostgreSQL's port (names the socket).
     type: int
     default: 5432
+extends_documentation_fragment:
+  - dmzkit.remote_access.attributes
 attributes:
-  check_mode:
-    support: full
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
     support: full
     details: The password never appears, only whether it changes.
 """
