@@ -43,8 +43,14 @@ class Probes:
     witness: ProbeStream
     app_failures: int = 0
     app_ok: bool = True
-    holder: Holder = Holder.NOBODY
-    claimed_by_other: bool = False
+    # The last claim of the VIP heard from the primary's MAC and from any other.
+    primary_claimed_at: float | None = None
+    foreign_claimed_at: float | None = None
+    # Claims of the VIP heard (ARP replies or GARPs naming it), counted, so the
+    # main loop and a confirm burst running beside it (an operator's takeover)
+    # each see every claim made since they last looked.
+    claims: int = 0
+    claims_seen: int = 0
     sent_at: dict[str, float] = field(default_factory=dict)
 
     def forget(self) -> None:
@@ -99,17 +105,16 @@ class Watchdog:
 
     def read_replies(self) -> None:
         s, p = self.settings, self.probes
-        p.claimed_by_other = False
         for at, packet in self.sock.receive():
             if packet.claims(s.vip.ip) and not packet.is_probe:
                 if packet.sender_mac in s.primary_macs:
-                    p.holder = Holder.PRIMARY
+                    p.primary_claimed_at = at
                     if packet.op == arp.OP_REPLY:
                         self._answered("vip", p.vip, at)
                 else:
-                    p.holder = Holder.FOREIGN
+                    p.foreign_claimed_at = at
                 # Anyone else saying "the VIP is at my MAC" while we hold it: conflict.
-                p.claimed_by_other = True
+                p.claims += 1
             elif packet.op == arp.OP_REPLY and packet.sender_ip == s.primary_mgmt:
                 self._answered("mgmt", p.mgmt, at)
             elif packet.op == arp.OP_REPLY and packet.sender_ip == s.witness:
@@ -135,6 +140,15 @@ class Watchdog:
             p.sent_at[name] = now
         self.metrics.stalls = p.vip.stalls  # every tick probes the VIP: its stalls are the loop's
 
+    def vip_holder(self, now: float) -> Holder:
+        """Who last said the VIP is theirs, within dead_time: a window, not the
+        last tick, so a verdict taken between a probe and its answer still
+        knows a stranger holds the address."""
+        p, window = self.probes, self.settings.profile.dead_time
+        heard = [(at, who) for at, who in ((p.primary_claimed_at, Holder.PRIMARY), (p.foreign_claimed_at, Holder.FOREIGN))
+                 if at is not None and now - at <= window]
+        return max(heard)[1] if heard else Holder.NOBODY
+
     def verdict_at(self) -> float | None:
         """When the primary is dead if the probes sent so far go unanswered."""
         if self.machine.state not in (State.STANDBY, State.SUSPECT):
@@ -147,7 +161,7 @@ class Watchdog:
         grace = now - self.started < s.witness_timeout
         silent_after = 1.5 * s.profile.interval
         mgmt_alive = p.mgmt.answered_within(now, s.profile.dead_time)
-        holder, p.holder = p.holder, Holder.NOBODY
+        claimed, p.claims_seen = p.claims != p.claims_seen, p.claims
         return Observation(
             now=now,
             link_up=carrier(s.interface),
@@ -158,8 +172,8 @@ class Watchdog:
             primary_silent=not (p.vip.answered_within(now, silent_after) and p.mgmt.answered_within(now, silent_after)),
             app_dead=s.app_port is not None and mgmt_alive and p.app_failures >= s.profile.misses,
             primary_healthy=mgmt_alive and p.app_ok,
-            vip_holder=holder,
-            claimed_by_other=p.claimed_by_other and self.machine.state is State.ACTIVE,
+            vip_holder=self.vip_holder(now),
+            claimed_by_other=claimed and self.machine.state is State.ACTIVE,
         )
 
     async def probe_app(self) -> None:
@@ -186,7 +200,7 @@ class Watchdog:
         any answer means the primary lives. It doubles as the duplicate-address
         check before the VIP is claimed."""
         s = self.settings
-        before = (self.probes.vip.last_reply, self.probes.mgmt.last_reply)
+        before = (self.probes.vip.last_reply, self.probes.mgmt.last_reply, self.probes.claims)
         start = time.monotonic()
         sent = True
         for n in range(CONFIRM_PROBES):
@@ -198,7 +212,7 @@ class Watchdog:
             return True  # silence we could not ask for confirms nothing: as if it answered
         await asyncio.sleep(s.profile.rtt_budget)
         self.read_replies()
-        replied = (self.probes.vip.last_reply, self.probes.mgmt.last_reply) != before or self.probes.claimed_by_other
+        replied = (self.probes.vip.last_reply, self.probes.mgmt.last_reply, self.probes.claims) != before
         self.metrics.takeover_phases["confirm"] = time.monotonic() - start
         return replied
 

@@ -181,6 +181,26 @@ def test_its_own_nic_going_down_is_a_fault_not_a_crash(watchdog: Segment) -> Non
     assert not holds_vip(seg, "backup")
 
 
+def test_an_operator_takeover_never_takes_an_address_a_stranger_answers_for(watchdog: Segment, tmp_path: Path) -> None:
+    """The confirm burst of an operator's takeover runs beside the main loop,
+    which reads the same socket: a stranger's answer must reach the burst."""
+    seg = watchdog
+    seg.ip("br", "link", "set", seg.port("p"), "down")  # the primary is gone...
+    seg.ip("witness", "addr", "add", f"{VIP}/24", "dev", "eth0")  # ...and a MAC that is not its holds the VIP
+
+    def ctl(verb: str) -> dict[str, object]:
+        run = subprocess.run(ours(seg.ns("backup"), "ctl", verb, "--config", str(tmp_path / "config.json")),
+                             env=ENV, capture_output=True, text=True, check=False)
+        return json.loads(run.stdout)
+    seg.wait(lambda: "unknown MAC" in str(ctl("status")["reason"]), 3)
+    time.sleep(1.0)  # dead_time many times over: the loop itself never goes for it
+    assert "takeover" not in [t["to"] for t in seg.state()["transitions"]]
+    for _ in range(10):  # the burst and the loop's tick fall differently each time
+        assert ctl("takeover")["state"] == "standby"
+        assert not holds_vip(seg, "backup")
+        time.sleep(0.037)
+
+
 def test_a_guarded_primary_claims_the_vip_only_once_the_backup_has_let_go(watchdog: Segment) -> None:
     seg = watchdog
     seg.ip("primary", "addr", "del", f"{VIP}/24", "dev", "eth0")
