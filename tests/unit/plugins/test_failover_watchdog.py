@@ -54,3 +54,11 @@ def test_a_value_the_watchdog_refuses_keeps_the_old_file(tmp_path: Path) -> None
     assert refused.get("failed") and "differ from the vip" in refused["msg"], refused
     assert config.read_text() == before
     assert sorted(p.name for p in config.parent.iterdir()) == ["config.json"]
+
+
+def test_an_ipv6_vip_is_written_for_the_watchdog(tmp_path: Path) -> None:
+    assert module(tmp_path, vip6="2001:db8:1::10/64", vip6_is_router=True)["changed"]
+    config = json.loads((tmp_path / "etc" / "config.json").read_text())
+    assert (config["vip6"], config["vip6_is_router"]) == ("2001:db8:1::10/64", True)
+    refused = module(tmp_path, vip6="198.18.97.10/24")
+    assert refused.get("failed") and "vip6" in refused["msg"], refused
