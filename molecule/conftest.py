@@ -17,6 +17,24 @@ import testinfra
 from testinfra.host import Host
 
 PROBE_TIMEOUT_S = 2
+# Ansible's JSON callback alone on standard output: callbacks a user enabled
+# (profile_tasks, timer, ...) would print around the JSON.
+ANSIBLE_JSON_ENV = {"ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
+                    "ANSIBLE_CALLBACKS_ENABLED": "", "ANSIBLE_NOCOLOR": "1"}
+
+
+def scenario_inventory() -> str:
+    return os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "inventory")
+
+
+def module_results(pattern: str, module: str, args: str = "", *options: str) -> dict[str, dict]:
+    """Each host's result of one module, run the way a user runs it:
+    `ansible <pattern> -m <module>` against the scenario's inventory."""
+    run = subprocess.run(
+        ["ansible", pattern, "-i", scenario_inventory(), "-m", module, *(["-a", args] if args else []), *options],
+        capture_output=True, text=True, check=False, env={**os.environ, **ANSIBLE_JSON_ENV},
+    )
+    return json.loads(run.stdout)["plays"][0]["tasks"][0]["hosts"]
 
 
 @dataclass(frozen=True)
@@ -84,18 +102,17 @@ class Lab:
 
 
 @pytest.fixture(scope="session")
+def ansible_module():
+    """module_results(pattern, module, args) for a test."""
+    return module_results
+
+
+@pytest.fixture(scope="session")
 def lab() -> Lab:
     """The scenario's hosts with their lab addresses, templated by Ansible
     itself (addresses may refer to variables such as lab_ca_address)."""
-    inventory_dir = os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "inventory")
-    listing = subprocess.run(
-        ["ansible", "all", "-i", inventory_dir, "-c", "local", "-m", "ansible.builtin.debug",
-         "-a", "msg={{ lab_interfaces | default([]) }}"],
-        check=True, capture_output=True, text=True,
-        env={**os.environ, "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"},
-    )
-    tasks = json.loads(listing.stdout)["plays"][0]["tasks"]
-    return Lab({host: {"lab_interfaces": result["msg"]} for host, result in tasks[0]["hosts"].items()})
+    results = module_results("all", "ansible.builtin.debug", "msg={{ lab_interfaces | default([]) }}", "-c", "local")
+    return Lab({host: {"lab_interfaces": result["msg"]} for host, result in results.items()})
 
 
 @dataclass(frozen=True)
@@ -115,7 +132,7 @@ def run_converge(extra_vars: dict | None = None, check: bool = False, limit: str
     per-host change counts."""
     argv = [
         "ansible-playbook",
-        "-i", os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "inventory"),
+        "-i", scenario_inventory(),
         os.path.join(os.environ["MOLECULE_SCENARIO_DIRECTORY"], "converge.yml"),
         "-e", json.dumps(extra_vars or {}),
     ]
@@ -123,8 +140,7 @@ def run_converge(extra_vars: dict | None = None, check: bool = False, limit: str
         argv.append("--check")
     if limit:
         argv += ["--limit", limit]
-    env = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json", "ANSIBLE_NOCOLOR": "1"}
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+    proc = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, **ANSIBLE_JSON_ENV}, check=False)
     try:
         stats = json.loads(proc.stdout).get("stats", {})
     except json.JSONDecodeError:

@@ -12,6 +12,7 @@ import sys
 import urllib.parse
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 
 from browser import browser_sign_in
@@ -28,28 +29,23 @@ def read_from(host: str, path: str) -> str:
                           check=True).stdout
 
 
-def sso_info() -> dict:
+@pytest.fixture(scope="module")
+def sso_info(ansible_module) -> dict:
     """What the sso_info module tells an SP's administrator about the IdP."""
-    run = subprocess.run(
-        ["ansible", IDP, "-i", os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "inventory"),
-         "-m", "dmzkit.remote_access.sso_info"],
-        capture_output=True, text=True, check=False,
-        env={**os.environ, "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"})
-    return json.loads(run.stdout)["plays"][0]["tasks"][0]["hosts"][IDP]
+    return ansible_module(IDP, "dmzkit.remote_access.sso_info")[IDP]
 
 
-def test_sso_info_tells_the_endpoints_keys_and_registrations() -> None:
-    info = sso_info()
-    assert info["entity_id"] == "https://idp1.lab.dmzkit.test/saml2"
-    assert info["ars_url"] == "https://198.18.2.40:8443/saml2/ars"
-    certificate = x509.load_pem_x509_certificate(info["signing_certificate"].encode())
-    assert info["signing_spki_sha256"] == spki_sha256(certificate.public_key())
-    assert info["signing_certificate"].split()[2] in info["metadata"].replace("\n", "")
+def test_sso_info_tells_the_endpoints_keys_and_registrations(sso_info: dict) -> None:
+    assert sso_info["entity_id"] == "https://idp1.lab.dmzkit.test/saml2"
+    assert sso_info["ars_url"] == "https://198.18.2.40:8443/saml2/ars"
+    certificate = x509.load_pem_x509_certificate(sso_info["signing_certificate"].encode())
+    assert sso_info["signing_spki_sha256"] == spki_sha256(certificate.public_key())
+    assert sso_info["signing_certificate"].split()[2] in sso_info["metadata"].replace("\n", "")
     assert {"name": "pysaml2-interop", "entity_id": "https://interop.lab.dmzkit.test/pysaml2",
-            "acs_url": "https://interop.lab.dmzkit.test/acs"} in info["service_providers"]
+            "acs_url": "https://interop.lab.dmzkit.test/acs"} in sso_info["service_providers"]
 
 
-def run_pysaml2(tmp_path: Path, *mode: str, **login: object) -> dict:
+def run_pysaml2(tmp_path: Path, metadata: str, *mode: str, **login: object) -> dict:
     """pysaml2_sp.py in idp1's network namespace, with the interop SP's
     files and the login settings plus `login`; its JSON answer."""
     files = {
@@ -65,7 +61,7 @@ def run_pysaml2(tmp_path: Path, *mode: str, **login: object) -> dict:
     tmp_path.chmod(0o700)
     for name, source in files.items():
         (tmp_path / name).write_text(read_from(IDP, source))
-    (tmp_path / "idp-metadata.xml").write_text(sso_info()["metadata"])
+    (tmp_path / "idp-metadata.xml").write_text(metadata)
     (tmp_path / "login.json").write_text(json.dumps({
         "idp": "https://idp1.lab.dmzkit.test/saml2",
         "sp": "https://interop.lab.dmzkit.test/pysaml2",
@@ -84,8 +80,8 @@ def run_pysaml2(tmp_path: Path, *mode: str, **login: object) -> dict:
     return json.loads(run.stdout)
 
 
-def test_pysaml2_completes_an_artifact_login(tmp_path: Path) -> None:
-    outcome = run_pysaml2(tmp_path)
+def test_pysaml2_completes_an_artifact_login(tmp_path: Path, sso_info: dict) -> None:
+    outcome = run_pysaml2(tmp_path, sso_info["metadata"])
     assert outcome["user"] == "alice", outcome
     assert outcome["attributes"]["groups"] == ["staff"]
     assert outcome["attributes"]["mail"] == ["alice@lab.dmzkit.test"]
@@ -94,13 +90,13 @@ def test_pysaml2_completes_an_artifact_login(tmp_path: Path) -> None:
     assert outcome["replay"] == {"status": 200, "has_response": False}
 
 
-def test_the_idp_refuses_another_sps_artifact_another_certificate_and_an_expired_artifact(lab, tmp_path: Path
-                                                                                         ) -> None:
+def test_the_idp_refuses_another_sps_artifact_another_certificate_and_an_expired_artifact(
+        lab, tmp_path: Path, sso_info: dict) -> None:
     # An artifact the IdP issued for the B/S application, held back by alice's browser.
     held = browser_sign_in(lab, hold_artifact=True)
     foreign = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(held["acs"]).query))["SAMLart"]
     ttl = json.loads(read_from(IDP, "/etc/dmzkit-sso/idp.json"))["artifact_ttl"]
-    outcome = run_pysaml2(tmp_path, "refusals", foreign_artifact=foreign, artifact_ttl=ttl)
+    outcome = run_pysaml2(tmp_path, sso_info["metadata"], "refusals", foreign_artifact=foreign, artifact_ttl=ttl)
     # Another SP's artifact: nothing (and it is spent: deleted before the check).
     assert outcome["foreign"] == {"status": 200, "has_response": False}
     # This SP's artifact over another client certificate: a SOAP fault; the
