@@ -17,10 +17,15 @@ import testinfra
 from testinfra.host import Host
 
 PROBE_TIMEOUT_S = 2
-# Ansible's JSON callback alone on standard output: callbacks a user enabled
-# (profile_tasks, timer, ...) would print around the JSON.
-ANSIBLE_JSON_ENV = {"ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
-                    "ANSIBLE_CALLBACKS_ENABLED": "", "ANSIBLE_NOCOLOR": "1"}
+
+
+def ansible_json_env() -> dict[str, str]:
+    """The environment for an Ansible command whose standard output is its
+    JSON callback alone: callbacks enabled in the caller's environment
+    (profile_tasks, timer, ...) would print around the JSON."""
+    env = {name: value for name, value in os.environ.items() if name != "ANSIBLE_CALLBACKS_ENABLED"}
+    return {**env, "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
+            "ANSIBLE_NOCOLOR": "1"}
 
 
 def scenario_inventory() -> str:
@@ -32,7 +37,7 @@ def module_results(pattern: str, module: str, args: str = "", *options: str) -> 
     `ansible <pattern> -m <module>` against the scenario's inventory."""
     run = subprocess.run(
         ["ansible", pattern, "-i", scenario_inventory(), "-m", module, *(["-a", args] if args else []), *options],
-        capture_output=True, text=True, check=False, env={**os.environ, **ANSIBLE_JSON_ENV},
+        capture_output=True, text=True, check=False, env=ansible_json_env(),
     )
     return json.loads(run.stdout)["plays"][0]["tasks"][0]["hosts"]
 
@@ -140,7 +145,7 @@ def run_converge(extra_vars: dict | None = None, check: bool = False, limit: str
         argv.append("--check")
     if limit:
         argv += ["--limit", limit]
-    proc = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, **ANSIBLE_JSON_ENV}, check=False)
+    proc = subprocess.run(argv, capture_output=True, text=True, env=ansible_json_env(), check=False)
     try:
         stats = json.loads(proc.stdout).get("stats", {})
     except json.JSONDecodeError:
