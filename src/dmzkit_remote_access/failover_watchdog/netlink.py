@@ -19,6 +19,7 @@ NLMSG_ERROR, NLMSG_DONE = 2, 3
 IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
 IFA_F_NODAD = 0x02
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
+RTMGRP_LINK = 0x1
 RTPROT_STATIC, RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RTN_UNICAST, RTNH_F_ONLINK = 4, 0, 253, 1, 4
 _NLMSG = struct.Struct("=LHHLL")
 _IFADDR = struct.Struct("=BBBBi")
@@ -140,6 +141,33 @@ class Rtnetlink:
             if raw is not None:
                 found.add(ipaddress.ip_interface((ipaddress.ip_address(raw), prefix)))
         return found
+
+
+class LinkEvents:
+    """The kernel's link notifications (RTM_NEWLINK, RTM_DELLINK): a reader is
+    woken the moment a carrier goes, not at its next poll. The messages are
+    only a wake-up; the reader asks `carrier()` what the link is now."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK, socket.NETLINK_ROUTE)
+        self.sock.bind((0, RTMGRP_LINK))
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def drain(self) -> None:
+        """Discard every pending notification."""
+        while True:
+            try:
+                self.sock.recv(65536)
+            except BlockingIOError:
+                return
+            except OSError as e:
+                if e.errno != errno.ENOBUFS:  # an overrun lost some: they were wake-ups only
+                    raise
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 def carrier(interface: str) -> bool:
