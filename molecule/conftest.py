@@ -39,6 +39,8 @@ def module_results(pattern: str, module: str, args: str = "", *options: str) -> 
         ["ansible", pattern, "-i", scenario_inventory(), "-m", module, *(["-a", args] if args else []), *options],
         capture_output=True, text=True, check=False, env=ansible_json_env(),
     )
+    if not run.stdout.strip():  # Ansible itself failed (its own errors go to stderr)
+        raise RuntimeError(f"ansible {pattern} -m {module}: {run.stderr.strip()[-2000:]}")
     return json.loads(run.stdout)["plays"][0]["tasks"][0]["hosts"]
 
 
