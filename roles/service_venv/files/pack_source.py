@@ -28,8 +28,6 @@ def pack(root: Path, archive: Path) -> None:
     with open(archive, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as zipped, \
             tarfile.open(fileobj=zipped, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for path in files:
-            if "__pycache__" in path.parts:
-                continue
             data = path.read_bytes()
             info = tarfile.TarInfo(f"{TOP}/{path.relative_to(root).as_posix()}")
             info.size, info.mode, info.mtime = len(data), 0o644, FIXED_MTIME

@@ -166,9 +166,6 @@ class LinkEvents:
                 if e.errno != errno.ENOBUFS:  # an overrun lost some: they were wake-ups only
                     raise
 
-    def close(self) -> None:
-        self.sock.close()
-
 
 def carrier(interface: str) -> bool:
     """Is the link up with a carrier? (False when down, absent or unreadable.)"""
