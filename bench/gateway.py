@@ -9,7 +9,7 @@
   request answered by the B/S app behind it.
 
 Both loops are bounded by a count and a deadline. Needs the lab with the
-gateway deployed (`make demo`, or a converged seed000_gateway scenario).
+gateway deployed (`make demo`, or the converged `gateway` lab configuration).
 Prints a table; exit status 1 if any attempt failed.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""pytest fixtures shared by the Molecule verifiers.
+"""pytest fixtures and hooks shared by the Molecule verifiers.
 
 Each scenario's hosts are lab containers; tests reach them with testinfra's
 podman backend (one `podman exec` per command) and read their lab addresses
@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
+import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 
 import pytest
 import testinfra
@@ -126,42 +130,125 @@ def lab() -> Lab:
 class PlaybookRun:
     rc: int
     output: str
-    changed: dict[str, int]
+    stats: dict[str, dict[str, int]]
+
+    @property
+    def changed(self) -> dict[str, int]:
+        return {host: counts.get("changed", 0) for host, counts in self.stats.items()}
 
     @property
     def total_changed(self) -> int:
         return sum(self.changed.values())
 
+    def hosts_with(self, *counts: str) -> dict[str, dict[str, int]]:
+        """The hosts whose counts (changed, failures, ignored, ...) are not
+        zero, with those counts."""
+        return {
+            host: {name: stats.get(name, 0) for name in counts if stats.get(name, 0)}
+            for host, stats in self.stats.items()
+            if any(stats.get(name, 0) for name in counts)
+        }
 
-def run_converge(extra_vars: dict | None = None, check: bool = False, limit: str | None = None) -> PlaybookRun:
-    """Run the scenario's converge playbook again, as Molecule does, with
-    extra vars (and on the hosts in limit only); the JSON callback gives
-    per-host change counts."""
-    argv = [
-        "ansible-playbook",
-        "-i", scenario_inventory(),
-        os.path.join(os.environ["MOLECULE_SCENARIO_DIRECTORY"], "converge.yml"),
-        "-e", json.dumps(extra_vars or {}),
-    ]
-    if check:
-        argv.append("--check")
-    if limit:
-        argv += ["--limit", limit]
-    proc = subprocess.run(argv, capture_output=True, text=True, env=ansible_json_env(), check=False)
+
+def run_converge(extra_vars: dict | None = None, check: bool = False, limit: str | None = None,
+                 playbook: str = "converge.yml") -> PlaybookRun:
+    """Run one of the configuration's playbooks (converge.yml, as Molecule
+    does, unless told otherwise) with extra vars (and on the hosts in limit
+    only); the JSON callback gives per-host counts. Extra vars go through a
+    0600 file, so values such as a test user's passphrase never stand on a
+    command line."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="dmzkit-verify-") as extra:
+        json.dump(extra_vars or {}, extra)
+        extra.flush()
+        argv = [
+            "ansible-playbook",
+            "-i", scenario_inventory(),
+            os.path.join(os.environ["MOLECULE_SCENARIO_DIRECTORY"], playbook),
+            "-e", f"@{extra.name}",
+        ]
+        if check:
+            argv.append("--check")
+        if limit:
+            argv += ["--limit", limit]
+        proc = subprocess.run(argv, capture_output=True, text=True, env=ansible_json_env(), check=False)
     try:
         stats = json.loads(proc.stdout).get("stats", {})
     except json.JSONDecodeError:
         stats = {}
-    return PlaybookRun(
-        rc=proc.returncode,
-        output=proc.stdout + proc.stderr,
-        changed={host: counts.get("changed", 0) for host, counts in stats.items()},
-    )
+    return PlaybookRun(rc=proc.returncode, output=proc.stdout + proc.stderr, stats=stats)
 
 
 @pytest.fixture(scope="session")
 def converge():
     return run_converge
+
+
+@dataclass(frozen=True)
+class LabUser:
+    name: str
+    passphrase: str
+
+
+@pytest.fixture
+def throwaway_user(converge):
+    """Issue a user certificate for one test alone, for steps that cannot be
+    undone (a revocation), so the lab's own users stay as converge left them.
+    The user's PKCS#12 bundle lands in the lab's secrets and, when limit
+    includes the client and the playbook deploys it, on the client too."""
+
+    def issue(name: str, group: str, limit: str, playbook: str = "converge.yml") -> LabUser:
+        user = LabUser(name, secrets.token_urlsafe(18))
+        run = converge({"lab_test_users": [{"name": name, "email": f"{name}@lab.dmzkit.test", "group": group,
+                                            "passphrase": user.passphrase}]},
+                       limit=limit, playbook=playbook)
+        assert run.rc == 0, run.output[-3000:]
+        return user
+
+    return issue
+
+
+def _journey(nodeid: str) -> str:
+    """A journey is a directory under the configuration's tests/; tests at
+    its top check the lab as a whole."""
+    parts = PurePosixPath(nodeid.split("::")[0]).parts
+    below = parts[parts.index("tests") + 1:]
+    return below[0] if len(below) > 1 else "lab"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "irreversible: a step that cannot be undone (a revocation); runs after every other test")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The lab checks first, then each journey in file order, then every
+    irreversible step (a stable sort: each journey keeps its own order)."""
+    items.sort(key=lambda item: (_journey(item.nodeid) != "lab", item.get_closest_marker("irreversible") is not None))
+
+
+# Per journey: seconds spent (setup, call and teardown) and each test's outcome.
+_journeys: dict[str, dict] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    journey = _journeys.setdefault(_journey(report.nodeid), {"seconds": 0.0, "outcomes": {}})
+    journey["seconds"] += report.duration
+    outcomes = journey["outcomes"]
+    if report.failed:
+        outcomes[report.nodeid] = "failed"
+    elif report.skipped and outcomes.get(report.nodeid) != "failed":
+        outcomes[report.nodeid] = "skipped"
+    elif report.when == "call":
+        outcomes.setdefault(report.nodeid, "passed")
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """One line per journey; tests/molecule-all.sh collects them for the budget."""
+    for name, journey in _journeys.items():
+        tally = Counter(journey["outcomes"].values())
+        terminalreporter.write_line(
+            f"journey {name}: {tally['passed']} passed, {tally['failed']} failed, {tally['skipped']} skipped"
+            f" in {journey['seconds']:.0f} s")
 
 
 @pytest.fixture
@@ -170,11 +257,13 @@ def transient_service(lab: Lab) -> Iterator:
     systemd unit, wait until its port listens, stop it afterwards."""
     started: list[tuple[LabHost, str]] = []
 
-    def start(host_name: str, unit: str, command: str, port: int) -> None:
+    def start(host_name: str, unit: str, command: str, port: int, address: str = "") -> None:
+        """address: where it listens, when other programs listen on the
+        same port elsewhere on the host."""
         target = lab[host_name]
         target.host.run(f"systemctl stop {unit}")
-        target.host.run_test(f"systemd-run --unit {unit} --collect {command}")
-        target.host.run_test(f"timeout 10 sh -c 'until ss -ltn | grep -q :{port}\\ ; do sleep 0.1; done'")
+        target.host.run_expect([0], f"systemd-run --unit {unit} --collect {command}")
+        target.host.run_expect([0], f"timeout 10 sh -c 'until ss -ltn | grep -qF \"{address}:{port} \"; do sleep 0.1; done'")
         started.append((target, unit))
 
     yield start

@@ -1,8 +1,8 @@
 """A user's headless Chromium signing in to a B/S application through the
 gateway, driven over the DevTools protocol on a pipe (stdlib only).
 
-Copied to the external client and run there by the seed003_sso scenario's
-tests and by the demo's journeys (playbooks/journeys.yml):
+Copied to the external client and run there by the sso journey's
+tests (molecule/stack) and by the demo's journeys (playbooks/journeys.yml):
 
     browser_sign_in.py URL USER SCREENSHOT [--hold-artifact]
 

@@ -1,4 +1,4 @@
-"""Seed 000's failover mode, drilled on the lab's wire.
+"""Journey failover: the gateway dies and the VNC backup host takes over, drilled on the lab's wire.
 
 Each drill kills the gateway one way, checks that the VNC backup host takes
 its address (or, where it must not, that it does not), and brings the
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "lab"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[4] / "lab"))
 from wire import VipWatch, bridge_of, switch  # noqa: E402
 
 GATEWAY, BACKUP, CLIENT, WITNESS = "gw1", "vnc1", "client1", "fw1"

@@ -1,16 +1,18 @@
-"""Seed 000's normal mode, from the external user's machine: the clientless
-portal and the SSL VPN tunnel with two-way certificate login, the apps
-behind them, and every refusal (no certificate, revoked certificate, forged
-identity, routes outside the user's group, requests around the gateway).
+"""Journey ssl_vpn, from the external user's machine: the clientless portal
+and the SSL VPN tunnel with two-way certificate login, the apps behind them,
+and every refusal (no certificate, revoked certificate, forged identity,
+routes outside the user's group, requests around the gateway).
 
-Tests run in file order; revocation is last because it ends bob's
-certificate."""
+Tests run in file order; the revocation is of a contractor issued for that
+test alone, and runs after every other journey's tests (irreversible)."""
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 CLIENT = "client1"
 GATEWAY = "gw1"
@@ -133,14 +135,17 @@ def test_app_refuses_requests_around_the_gateway(lab):
     assert "do not come through the gateway" in result.stdout
 
 
-def test_revoked_certificate_is_refused(lab, converge):
-    assert vpn_login(lab, "bob").rc == 0
-    run = converge({"ca_revoked": ["bob"]}, limit="ca1,gw1")
+@pytest.mark.irreversible
+def test_revoked_certificate_is_refused(lab, converge, throwaway_user):
+    user = throwaway_user("vpn-revoked", "contractors", limit="ca1,client1").name
+    assert vpn_login(lab, user).rc == 0
+    run = converge({"ca_revoked": [user]}, limit="ca1,gw1")
     assert run.rc == 0, run.output[-3000:]
-    portal = curl(lab, "bob", f"{PORTAL}/whoami", "-w '%{http_code}'")
+    portal = curl(lab, user, f"{PORTAL}/whoami", "-w '%{http_code}'")
     assert portal.stdout.endswith("400")
-    assert "certificate" in portal.stdout and "bob" not in portal.stdout
-    refused = vpn_login(lab, "bob")
+    assert "certificate" in portal.stdout and user not in portal.stdout
+    refused = vpn_login(lab, user)
     assert refused.rc != 0
-    # alice is untouched
+    # alice and bob are untouched
     assert vpn_login(lab, "alice").rc == 0
+    assert vpn_login(lab, "bob").rc == 0

@@ -9,7 +9,7 @@ from pathlib import Path
 CLIENT = "client1"
 PORTAL = "https://portal.lab.dmzkit.test/"
 SECRETS = Path("/var/lib/dmzkit-lab/secrets")
-DRIVER = Path(__file__).resolve().parents[3] / "lab/journeys/browser_sign_in.py"
+DRIVER = Path(__file__).resolve().parents[4] / "lab/journeys/browser_sign_in.py"
 SCREENSHOT = "/root/bs-sso.png"
 
 

@@ -1,4 +1,4 @@
-"""Seed 003's B/S journey, from the external user's machine through the
+"""The sso journey, B/S part, from the external user's machine through the
 gateway: alice's browser opens the B/S application on the portal, is sent
 to the IdP's sign-in pages (the portal's site of their own), signs in with
 her password and lands back on the application, which names her from the
@@ -12,7 +12,7 @@ from browser import browser_sign_in, screenshot
 APP = "app1"
 IDP = "idp1"
 # Kept for docs/sso.md (docs/images/bs-sso.png is a copy of one).
-OUTPUT = Path(__file__).resolve().parents[3] / "tests/output/seed003_sso/bs-sso.png"
+OUTPUT = Path(__file__).resolve().parents[4] / "tests/output/sso/bs-sso.png"
 
 
 def test_the_browser_signs_in_to_the_bs_app_through_the_gateway_via_the_idp(lab) -> None:

@@ -1,4 +1,4 @@
-"""Seed 003's C/S journey, from the external user's machine in the VPN
+"""The sso journey, C/S part, from the external user's machine in the VPN
 tunnel: one password at the SAML proxy, then the mail application accepts
 its one-time token; a second mail client gets in with the kept ticket only;
 a spent token, and the ticket on another device, get nobody in."""

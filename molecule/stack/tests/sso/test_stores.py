@@ -14,7 +14,7 @@ CA_CHAIN = "/etc/dmzkit-pki/ca-chain.pem"
 STORE_SOCKET = "/run/redis/redis-server.sock"
 STORE_TLS_PORT = 6380
 PROBE_EVENT = "test.probe"
-MIGRATIONS = Path(__file__).resolve().parents[3] / "roles/userdb/files/migrations"
+MIGRATIONS = Path(__file__).resolve().parents[4] / "roles/userdb/files/migrations"
 
 # Runs on a lab host: signs in to the user database as the IdP's role (the
 # password on stdin) and tries what the IdP may and may not do.
