@@ -127,7 +127,10 @@ class Connection(ConnectionBase):
         super().fetch_file(in_path, out_path)
         self._connect()
         display.vvv(f"FETCH {in_path} TO {out_path}", host=self.get_option("remote_addr"))
-        with open(to_bytes(out_path, errors="surrogate_or_strict"), "wb") as target:
+        # Made owner-only: what a play fetches is often a secret (a user's
+        # PKCS#12), and the caller widens the mode when it wants to.
+        fd = os.open(to_bytes(out_path, errors="surrogate_or_strict"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as target:
             proc = subprocess.Popen(self._argv(f"cat {shlex.quote(in_path)}"), stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, env=ENVIRONMENT)
             assert proc.stdout is not None and proc.stderr is not None
