@@ -45,7 +45,9 @@ def module_results(pattern: str, module: str, args: str = "", *options: str) -> 
     )
     if not run.stdout.strip():  # Ansible itself failed (its own errors go to stderr)
         raise RuntimeError(f"ansible {pattern} -m {module}: {run.stderr.strip()[-2000:]}")
-    return json.loads(run.stdout)["plays"][0]["tasks"][0]["hosts"]
+    # One task, but mitogen's strategy may report each host's result as a
+    # task of its own.
+    return {host: result for task in json.loads(run.stdout)["plays"][0]["tasks"] for host, result in task["hosts"].items()}
 
 
 @dataclass(frozen=True)

@@ -30,9 +30,9 @@ time_actions() {
   local line started=$SECONDS
   while IFS= read -r line; do
     printf '%s\n' "$line"
-    if [[ $line =~ ➜\ ([a-z_]+):\ Executing$ ]]; then
+    if [[ $line =~ ^INFO\ +\[[a-z_]+\ \>\ ([a-z_]+)\]\ Executing$ ]]; then
       started=$SECONDS
-    elif [[ $line =~ ^INFO\ .*➜\ ([a-z_]+):\ Executed ]]; then
+    elif [[ $line =~ ^INFO\ +\[[a-z_]+\ \>\ ([a-z_]+)\]\ Executed ]]; then
       echo "action ${BASH_REMATCH[1]}: $((SECONDS - started)) s"
     fi
   done
