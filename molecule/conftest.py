@@ -177,6 +177,9 @@ def run_converge(extra_vars: dict | None = None, check: bool = False, limit: str
         stats = json.loads(proc.stdout).get("stats", {})
     except json.JSONDecodeError:
         stats = {}
+    # A run that passed with no recap would make every count look like 0.
+    if proc.returncode == 0 and not stats:
+        raise RuntimeError(f"ansible-playbook {playbook} printed no recap: {(proc.stdout + proc.stderr)[-2000:]}")
     return PlaybookRun(rc=proc.returncode, output=proc.stdout + proc.stderr, stats=stats)
 
 
