@@ -30,19 +30,19 @@ def read_from(host: str, path: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def sso_info(ansible_module) -> dict:
-    """What the sso_info module tells an SP's administrator about the IdP."""
-    return ansible_module(IDP, "dmzkit.remote_access.sso_info")[IDP]
+def saml_idp_info(ansible_module) -> dict:
+    """What the saml_idp_info module tells an SP's administrator about the IdP."""
+    return ansible_module(IDP, "dmzkit.remote_access.saml_idp_info")[IDP]
 
 
-def test_sso_info_tells_the_endpoints_keys_and_registrations(sso_info: dict) -> None:
-    assert sso_info["entity_id"] == "https://idp1.lab.dmzkit.test/saml2"
-    assert sso_info["ars_url"] == "https://198.18.2.40:8443/saml2/ars"
-    certificate = x509.load_pem_x509_certificate(sso_info["signing_certificate"].encode())
-    assert sso_info["signing_spki_sha256"] == spki_sha256(certificate.public_key())
-    assert sso_info["signing_certificate"].split()[2] in sso_info["metadata"].replace("\n", "")
+def test_sso_info_tells_the_endpoints_keys_and_registrations(saml_idp_info: dict) -> None:
+    assert saml_idp_info["entity_id"] == "https://idp1.lab.dmzkit.test/saml2"
+    assert saml_idp_info["ars_url"] == "https://198.18.2.40:8443/saml2/ars"
+    certificate = x509.load_pem_x509_certificate(saml_idp_info["signing_certificate"].encode())
+    assert saml_idp_info["signing_spki_sha256"] == spki_sha256(certificate.public_key())
+    assert saml_idp_info["signing_certificate"].split()[2] in saml_idp_info["metadata"].replace("\n", "")
     assert {"name": "pysaml2-interop", "entity_id": "https://interop.lab.dmzkit.test/pysaml2",
-            "acs_url": "https://interop.lab.dmzkit.test/acs"} in sso_info["service_providers"]
+            "acs_url": "https://interop.lab.dmzkit.test/acs"} in saml_idp_info["service_providers"]
 
 
 def run_pysaml2(tmp_path: Path, metadata: str, *mode: str, **login: object) -> dict:
@@ -80,8 +80,8 @@ def run_pysaml2(tmp_path: Path, metadata: str, *mode: str, **login: object) -> d
     return json.loads(run.stdout)
 
 
-def test_pysaml2_completes_an_artifact_login(tmp_path: Path, sso_info: dict) -> None:
-    outcome = run_pysaml2(tmp_path, sso_info["metadata"])
+def test_pysaml2_completes_an_artifact_login(tmp_path: Path, saml_idp_info: dict) -> None:
+    outcome = run_pysaml2(tmp_path, saml_idp_info["metadata"])
     assert outcome["user"] == "alice", outcome
     assert outcome["attributes"]["groups"] == ["staff"]
     assert outcome["attributes"]["mail"] == ["alice@lab.dmzkit.test"]
@@ -91,12 +91,12 @@ def test_pysaml2_completes_an_artifact_login(tmp_path: Path, sso_info: dict) -> 
 
 
 def test_the_idp_refuses_another_sps_artifact_another_certificate_and_an_expired_artifact(
-        lab, tmp_path: Path, sso_info: dict) -> None:
+        lab, tmp_path: Path, saml_idp_info: dict) -> None:
     # An artifact the IdP issued for the B/S application, held back by alice's browser.
     held = browser_sign_in(lab, hold_artifact=True)
     foreign = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(held["acs"]).query))["SAMLart"]
     ttl = json.loads(read_from(IDP, "/etc/dmzkit-sso/idp.json"))["artifact_ttl"]
-    outcome = run_pysaml2(tmp_path, sso_info["metadata"], "refusals", foreign_artifact=foreign, artifact_ttl=ttl)
+    outcome = run_pysaml2(tmp_path, saml_idp_info["metadata"], "refusals", foreign_artifact=foreign, artifact_ttl=ttl)
     # Another SP's artifact: nothing (and it is spent: deleted before the check).
     assert outcome["foreign"] == {"status": 200, "has_response": False}
     # This SP's artifact over another client certificate: a SOAP fault; the

@@ -1,4 +1,4 @@
-"""The sso_info module on an IdP configuration that is not what the sso role
+"""The saml_idp_info module on an IdP configuration that is not what the sso role
 writes: a reason, never a traceback."""
 from __future__ import annotations
 
@@ -30,6 +30,6 @@ def config(tmp_path: Path, **overrides: object) -> Path:
     ({"certificate": "/etc/hostname"}, "ValueError"),
 ])
 def test_a_configuration_it_cannot_read_is_refused_with_a_reason(tmp_path: Path, overrides: dict, why: str) -> None:
-    result = run_module("sso_info", {"config": str(config(tmp_path, **overrides)), "command": "/bin/false"})
+    result = run_module("saml_idp_info", {"config": str(config(tmp_path, **overrides)), "command": "/bin/false"})
     assert result.get("failed") and "cannot read the IdP's configuration" in result["msg"], result
     assert why in result["msg"] and "module_stderr" not in result, result

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 ---
-module: sso_info
+module: saml_idp_info
 short_description: The collection's SAML IdP as its service providers see it
 version_added: 0.1.0
 description:
@@ -28,7 +28,7 @@ extends_documentation_fragment:
 
 EXAMPLES = r"""
 - name: Read the IdP
-  dmzkit.remote_access.sso_info:
+  dmzkit.remote_access.saml_idp_info:
   register: idp
   delegate_to: idp1
 
