@@ -14,11 +14,15 @@ description:
   - The password is stored as an Argon2id hash (RFC 9106's second recommended
     setting, 64 MiB, 3 passes, 4 lanes). An existing hash that still verifies
     the given password is kept, so a run with the same password changes
-    nothing; one made with weaker settings is replaced.
+    nothing; one made with other settings is replaced.
+  - These settings are the collection's one Argon2 policy. The IdP (role
+    C(saml_idp)) has none of its own; it refuses an unknown user after
+    verifying against a decoy made with the settings of the newest stored
+    hash, so that costs what a real verify costs.
   - Each change is one transaction with its audit record (C(user.create),
     C(user.update), C(user.password), C(user.delete)), so nothing is half
     applied. In check mode the transaction runs and is rolled back.
-author: dmzkit maintainers
+author: dmzkit maintainers (@dmzkit)
 requirements:
   - psycopg2 (Debian C(python3-psycopg2))
   - argon2-cffi (Debian C(python3-argon2))
@@ -103,6 +107,7 @@ user:
 
 import re
 import traceback
+from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
@@ -122,13 +127,17 @@ except ImportError:
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
+# The collection's one Argon2 policy: every password hash in the user
+# database is made here. RFC 9106 §4, second recommended option (when 2 GiB
+# per hash is too much): Argon2id, 3 passes over 64 MiB, 4 lanes.
+ARGON2_POLICY = {"time_cost": 3, "memory_cost": 65536, "parallelism": 4, "hash_len": 32, "salt_len": 16}
 
-def hasher():
-    # RFC 9106 §4, second recommended option (when 2 GiB per hash is too much).
-    return PasswordHasher(time_cost=3, memory_cost=65536, parallelism=4, hash_len=32, salt_len=16, type=Type.ID)
+
+def hasher() -> PasswordHasher:
+    return PasswordHasher(type=Type.ID, **ARGON2_POLICY)
 
 
-def password_needs_setting(ph, stored, password):
+def password_needs_setting(ph: PasswordHasher, stored: str | None, password: str) -> bool:
     if stored is None:
         return True
     try:
@@ -138,7 +147,7 @@ def password_needs_setting(ph, stored, password):
     return ph.check_needs_rehash(stored)
 
 
-def read_user(cur, name):
+def read_user(cur: Any, name: str) -> tuple[int | None, str | None, dict[str, Any] | None]:
     cur.execute(
         "SELECT u.id, u.display_name, u.email, u.enabled, c.password_hash,"
         " coalesce(array_agg(g.name ORDER BY g.name) FILTER (WHERE g.name IS NOT NULL), '{}')"
@@ -158,7 +167,7 @@ def read_user(cur, name):
     }
 
 
-def audit(cur, event, name, detail):
+def audit(cur: Any, event: str, name: str, detail: dict[str, Any]) -> None:
     cur.execute(
         # The database sets the actor (the role signed in) and the time.
         "INSERT INTO dmzkit.audit_log (subject, event, outcome, detail) VALUES (%s, %s, 'success', %s)",
@@ -166,7 +175,7 @@ def audit(cur, event, name, detail):
     )
 
 
-def set_groups(cur, user_id, groups):
+def set_groups(cur: Any, user_id: int, groups: list[str]) -> None:
     for group in groups:
         cur.execute("INSERT INTO dmzkit.groups (name) VALUES (%s) ON CONFLICT (name) DO NOTHING", (group,))
     cur.execute(
@@ -181,7 +190,7 @@ def set_groups(cur, user_id, groups):
     )
 
 
-def apply(module, cur):
+def apply(module: AnsibleModule, cur: Any) -> tuple[bool, dict[str, Any] | None, dict[str, Any] | None]:
     p = module.params
     name = p["name"]
     user_id, stored_hash, before = read_user(cur, name)
@@ -235,7 +244,7 @@ def apply(module, cur):
     return changed, before, after
 
 
-def main():
+def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
             name=dict(type="str", required=True),

@@ -283,8 +283,9 @@ async def running(settings: Settings) -> AsyncIterator[IdentityProvider]:
                                      ssl=database_tls, min_size=1, max_size=8)
     runners: list[web.AppRunner] = []
     try:
-        idp = IdentityProvider(settings, key, certificate, providers, Store(redis),
-                               Directory(pool, settings.lockout_attempts, settings.lockout_seconds), metadata)
+        directory = Directory(pool, settings.lockout_attempts, settings.lockout_seconds)
+        await directory.prepare()
+        idp = IdentityProvider(settings, key, certificate, providers, Store(redis), directory, metadata)
         for app, listen, clients in ((idp.front(), settings.front_listen, ssl.CERT_OPTIONAL),
                                      (idp.back(), settings.back_listen, ssl.CERT_REQUIRED)):
             context = server_context(settings.certificate, settings.private_key, settings.ca_chain, settings.crl,

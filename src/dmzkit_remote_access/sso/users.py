@@ -10,13 +10,14 @@ import logging
 from dataclasses import dataclass
 
 import asyncpg
-from argon2 import PasswordHasher
+from argon2 import Parameters, PasswordHasher, extract_parameters
 from argon2.exceptions import InvalidHash, VerificationError
 
 log = logging.getLogger("dmzkit.sso.users")
 
-# Each check holds 64 MiB for tens of milliseconds: a bounded number at a
-# time keeps a burst of sign-ins from exhausting memory or starving the loop.
+# Each check holds its hash's memory (64 MiB with userdb_user's parameters)
+# while it runs: a bounded number at a time keeps a burst of sign-ins from
+# exhausting memory or starving the loop.
 CONCURRENT_CHECKS = 2
 
 ACCOUNT = """
@@ -40,6 +41,28 @@ WHERE user_id = $1
 """
 SUCCEEDED = "UPDATE credentials SET failed_attempts = 0, locked_until = NULL WHERE user_id = $1 AND failed_attempts > 0"
 AUDIT = "INSERT INTO audit_log (subject, event, outcome, source, detail) VALUES ($1, $2, $3, $4::inet, $5::jsonb)"
+# The hash written last: made with the parameters hashes are made with now.
+NEWEST_HASH = "SELECT password_hash FROM credentials ORDER BY changed_at DESC LIMIT 1"
+DECOY_PASSWORD = "decoy password, never matched"
+
+
+def parameters_of(stored: str | None) -> Parameters | None:
+    """The Argon2 parameters of a stored hash; None for no hash, or for one
+    that no verify can use either (it is refused at once)."""
+    if stored is None:
+        return None
+    try:
+        return extract_parameters(stored)
+    except InvalidHash:
+        return None
+
+
+def decoy_like(parameters: Parameters) -> str:
+    """A hash of a password nobody has, made with `parameters`: verifying
+    against it costs what verifying against a hash made with them costs."""
+    return PasswordHasher(time_cost=parameters.time_cost, memory_cost=parameters.memory_cost,
+                          parallelism=parameters.parallelism, hash_len=parameters.hash_len,
+                          salt_len=parameters.salt_len, type=parameters.type).hash(DECOY_PASSWORD)
 
 
 @dataclass(frozen=True)
@@ -61,11 +84,31 @@ class Directory:
         self.pool = pool
         self.lockout_attempts = lockout_attempts
         self.lockout_seconds = lockout_seconds
+        # Verifying reads the parameters from the hash; this hasher makes none.
         self.hasher = PasswordHasher()
         self.checks = asyncio.Semaphore(CONCURRENT_CHECKS)
         # Checked against when the user is unknown, so that an unknown user
-        # takes as long to refuse as a wrong password.
-        self.decoy = self.hasher.hash("decoy password, never matched")
+        # takes as long to refuse as a wrong password. The IdP has no Argon2
+        # parameters of its own: the module userdb_user makes every stored
+        # hash, and the decoy is made with the parameters of the newest one.
+        self._decoy: tuple[Parameters, str] | None = None
+
+    async def prepare(self) -> None:
+        """Make the decoy now, so that the first unknown user is not the one
+        who waits for it."""
+        await self._decoy_hash()
+
+    async def _decoy_hash(self) -> str | None:
+        """A decoy with the parameters of the newest stored hash, made again
+        when they change; None when there is no hash to match (no user has a
+        password, so every attempt takes this same way)."""
+        wanted = parameters_of(await self.pool.fetchval(NEWEST_HASH))
+        if wanted is None:
+            return None
+        if self._decoy is None or self._decoy[0] != wanted:
+            async with self.checks:
+                self._decoy = (wanted, await asyncio.to_thread(decoy_like, wanted))
+        return self._decoy[1]
 
     async def account(self, username: str) -> Account | None:
         """The user if they exist and may sign in."""
@@ -86,7 +129,10 @@ class Directory:
         disabled nor locked; None otherwise, for whatever reason (the audit
         log has the reason, the user does not)."""
         row = await self.pool.fetchrow(CREDENTIALS, username)
-        good = await self._verify(row["password_hash"] if row else self.decoy, password)
+        # An unknown user costs one query more before the verify, as a wrong
+        # password costs one (its count) after it.
+        stored = row["password_hash"] if row else await self._decoy_hash()
+        good = stored is not None and await self._verify(stored, password)
         if row is None:
             await self.audit(username, "login.password", False, source, {"reason": "unknown or disabled user"})
             return None

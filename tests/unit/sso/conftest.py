@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from argon2 import PasswordHasher
 from redis.asyncio import Redis
 
 import local_servers
 from testpki import NOW, make_ca, make_crl, make_leaf, pem, write_key
 
+from ansible_collections.dmzkit.remote_access.plugins.modules.userdb_user import hasher
 from dmzkit_remote_access.sso import xmldsig
 from dmzkit_remote_access.sso.idp import IdentityProvider, running
 from dmzkit_remote_access.sso.settings import Settings
@@ -63,7 +63,8 @@ def userdb() -> Iterator[dict[str, str]]:
 
 def add_user(userdb: dict[str, str], name: str, password: str, groups: tuple[str, ...] = (),
              enabled: bool = True) -> None:
-    local_servers.add_user(userdb, name, PasswordHasher().hash(password), groups, enabled)
+    """Add a user with a hash as the module userdb_user makes it."""
+    local_servers.add_user(userdb, name, hasher().hash(password), groups, enabled)
 
 
 # -- an IdP on loopback ----------------------------------------------------------

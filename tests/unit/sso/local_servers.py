@@ -106,3 +106,9 @@ def add_user(userdb: dict[str, str], name: str, password_hash: str, groups: tupl
     )
     as_postgres(str(POSTGRES_BIN / "psql"), "-h", userdb["host"], "-U", "postgres", "-d", "dmzkit",
                 "-v", "ON_ERROR_STOP=1", "-q", sql=statements)
+
+
+def remove_user(userdb: dict[str, str], name: str) -> None:
+    """Remove a user added with add_user (and so its hash and memberships)."""
+    as_postgres(str(POSTGRES_BIN / "psql"), "-h", userdb["host"], "-U", "postgres", "-d", "dmzkit",
+                "-v", "ON_ERROR_STOP=1", "-q", sql=f"DELETE FROM dmzkit.users WHERE username = '{name}';")
