@@ -20,7 +20,7 @@ export DMZKIT_LAB_IMAGE = $(shell cat $(CURDIR)/.lab-image 2>/dev/null)
 
 LAB_INVENTORY := inventories/lab
 
-.PHONY: help setup host venv image lab-up lab-down clean lint docs build unit molecule test demo
+.PHONY: help setup host venv image lab-up lab-down clean lint sanity docs build unit molecule test demo
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -54,12 +54,15 @@ lab-down: venv ## Stop and remove the lab hosts, keep the networks
 clean: ## Remove every container, network and volume the lab made, and nothing else
 	bash lab/clean.sh
 
-lint: docs ## yamllint, ansible-lint (production profile), pyflakes, changelog, role docs up to date
+lint: docs sanity ## yamllint, ansible-lint (production profile), pyflakes, changelog, role docs up to date, sanity
 	yamllint --strict .
 	pyflakes src plugins tests molecule bench lab
 	ansible-lint
 	antsibull-changelog lint
 	git diff --exit-code --stat -- 'roles/*/README.md' || { echo "role READMEs are stale: run make docs and commit" >&2; exit 1; }
+
+sanity: venv ## ansible-test sanity on the working tree (docs/testing.md, "Sanity")
+	bash tests/sanity.sh
 
 docs: venv ## Regenerate each role's README.md from its meta/argument_specs.yml
 	for role in roles/*/; do aar-doc --output-mode replace "$$role" markdown >/dev/null; done

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Failover figures, measured on the lab's DMZ wire with one clock.
 
 For each configuration (our watchdog at the `default` and `fast` profiles,

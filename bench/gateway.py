@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """SSL VPN gateway figures, measured from the external client's container:
 
 - ocserv certificate logins per second: `openconnect --authenticate` with

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """SSO figures on loopback: what an assertion costs to sign, how many
 artifacts the IdP resolves per second of its CPU, and the latency of
 resolutions at a steady rate.
@@ -168,7 +167,9 @@ async def run(args: argparse.Namespace, where: Path, redis_socket: Path, userdb:
                     await asyncio.sleep(0.1)
             store = Store(redis)
             idp_key = keys["signing"].public_key()
-            sign = lambda artifact: protocol.artifact_resolve(SP, url, artifact, keys["sp-signing"])  # noqa: E731
+
+            def sign(artifact: str) -> tuple[bytes, str]:
+                return protocol.artifact_resolve(SP, url, artifact, keys["sp-signing"])
 
             bodies = [sign(a) for a in await issue(store, keys["signing"], args.capacity)]
             cpu_before, wall_before = cpu_seconds(server.pid), time.perf_counter()

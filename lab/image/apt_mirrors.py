@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Print the Debian mirror URIs this machine's apt sources use for a release.
 
 Output: "<suite> <uri>" lines for <release>, <release>-updates and

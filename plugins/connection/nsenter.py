@@ -53,7 +53,6 @@ from ansible.utils.display import Display
 display = Display()
 
 NAMESPACES = ("--mount", "--uts", "--ipc", "--net", "--pid", "--cgroup")
-COPY_CHUNK = 1024 * 1024
 # What a login shell on the container would have; nothing of the controller's
 # environment (virtualenv PATH, ANSIBLE_*, MOLECULE_*) leaks in.
 ENVIRONMENT = {
@@ -99,7 +98,8 @@ class Connection(ConnectionBase):
         return self
 
     def _argv(self, shell_command: str) -> list[str]:
-        assert self._nsenter is not None and self._pid is not None
+        if self._nsenter is None or self._pid is None:
+            raise AnsibleConnectionFailure("the nsenter connection was used before it connected")
         return [self._nsenter, "--target", self._pid, *NAMESPACES, "--", "/bin/sh", "-c", shell_command]
 
     def exec_command(self, cmd: str, in_data: bytes | None = None, sudoable: bool = True) -> tuple[int, bytes, bytes]:
@@ -130,15 +130,12 @@ class Connection(ConnectionBase):
         # Made owner-only: what a play fetches is often a secret (a user's
         # PKCS#12), and the caller widens the mode when it wants to.
         fd = os.open(to_bytes(out_path, errors="surrogate_or_strict"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # cat writes straight into the file: no copy passes through Python.
         with os.fdopen(fd, "wb") as target:
-            proc = subprocess.Popen(self._argv(f"cat {shlex.quote(in_path)}"), stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, env=ENVIRONMENT)
-            assert proc.stdout is not None and proc.stderr is not None
-            for chunk in iter(lambda: proc.stdout.read(COPY_CHUNK), b""):  # type: ignore[union-attr]
-                target.write(chunk)
-            stderr = proc.stderr.read()
-            if proc.wait() != 0:
-                raise AnsibleError(f"failed to fetch {in_path}: {to_text(stderr).strip()}")
+            proc = subprocess.run(self._argv(f"cat {shlex.quote(in_path)}"), stdout=target,
+                                  stderr=subprocess.PIPE, check=False, env=ENVIRONMENT)
+        if proc.returncode != 0:
+            raise AnsibleError(f"failed to fetch {in_path}: {to_text(proc.stderr).strip()}")
 
     def reset(self) -> None:
         self.close()

@@ -12,7 +12,9 @@ description:
   - Run on the IdP host. Returns its signed metadata, endpoints, the
     fingerprints of its signing and TLS keys, and the service providers
     registered with C(saml_sp). Changes nothing.
-author: dmzkit maintainers
+author: dmzkit maintainers (@dmzkit)
+requirements:
+  - cryptography (Debian C(python3-cryptography))
 options:
   config:
     description: The IdP's configuration file.
@@ -82,6 +84,7 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
+CRYPTOGRAPHY_ERROR: str | None = None
 try:
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
@@ -96,7 +99,7 @@ def spki_sha256(pem: bytes) -> str:
                                            serialization.PublicFormat.SubjectPublicKeyInfo)).hexdigest()
 
 
-def main():
+def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
             config=dict(type="path", default="/etc/dmzkit-sso/idp.json"),

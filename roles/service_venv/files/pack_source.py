@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright: dmzkit maintainers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Pack the services' source (pyproject.toml and the package's Python files)
