@@ -8,7 +8,7 @@ trap 'rm -rf "$work"' EXIT
 
 mkdir -p "$top/build"
 ansible-galaxy collection build --force --output-path "$top/build" "$top"
-tarball=$(ls -t "$top"/build/dmzkit-remote_access-*.tar.gz | head -n 1)
+tarball="$top/build/dmzkit-remote_access-$(awk '$1 == "version:" {print $2}' "$top/galaxy.yml").tar.gz"
 
 # Dependencies (community.crypto, containers.podman, ...) come from the
 # `ansible` package; Galaxy itself is not reachable from the lab machines.

@@ -6,7 +6,7 @@
 # the time budget (minutes per configuration and per journey, running total)
 # and a summary line; non-zero exit if any failed.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 
 if [ $# -gt 0 ]; then
   scenarios=("$@")

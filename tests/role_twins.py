@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """List files of different roles that differ only in names.
 
 `duplicates` reads Python and shell; role task files, handlers, templates and

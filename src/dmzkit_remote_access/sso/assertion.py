@@ -47,13 +47,13 @@ def response(idp: str, sp: str, acs_url: str, in_response_to: str | None, login:
     node("saml", "NameID", subject, Format=UNSPECIFIED).text = login.user
     confirmation = node("saml", "SubjectConfirmation", subject, Method=BEARER)
     node("saml", "SubjectConfirmationData", confirmation, Recipient=acs_url,
-             NotOnOrAfter=instant(moment + ASSERTION_LIFETIME), **extra)
+         NotOnOrAfter=instant(moment + ASSERTION_LIFETIME), **extra)
     conditions = node("saml", "Conditions", assertion, NotBefore=instant(moment),
-                          NotOnOrAfter=instant(moment + ASSERTION_LIFETIME))
+                      NotOnOrAfter=instant(moment + ASSERTION_LIFETIME))
     node("saml", "Audience", node("saml", "AudienceRestriction", conditions)).text = sp
     statement = node("saml", "AuthnStatement", assertion, AuthnInstant=instant(moment),
-                         SessionIndex=login.session_index,
-                         SessionNotOnOrAfter=instant(moment + session_lifetime))
+                     SessionIndex=login.session_index,
+                     SessionNotOnOrAfter=instant(moment + session_lifetime))
     node("saml", "AuthnContextClassRef", node("saml", "AuthnContext", statement)).text = login.authn_context
     if login.attributes:
         attributes = node("saml", "AttributeStatement", assertion)

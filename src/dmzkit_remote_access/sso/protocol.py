@@ -136,7 +136,7 @@ class AuthnRequest:
 
 def authn_request(issuer: str, destination: str, acs_url: str) -> tuple[Element, str]:
     element, request_id = new_message("AuthnRequest", issuer, Destination=destination,
-                                   AssertionConsumerServiceURL=acs_url, ProtocolBinding=ARTIFACT_BINDING)
+                                      AssertionConsumerServiceURL=acs_url, ProtocolBinding=ARTIFACT_BINDING)
     return element, request_id
 
 

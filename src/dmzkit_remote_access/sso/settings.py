@@ -21,6 +21,7 @@ from . import xmldsig
 from ..tls import spki_sha256
 from .resolver import ARTIFACT_TTL, ServiceProvider
 
+
 @dataclass(frozen=True)
 class Settings(FileSettings):
     entity_id: str

@@ -91,6 +91,7 @@ def published(tmp_path):
     """A real HTTP server on loopback publishing tmp_path/pub."""
     root = tmp_path / "pub"
     root.mkdir()
+
     class QuietHandler(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args) -> None:
             pass

@@ -94,7 +94,7 @@ async def sign_in(browser: Browser, sp: ServiceProvider, user: str, password: st
     assert headers["Content-Security-Policy"] == "default-src 'none'; form-action 'self' https://sp.test"
     fields = {k: v.replace("&amp;", "&") for k, v in form_fields(page).items()}
     return await browser.post("/saml2/login", {**fields, "username": user, "password": password,
-                                                "method": "password"})
+                                               "method": "password"})
 
 
 def test_a_password_login_ends_in_a_valid_assertion_at_the_sp(idp_run, pki) -> None:

@@ -31,6 +31,7 @@ def ask(resolver: Resolver, requester: str, artifact: str, *, tls: str | None = 
     signing, tls_key = KEYS[requester]
     body, request_id = protocol.artifact_resolve(requester, ARS, artifact, signer or signing)
     peer = tls if tls is not None else spki_sha256(tls_key.public_key())
+
     async def go():
         answer, outcome = await resolver.resolve(body, peer)
         return protocol.read_artifact_response(answer, IDP, request_id, [IDP_KEY.public_key()]), outcome
@@ -106,6 +107,7 @@ def denied(answer: bytes, request_id: str) -> str:
 
 def test_a_replayed_artifact_resolve_is_denied_in_saml(run) -> None:
     signing, tls_key = KEYS[A]
+
     async def body(resolver: Resolver):
         artifact = await resolver.issue(provider(A), MESSAGE)
         request, request_id = protocol.artifact_resolve(A, ARS, artifact, signing)
@@ -124,6 +126,7 @@ def test_a_replayed_artifact_resolve_is_denied_in_saml(run) -> None:
 def test_an_authenticated_request_sent_elsewhere_or_stale_is_denied_and_spends_nothing(
         run, monkeypatch: pytest.MonkeyPatch, destination: str, issued: dt.timedelta, why: str) -> None:
     signing, tls_key = KEYS[A]
+
     async def body(resolver: Resolver):
         artifact = await resolver.issue(provider(A), MESSAGE)
         with monkeypatch.context() as m:

@@ -137,4 +137,3 @@ def test_with_no_hash_stored_every_user_is_refused_alike(monkeypatch) -> None:
     assert asyncio.run(directory.check_password(STRANGER, PASSWORD, "127.0.0.1")) is None
     assert verifies.hashes == []
     assert pool.audited[0][:3] == (STRANGER, "login.password", "failure")
-
