@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from dmzkit_remote_access.failover_watchdog import arp  # noqa: E402
+from dmzkit_remote_access.net import arp  # noqa: E402
 
 SWITCH = Path(__file__).resolve().parents[1] / "roles/lab/files/dmzkit-lab-switch"
 

@@ -9,17 +9,22 @@ module: failover_watchdog
 short_description: Configure the failover watchdog of a VNC backup host
 version_added: 0.1.0
 description:
-  - Writes the watchdog's JSON configuration, root only (mode 0600), as hooks and
-    fence commands may name credentials files.
+  - Writes the watchdog's JSON configuration, by default root only (O(mode)
+    C(0600)), as hooks and fence commands may name credentials files. The
+    new file is never readable by others, not even for a moment, and
+    replaces the old one atomically.
   - The new file is checked by the watchdog's own C(check-config) before it
     replaces the old one, also in check mode, so a value the service would
     refuse is refused here, with the service's message, and nothing changes.
+    Every setting is validated there, and only there.
   - Restarting the service is the caller's business (the C(failover_watchdog)
     role notifies a handler); a restart keeps a VIP the watchdog holds.
-author: dmzkit maintainers
+author: dmzkit maintainers (@dmzkit)
 options:
   path:
-    description: The configuration file.
+    description:
+      - The configuration file.
+      - Its O(mode) is C(0600) unless given.
     type: path
     default: /etc/dmzkit-failover-watchdog/config.json
   executable:
@@ -97,7 +102,7 @@ options:
     description: At most C(max_takeovers) in C(window) seconds, each active for at least C(min_active) seconds.
     type: dict
     default: {}
-    options:
+    suboptions:
       max_takeovers:
         type: int
         default: 3
@@ -114,7 +119,7 @@ options:
     description: How to take the VIP from a primary that answers ARP but whose VPN is dead.
     type: dict
     default: {}
-    options:
+    suboptions:
       mode:
         type: str
         choices: [none, best_effort, required]
@@ -148,6 +153,7 @@ options:
     type: str
     default: 127.0.0.1:9468
 extends_documentation_fragment:
+  - ansible.builtin.files
   - dmzkit.remote_access.attributes
 """
 
@@ -177,14 +183,14 @@ config:
 """
 
 import json
-import os
-import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.dmzkit.remote_access.plugins.module_utils._io import Candidate, file_attributes, read_bytes
+from ansible_collections.dmzkit.remote_access.plugins.module_utils._service import run_service
 
-SETTINGS = ("interface", "vip", "routing_table", "gateway", "vip6", "vip6_is_router", "primary_macs", "primary_mgmt", "witness", "profile",
-            "interval", "misses", "app_port", "app_server_name", "app_ca_file", "app_interval", "failback",
-            "hold_down", "damping", "fence", "services", "hooks", "metrics_listen")
+SETTINGS = ("interface", "vip", "routing_table", "gateway", "vip6", "vip6_is_router", "primary_macs", "primary_mgmt",
+            "witness", "profile", "interval", "misses", "app_port", "app_server_name", "app_ca_file", "app_interval",
+            "failback", "hold_down", "damping", "fence", "services", "hooks", "metrics_listen")
 
 
 def main() -> None:
@@ -225,48 +231,30 @@ def main() -> None:
             hooks=dict(type="dict", default={}),
             metrics_listen=dict(type="str", default="127.0.0.1:9468"),
         ),
+        add_file_common_args=True,
         supports_check_mode=True,
     )
     p = module.params
-    config = {k: p[k] for k in SETTINGS if p[k] is not None}
+    # An empty string is an optional setting left out.
+    config = {k: p[k] for k in SETTINGS if p[k] not in (None, "")}
     config["primary_macs"] = sorted({m.lower() for m in p["primary_macs"]})
     text = json.dumps(config, indent=2, sort_keys=True) + "\n"
-
-    directory = os.path.dirname(p["path"])
-    if not os.access(p["executable"], os.X_OK):
-        module.fail_json(msg=f"{p['executable']} is missing: install the watchdog first (role failover_watchdog)")
-    # Checked where the file will live, by the code that will run it.
-    fd, candidate = tempfile.mkstemp(prefix=".config-", suffix=".json", dir=directory if os.path.isdir(directory) else None)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        rc, _, err = module.run_command([p["executable"], "check-config", candidate])
-        if rc != 0:
-            module.fail_json(msg=err.strip().replace(candidate, p["path"]) or f"check-config failed ({rc})")
-        try:
-            with open(p["path"], encoding="utf-8") as f:
-                current = f.read()
-        except FileNotFoundError:
-            current = None
-        changed = current != text
+    path = p["path"]
+    current = read_bytes(path)
+    attributes = file_attributes(module, path, "0600")
+    with Candidate(module, path, text.encode()) as candidate:
+        # Checked where the file will live, by the code that will run it.
+        run_service(module, [p["executable"], "check-config", "%s"], candidate.name, path, "failover_watchdog")
+        changed = current != text.encode()
         if changed and not module.check_mode:
-            os.makedirs(directory, mode=0o755, exist_ok=True)
-            # atomic_move gives a file it creates the umask's mode: with 077 that
-            # is 0600 from its first moment (hooks and fence commands are root's).
-            umask = os.umask(0o077)
-            try:
-                module.atomic_move(candidate, p["path"])
-            finally:
-                os.umask(umask)
-            os.chmod(p["path"], 0o600)  # an existing file keeps its mode through atomic_move
-    finally:
-        if os.path.exists(candidate):
-            os.unlink(candidate)
+            candidate.install(attributes)
+    if not changed:
+        changed = module.set_fs_attributes_if_different(attributes, False)
 
     result = {"changed": changed, "config": config}
     if module._diff:
-        result["diff"] = {"before": current or "", "after": text, "before_header": p["path"],
-                          "after_header": p["path"]}
+        result["diff"] = {"before": (current or b"").decode(errors="replace"), "after": text,
+                          "before_header": path, "after_header": path}
     module.exit_json(**result)
 
 

@@ -11,7 +11,7 @@ version_added: 0.1.0
 description:
   - Reads the state file the watchdog rewrites on every transition and its
     Prometheus endpoint on the host's loopback. Changes nothing.
-author: dmzkit maintainers
+author: dmzkit maintainers (@dmzkit)
 options:
   state_dir:
     description: The watchdog's runtime directory.
@@ -58,7 +58,7 @@ transitions:
   type: list
   elements: dict
 metrics:
-  description: Every sample of the Prometheus endpoint, by metric name with its labels, e.g. C(dmzkit_failover_garps_total).
+  description: Every sample of the Prometheus endpoint, by metric name with its labels, e.g. C(dmzkit_failover_garp_sent_total).
   returned: when the endpoint answered
   type: dict
 """
@@ -74,7 +74,7 @@ def parse_metrics(text: str) -> dict[str, float]:
     samples = {}
     for line in text.splitlines():
         if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
+            name, value = line.rsplit(" ", 1)
             samples[name] = float(value)
     return samples
 

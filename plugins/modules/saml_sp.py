@@ -17,7 +17,7 @@ description:
     Only HTTPS ACS URLs and RSA (2048 bits or more) or P-256 keys are
     accepted; anything else fails before a file is touched.
   - Restart the IdP to apply (the C(sso) role's handler does).
-author: dmzkit maintainers
+author: dmzkit maintainers (@dmzkit)
 requirements:
   - cryptography
   - lxml (with O(metadata))
@@ -91,21 +91,23 @@ import base64
 import json
 import os
 import re
-import tempfile
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.dmzkit.remote_access.plugins.module_utils._io import write_file
 
 try:
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    CRYPTOGRAPHY_ERROR = None
 except ImportError:
     x509 = None
     CRYPTOGRAPHY_ERROR = traceback.format_exc()
 
 try:
     from lxml import etree
+    LXML_ERROR = None
 except ImportError:
     etree = None
     LXML_ERROR = traceback.format_exc()
@@ -257,13 +259,9 @@ def main():
                 module.fail_json(msg=f"{wanted['entity_id']} is already registered as {other[:-5]}")
 
     changed = before != wanted
-    if changed and not module.check_mode:
-        fd, temporary = tempfile.mkstemp(dir=p["directory"], prefix=f".{p['name']}.")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(wanted, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.chmod(temporary, 0o644)
-        module.atomic_move(temporary, path)
+    if changed:
+        # Certificates and URLs only: readable by the IdP's service user.
+        write_file(module, path, (json.dumps(wanted, indent=2, sort_keys=True) + "\n").encode(), default_mode="0644")
     module.exit_json(changed=changed, path=path, entity_id=wanted["entity_id"], acs_url=wanted["acs_url"],
                      diff={"before": before or {}, "after": wanted})
 

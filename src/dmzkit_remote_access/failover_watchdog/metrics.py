@@ -1,87 +1,92 @@
-"""The watchdog's Prometheus metrics, served as text on a local HTTP port."""
+"""The watchdog's Prometheus metrics, served by prometheus_client on a local port.
+
+The loop counts events in the client's own (thread-safe) metrics; what other
+objects already count (the machine's conflicts, the probes' stalls) and the
+current state are read when a scrape asks. The scrape is answered by the
+client's WSGI application on a thread of its own, so a slow scraper never
+holds up the loop.
+"""
 from __future__ import annotations
 
-import asyncio
-import bisect
-from collections import Counter
-from dataclasses import dataclass, field
+import socket
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 RTT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
 PREFIX = "dmzkit_failover"
+PATH = "/metrics"
 
 
-@dataclass
-class Histogram:
-    counts: list[int] = field(default_factory=lambda: [0] * (len(RTT_BUCKETS) + 1))
-    total: float = 0.0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(RTT_BUCKETS, value)] += 1
-        self.total += value
-
-    def lines(self, name: str, labels: str) -> list[str]:
-        out, running = [], 0
-        for bound, count in zip((*RTT_BUCKETS, float("inf")), self.counts):
-            running += count
-            le = "+Inf" if bound == float("inf") else f"{bound:g}"
-            out.append(f'{name}_bucket{{{labels},le="{le}"}} {running}')
-        out.append(f"{name}_sum{{{labels}}} {self.total:.6f}")
-        out.append(f"{name}_count{{{labels}}} {running}")
-        return out
-
-
-@dataclass
 class Metrics:
-    state: str = "init"
-    last_transition: float = 0.0
-    transitions: Counter[tuple[str, str, str]] = field(default_factory=Counter)
-    misses: Counter[str] = field(default_factory=Counter)
-    rtt: dict[str, Histogram] = field(default_factory=dict)
-    takeover_phases: dict[str, float] = field(default_factory=dict)
-    conflicts: int = 0
-    stalls: int = 0
-    garps: int = 0
-    # Fences run beside a takeover (of a silent primary) that failed.
-    fence_failures: int = 0
+    def __init__(self, states: Iterable[str], conflicts: Callable[[], int], stalls: Callable[[], int]) -> None:
+        self.registry = CollectorRegistry()
+        self.states = tuple(states)
+        self.state = "init"  # set by the loop, read by scrapes: one reference, replaced whole
+        self.conflicts = conflicts
+        self.stalls = stalls
+        r = self.registry
+        self.transitions = Counter(f"{PREFIX}_transitions", "State changes", ["from", "to", "reason"], registry=r)
+        self.probe_misses = Counter(f"{PREFIX}_probe_miss", "Probes sent while the last reply was overdue",
+                                    ["probe"], registry=r)
+        self.rtt = Histogram(f"{PREFIX}_probe_rtt_seconds", "Seconds from a probe to its reply", ["probe"],
+                             buckets=RTT_BUCKETS, registry=r)
+        self.takeover_phases = Gauge(f"{PREFIX}_takeover_seconds", "Seconds each action of the last step took",
+                                     ["phase"], registry=r)
+        self.garps = Counter(f"{PREFIX}_garp_sent", "Gratuitous ARP frames sent", registry=r)
+        self.fence_failures = Counter(f"{PREFIX}_fence_failures",
+                                      "Fences run beside a takeover (of a silent primary) that failed", registry=r)
+        self.last_transition = Gauge(f"{PREFIX}_last_transition_timestamp", "Unix time of the last state change",
+                                     registry=r)
+        r.register(_Current(self))
 
     def observe_rtt(self, probe: str, seconds: float) -> None:
-        self.rtt.setdefault(probe, Histogram()).observe(seconds)
-
-    def render(self, states: list[str]) -> str:
-        lines = [f"# TYPE {PREFIX}_state gauge"]
-        lines += [f'{PREFIX}_state{{state="{s}"}} {int(s == self.state)}' for s in states]
-        lines.append(f"# TYPE {PREFIX}_transitions_total counter")
-        lines += [f'{PREFIX}_transitions_total{{from="{a}",to="{b}",reason="{r}"}} {n}'
-                  for (a, b, r), n in sorted(self.transitions.items())]
-        lines.append(f"# TYPE {PREFIX}_probe_miss_total counter")
-        lines += [f'{PREFIX}_probe_miss_total{{probe="{p}"}} {n}' for p, n in sorted(self.misses.items())]
-        lines.append(f"# TYPE {PREFIX}_probe_rtt_seconds histogram")
-        for probe, histogram in sorted(self.rtt.items()):
-            lines += histogram.lines(f"{PREFIX}_probe_rtt_seconds", f'probe="{probe}"')
-        lines.append(f"# TYPE {PREFIX}_takeover_seconds gauge")
-        lines += [f'{PREFIX}_takeover_seconds{{phase="{p}"}} {v:.6f}' for p, v in self.takeover_phases.items()]
-        for name, value in (("conflicts_total", self.conflicts), ("scheduler_stall_total", self.stalls),
-                            ("garp_sent_total", self.garps), ("fence_failures_total", self.fence_failures)):
-            lines += [f"# TYPE {PREFIX}_{name} counter", f"{PREFIX}_{name} {value}"]
-        lines += [f"# TYPE {PREFIX}_last_transition_timestamp gauge",
-                  f"{PREFIX}_last_transition_timestamp {self.last_transition:.3f}"]
-        return "\n".join(lines) + "\n"
+        self.rtt.labels(probe).observe(seconds)
 
 
-async def serve(metrics: Metrics, states: list[str], host: str, port: int) -> asyncio.AbstractServer:
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            request = await asyncio.wait_for(reader.readline(), 2)
-            if request.startswith(b"GET /metrics "):
-                body, status = metrics.render(states).encode(), "200 OK"
-            else:
-                body, status = b"not found\n", "404 Not Found"
-            writer.write(f"HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4\r\n"
-                         f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-            await writer.drain()
-        except (TimeoutError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+class _Current(Collector):
+    """What the watchdog holds elsewhere, read at each scrape."""
 
-    return await asyncio.start_server(answer, host, port)
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.metrics
+        state = GaugeMetricFamily(f"{PREFIX}_state", "1 for the state the watchdog is in", labels=["state"])
+        current = m.state
+        for name in m.states:
+            state.add_metric([name], int(name == current))
+        yield state
+        yield CounterMetricFamily(f"{PREFIX}_conflicts", "Claims of the VIP by another host while active",
+                                  value=m.conflicts())
+        yield CounterMetricFamily(f"{PREFIX}_scheduler_stall", "Ticks the loop woke up late for", value=m.stalls())
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        """Scrapes are not worth a journal line each."""
+
+
+def serve(metrics: Metrics, host: str, port: int) -> ThreadingWSGIServer:
+    """Answer GET /metrics on host:port from a daemon thread; the caller
+    stops it with shutdown() and server_close()."""
+    app = make_wsgi_app(metrics.registry)
+
+    def metrics_only(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != PATH:
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"not found\n"]
+        return app(environ, start_response)
+
+    address = host.strip("[]")
+    server_class = type("MetricsServer", (ThreadingWSGIServer,),
+                        {"address_family": socket.AF_INET6 if ":" in address else socket.AF_INET})
+    server = make_server(address, port, metrics_only, server_class=server_class, handler_class=_Quiet)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server

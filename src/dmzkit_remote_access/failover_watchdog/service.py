@@ -19,12 +19,13 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import arp, ndp
+from ..daemon import Notifier
+from ..files import write_atomically
+from ..net import arp, ndp
+from ..net.netlink import Rtnetlink, carrier
 from .decision import ProbeStream
 from .machine import Action, Holder, Machine, Observation, State, Step
 from .metrics import Metrics, serve
-from .netlink import Rtnetlink, carrier
-from ..daemon import Notifier
 from .settings import ConfigError, FenceMode, Settings
 
 log = logging.getLogger("dmzkit.failover_watchdog")
@@ -88,15 +89,16 @@ class Watchdog:
         )
         self.app_tls = app_tls_context(settings)
         self.machine = Machine(settings)
-        self.metrics = Metrics()
+        self.metrics = Metrics([state.value for state in State], conflicts=lambda: self.machine.conflicts,
+                               stalls=lambda: self.probes.vip.stalls)
         self.notifier = Notifier()
         self.sock = arp.ArpSocket(settings.interface)
         self.ndp = ndp.NdpSocket(settings.interface) if settings.vip6 is not None else None
         self.netlink = Rtnetlink()
         self.started = time.monotonic()
         self.primary_mac = sorted(settings.primary_macs)[0]
-        self.background: set[asyncio.Task[object]] = set()
-        self.failed = asyncio.Event()
+        # Everything that runs beside the loop: one failure stops them all (run).
+        self.tasks = asyncio.TaskGroup()
         self.acting = False  # actions of a step are running: bounded by their timeouts
         self.ticked = time.monotonic()
         self.history: list[dict[str, object]] = []
@@ -136,9 +138,8 @@ class Watchdog:
                 continue  # our link is down (a fault): a probe that never left is no miss
             stream.on_send(now, due)
             if stream.counted_sends and stream.last_reply is not None and now - stream.last_reply > s.profile.interval:
-                self.metrics.misses[name] += 1
+                self.metrics.probe_misses.labels(name).inc()
             p.sent_at[name] = now
-        self.metrics.stalls = p.vip.stalls  # every tick probes the VIP: its stalls are the loop's
 
     def vip_holder(self, now: float) -> Holder:
         """Who last said the VIP is theirs, within dead_time: a window, not the
@@ -213,7 +214,7 @@ class Watchdog:
         await asyncio.sleep(s.profile.rtt_budget)
         self.read_replies()
         replied = (self.probes.vip.last_reply, self.probes.mgmt.last_reply, self.probes.claims) != before
-        self.metrics.takeover_phases["confirm"] = time.monotonic() - start
+        self.metrics.takeover_phases.labels("confirm").set(time.monotonic() - start)
         return replied
 
     # -- actions ------------------------------------------------------------------
@@ -238,18 +239,8 @@ class Watchdog:
         return process.returncode == 0
 
     def spawn(self, coroutine: Coroutine[Any, Any, object]) -> None:
-        """Run beside the loop; keep a reference so the task is not collected mid-flight."""
-        task = asyncio.create_task(coroutine)
-        self.background.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[object]) -> None:
-        self.background.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            # A probe or announcer that died would leave the watchdog half blind: stop,
-            # and let systemd start a whole one (which reconciles with what it finds).
-            log.critical("%s failed: %r", task.get_coro().__qualname__, task.exception())
-            self.failed.set()
+        """Run beside the loop, in its task group."""
+        self.tasks.create_task(coroutine)
 
     def send_announcements(self, holder_mac: str | None) -> None:
         """Gratuitous ARP (request and reply) for the VIP, and an unsolicited
@@ -257,7 +248,7 @@ class Watchdog:
         s = self.settings
         for frame in arp.announcements(self.sock.mac, s.vip.ip, holder_mac):
             self.sock.send(frame)
-        self.metrics.garps += 2
+        self.metrics.garps.inc(2)
         if self.ndp is not None and s.vip6 is not None:
             self.ndp.announce(s.vip6.ip, holder_mac or self.sock.mac, s.vip6_is_router)
 
@@ -280,7 +271,7 @@ class Watchdog:
 
     async def fence_beside(self) -> None:
         if not await self.run_argv(self.settings.fence.off, self.settings.fence.timeout):
-            self.metrics.fence_failures += 1
+            self.metrics.fence_failures.inc()
 
     async def keep_systemd_watchdog_fed(self, period: float) -> None:
         """WATCHDOG=1 every `period` while the event loop runs on time and the
@@ -340,7 +331,7 @@ class Watchdog:
             ok = await self.systemctl("start")
         elif action is Action.STOP_SERVICES:
             ok = await self.systemctl("stop")
-        self.metrics.takeover_phases[action.value] = time.monotonic() - started
+        self.metrics.takeover_phases.labels(action.value).set(time.monotonic() - started)
         return ok
 
     async def follow(self, step: Step) -> None:
@@ -387,9 +378,8 @@ class Watchdog:
         assert step.previous is not None
         now = time.time()
         self.metrics.state = step.state.value
-        self.metrics.conflicts = self.machine.conflicts
-        self.metrics.last_transition = now
-        self.metrics.transitions[(step.previous.value, step.state.value, step.reason)] += 1
+        self.metrics.last_transition.set(now)
+        self.metrics.transitions.labels(step.previous.value, step.state.value, step.reason).inc()
         self.history = [*self.history[-19:], {"at": round(now, 3), "from": step.previous.value,
                                               "to": step.state.value, "reason": step.reason}]
         log.info("%s -> %s: %s", step.previous.value, step.state.value, step.reason,
@@ -415,13 +405,10 @@ class Watchdog:
             "damped": m.damped(time.monotonic()),
             "takeovers_in_window": len(m.takeovers),
             "conflicts": m.conflicts,
-            "scheduler_stalls": self.metrics.stalls,
+            "scheduler_stalls": self.probes.vip.stalls,
             "transitions": self.history,
         }
-        path = os.path.join(self.settings.state_dir, "state.json")
-        with open(path + ".tmp", "w", encoding="utf-8") as f:
-            json.dump(state, f, indent=1)
-        os.replace(path + ".tmp", path)
+        write_atomically(os.path.join(self.settings.state_dir, "state.json"), json.dumps(state, indent=1).encode())
 
     @property
     def control_path(self) -> str:
@@ -450,15 +437,36 @@ class Watchdog:
     # -- main loop ------------------------------------------------------------------
 
     async def run(self) -> None:
+        """Until cancelled (SIGTERM), or until a task beside the loop fails:
+        a probe or announcer that died would leave the watchdog half blind,
+        so it stops, and systemd starts a whole one, which reconciles with
+        what it finds."""
         s = self.settings
         host, _, port = s.metrics_listen.rpartition(":")
-        server = await serve(self.metrics, [x.value for x in State], host, int(port))
+        server = serve(self.metrics, host, int(port))
+        os.makedirs(s.state_dir, mode=0o755, exist_ok=True)
+        failed = False
+        try:
+            async with self.tasks:
+                await self.loop()
+        except* Exception as group:
+            for error in group.exceptions:
+                log.critical("a task beside the loop failed: %r", error)
+            failed = True
+        finally:
+            server.shutdown()
+            server.server_close()
+            self.notifier.notify(stopping=1)
+        if failed:
+            raise SystemExit(1)
+
+    async def loop(self) -> None:
+        s = self.settings
         if s.app_port is not None:
             self.spawn(self.probe_app())
         self.spawn(self.refresh_announcements())
         if self.notifier.watchdog_interval:
             self.spawn(self.keep_systemd_watchdog_fed(self.notifier.watchdog_interval))
-        os.makedirs(s.state_dir, mode=0o755, exist_ok=True)
         holding = s.vip in self.netlink.addresses(s.interface)
         self.record(self.machine.start(time.monotonic(), holding))
         control = await asyncio.start_unix_server(self.answer_operator, self.control_path)
@@ -468,7 +476,7 @@ class Watchdog:
         interval = s.profile.interval
         due, tick = time.monotonic(), 0
         try:
-            while not self.failed.is_set():
+            while True:
                 now = self.ticked = time.monotonic()
                 self.read_replies()
                 await self.follow(self.machine.step(self.observe(now)))
@@ -488,7 +496,4 @@ class Watchdog:
                     due = now + interval
                 await asyncio.sleep(max(0.0, due - time.monotonic()))
         finally:
-            server.close()
             control.close()
-            self.notifier.notify(stopping=1)
-        raise SystemExit(1)  # a background task failed (logged): systemd restarts us

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from dmzkit_remote_access.failover_watchdog import arp
+from dmzkit_remote_access.net import arp
 
 
 OURS = "02:00:00:00:00:01"

@@ -7,7 +7,7 @@ import subprocess
 import time
 from typing import Any
 
-from dmzkit_remote_access.failover_watchdog import ndp
+from dmzkit_remote_access.net import ndp
 
 VIP6 = ipaddress.IPv6Address("2001:db8:99::10")
 

@@ -6,7 +6,7 @@ from typing import Any
 
 ADD_AND_REMOVE = """
 import ipaddress, json
-from dmzkit_remote_access.failover_watchdog.netlink import Rtnetlink, carrier
+from dmzkit_remote_access.net.netlink import Rtnetlink, carrier
 nl = Rtnetlink()
 v4 = ipaddress.IPv4Interface("198.18.99.20/24")
 v6 = ipaddress.IPv6Interface("2001:db8:99::20/64")
@@ -35,7 +35,7 @@ def test_add_list_delete(peer: Any) -> None:
 def test_a_missing_interface_is_an_os_error(peer: Any) -> None:
     run = peer.python(
         "import ipaddress\n"
-        "from dmzkit_remote_access.failover_watchdog.netlink import Rtnetlink\n"
+        "from dmzkit_remote_access.net.netlink import Rtnetlink\n"
         "try:\n"
         "    Rtnetlink().add('nope0', ipaddress.ip_interface('198.18.99.30/24'))\n"
         "except OSError as e:\n"
@@ -48,7 +48,7 @@ def test_a_missing_interface_is_an_os_error(peer: Any) -> None:
 def test_routes_of_the_vip_table(peer: Any) -> None:
     run = peer.python(
         "import ipaddress\n"
-        "from dmzkit_remote_access.failover_watchdog.netlink import Rtnetlink\n"
+        "from dmzkit_remote_access.net.netlink import Rtnetlink\n"
         "nl = Rtnetlink()\n"
         f"dev = {peer.theirs!r}\n"
         "for _ in range(2):  # replace: the second time changes nothing\n"

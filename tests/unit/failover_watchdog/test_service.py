@@ -29,9 +29,9 @@ def sh(*args: str) -> str:
     return subprocess.run(args, check=True, capture_output=True, text=True).stdout
 
 
-def ours(namespace: str, *args: str) -> list[str]:
-    """The watchdog package's command line (run, guard, ctl) inside a namespace; run it with ENV."""
-    return ["ip", "netns", "exec", namespace, sys.executable, "-m", "dmzkit_remote_access.failover_watchdog", *args]
+def ours(namespace: str, *args: str, package: str = "failover_watchdog") -> list[str]:
+    """A service's command line (the watchdog's run and ctl, the VIP guard) inside a namespace; run it with ENV."""
+    return ["ip", "netns", "exec", namespace, sys.executable, "-m", f"dmzkit_remote_access.{package}", *args]
 
 
 ENV = {**os.environ, "PYTHONPATH": str(SRC)}
@@ -204,7 +204,7 @@ def test_an_operator_takeover_never_takes_an_address_a_stranger_answers_for(watc
 def test_a_guarded_primary_claims_the_vip_only_once_the_backup_has_let_go(watchdog: Segment) -> None:
     seg = watchdog
     seg.ip("primary", "addr", "del", f"{VIP}/24", "dev", "eth0")
-    guard = subprocess.Popen(ours(seg.ns("primary"), "guard", "--interface", "eth0", "--vip", f"{VIP}/24"),
+    guard = subprocess.Popen(ours(seg.ns("primary"), "--interface", "eth0", "--vip", f"{VIP}/24", package="vip_guard"),
                              env=ENV, stderr=subprocess.PIPE, text=True)
     try:
         seg.wait(lambda: holds_vip(seg, "primary"), 3)  # nobody held it: claimed after one probe round

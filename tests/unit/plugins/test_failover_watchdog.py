@@ -5,36 +5,31 @@ from __future__ import annotations
 
 import json
 import stat
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from adhoc import run_module
 
-TOP = Path(__file__).resolve().parents[3]
 ARGS = {"interface": "sb0", "vip": "198.18.97.10/24", "primary_macs": ["02:00:00:00:00:0A"],
         "primary_mgmt": "198.18.97.11", "witness": "198.18.97.254",
         "fence": {"mode": "best_effort", "off": ["/usr/local/sbin/fence", "off"]}}
 
 
-def executable(tmp_path: Path) -> str:
-    """The watchdog's command line from this checkout, as the role installs it."""
-    path = tmp_path / "dmzkit-failover-watchdog"
-    path.write_text(f"#!/bin/sh\nPYTHONPATH={TOP / 'src'} exec {sys.executable} "
-                    "-m dmzkit_remote_access.failover_watchdog \"$@\"\n")
-    path.chmod(0o755)
-    return str(path)
-
-
-def module(tmp_path: Path, *flags: str, **changes: object) -> dict:
-    args = {**ARGS, "path": str(tmp_path / "etc" / "config.json"), "executable": executable(tmp_path), **changes}
-    return run_module("failover_watchdog", args, *flags)
+@pytest.fixture
+def module(watchdog_command: str) -> Callable[..., dict]:
+    """Run the module for a configuration under `where`/etc."""
+    def run(where: Path, *flags: str, **changes: object) -> dict:
+        args = {**ARGS, "path": str(where / "etc" / "config.json"), "executable": watchdog_command, **changes}
+        return run_module("failover_watchdog", args, *flags)
+    return run
 
 
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def test_written_root_only_once_and_then_left_alone(tmp_path: Path) -> None:
+def test_written_root_only_once_and_then_left_alone(tmp_path: Path, module: Callable[..., dict]) -> None:
     config = tmp_path / "etc" / "config.json"
     checked = module(tmp_path, "--check", "--diff")
     assert checked["changed"] and not config.exists() and '"best_effort"' in checked["diff"]["after"]
@@ -46,7 +41,7 @@ def test_written_root_only_once_and_then_left_alone(tmp_path: Path) -> None:
     assert not module(tmp_path, hold_down=10.0)["changed"]
 
 
-def test_a_value_the_watchdog_refuses_keeps_the_old_file(tmp_path: Path) -> None:
+def test_a_value_the_watchdog_refuses_keeps_the_old_file(tmp_path: Path, module: Callable[..., dict]) -> None:
     assert module(tmp_path)["changed"]
     config = tmp_path / "etc" / "config.json"
     before = config.read_text()
@@ -56,9 +51,26 @@ def test_a_value_the_watchdog_refuses_keeps_the_old_file(tmp_path: Path) -> None
     assert sorted(p.name for p in config.parent.iterdir()) == ["config.json"]
 
 
-def test_an_ipv6_vip_is_written_for_the_watchdog(tmp_path: Path) -> None:
+def test_an_ipv6_vip_is_written_for_the_watchdog(tmp_path: Path, module: Callable[..., dict]) -> None:
     assert module(tmp_path, vip6="2001:db8:1::10/64", vip6_is_router=True)["changed"]
     config = json.loads((tmp_path / "etc" / "config.json").read_text())
     assert (config["vip6"], config["vip6_is_router"]) == ("2001:db8:1::10/64", True)
     refused = module(tmp_path, vip6="198.18.97.10/24")
     assert refused.get("failed") and "vip6" in refused["msg"], refused
+
+
+def test_file_options_set_the_mode_and_a_loosened_file_is_narrowed_again(tmp_path: Path,
+                                                                         module: Callable[..., dict]) -> None:
+    config = tmp_path / "etc" / "config.json"
+    assert module(tmp_path, mode="0640")["changed"] and mode(config) == 0o640
+    assert not module(tmp_path, mode="0640")["changed"]
+    config.chmod(0o644)  # the content is the same, the mode is not
+    checked = module(tmp_path, "--check")
+    assert checked["changed"] and mode(config) == 0o644
+    assert module(tmp_path)["changed"] and mode(config) == 0o600
+    assert sorted(p.name for p in config.parent.iterdir()) == ["config.json"]
+
+
+def test_a_missing_watchdog_is_named(tmp_path: Path, module: Callable[..., dict]) -> None:
+    missing = module(tmp_path, executable=str(tmp_path / "nowhere"))
+    assert missing.get("failed") and "install the service first (role failover_watchdog)" in missing["msg"], missing

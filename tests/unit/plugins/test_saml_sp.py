@@ -120,3 +120,10 @@ def test_one_entity_id_is_registered_once_and_absent_removes(tmp_path: Path) -> 
     removed = module(tmp_path, name="portal", state="absent")
     assert removed["changed"] and not (tmp_path / "portal.json").exists()
     assert not module(tmp_path, name="portal", state="absent")["changed"]
+
+
+def test_the_registration_is_readable_by_the_idp_and_nothing_else_is_left(tmp_path: Path) -> None:
+    assert register(tmp_path)["changed"]
+    assert (tmp_path / "portal.json").stat().st_mode & 0o777 == 0o644
+    assert register(tmp_path, acs_url="https://portal.test/acs2")["changed"]
+    assert [p.name for p in tmp_path.iterdir()] == ["portal.json"]

@@ -28,6 +28,7 @@ BS_APP = "https://app1.lab.dmzkit.test:8443/"
 CREDENTIALS = "/root/dmzkit"
 STATE = "/run/dmzkit-failover-watchdog/state.json"
 WATCHDOG = "/opt/dmzkit/venv/bin/dmzkit-failover-watchdog"
+CONFIG_DIR = "/etc/dmzkit-failover-watchdog"
 
 
 def wait_for(what: str, condition: Callable[[], bool], timeout: float) -> float:
@@ -96,6 +97,37 @@ def test_the_standby_nic_is_up_without_an_address(lab):
     assert vnc.run_test("sysctl -n net.ipv4.conf.all.arp_ignore").stdout.strip() == "1"
     assert f"from {VIP} lookup 100" in vnc.run_test("ip rule").stdout
     assert watchdog(lab)["state"] == "standby"
+
+
+def test_the_standby_nic_rule_goes_with_state_absent_and_comes_back(lab, ansible_module):
+    """Reversible: the rule only matters while the backup holds the VIP, and
+    the test puts it back, first with the module, then as a boot does."""
+    vnc = lab[BACKUP].host
+    rule = f"from {VIP} lookup 100"
+    nic = {"interface": STANDBY, "vip": f"{VIP}/24"}
+
+    def standby_nic(*options: str, **changes: str) -> dict:
+        return ansible_module(BACKUP, "dmzkit.remote_access.standby_nic", json.dumps(nic | changes), *options)[BACKUP]
+
+    try:
+        checked = standby_nic("--check", state="absent")
+        assert checked["changed"] and rule in vnc.run_test("ip rule").stdout, checked
+        removed = standby_nic(state="absent")
+        assert removed["changed"], removed
+        assert rule not in vnc.run_test("ip rule").stdout
+        assert not vnc.file(f"{CONFIG_DIR}/standby-nic.json").exists
+        assert "UP" in json.loads(vnc.run_test(f"ip -j link show dev {STANDBY}").stdout)[0]["flags"]
+        assert not standby_nic(state="absent")["changed"]
+    finally:
+        restored = standby_nic()
+    assert restored["changed"] and rule in vnc.run_test("ip rule").stdout, restored
+    assert not standby_nic()["changed"]
+    # A boot: the rule gone (as after a reboot), the unit's command puts it back.
+    vnc.run_test(f"ip rule del {rule}")
+    vnc.run_test("systemctl restart dmzkit-standby-nic.service")
+    assert rule in vnc.run_test("ip rule").stdout
+    assert vnc.service("dmzkit-standby-nic.service").is_running
+    assert watchdog(lab)["state"] == "standby" and not holds_vip(lab, BACKUP)
 
 
 def test_the_watchdog_runs_with_a_systemd_watchdog_and_two_capabilities(lab):
