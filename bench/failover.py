@@ -50,7 +50,7 @@ WATCHDOG = "/opt/dmzkit/venv/bin/dmzkit-failover-watchdog"
 CONFIG = "/etc/dmzkit-failover-watchdog/config.json"
 KEEPALIVED_CONF = "/run/dmzkit-bench-keepalived.conf"
 # The hosts' own firewalls drop VRRP; keepalived's run opens it for a while.
-HOST_FIREWALLS = {GATEWAY: "inet ssl_vpn_gateway", BACKUP: "inet vnc_backup"}
+HOST_FIREWALLS = {GATEWAY: "inet dmzkit_host", BACKUP: "inet dmzkit_host"}
 BENCH_RULE_COMMENT = "dmzkit-bench"
 ETH_P_ALL = 3
 

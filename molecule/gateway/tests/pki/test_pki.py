@@ -68,8 +68,8 @@ def tls_server(lab, transient_service):
 
     def start() -> None:
         gw.run_expect([0], f"ip address replace {SERVER_ADDRESS}/32 dev eth0")
-        if OPENING not in gw.check_output("nft list chain inet ssl_vpn_gateway input"):
-            gw.run_expect([0], f"nft 'insert rule inet ssl_vpn_gateway input {OPENING}'")
+        if OPENING not in gw.check_output("nft list chain inet dmzkit_host input"):
+            gw.run_expect([0], f"nft 'insert rule inet dmzkit_host input {OPENING}'")
         transient_service(
             SERVER, "verify-tls-server",
             f"openssl s_server -accept {SERVER_ADDRESS}:443 -www -cert {PKI}/{SERVER}-tls.crt "
@@ -79,10 +79,10 @@ def tls_server(lab, transient_service):
         )
 
     yield start
-    handles = gw.run("nft -a list chain inet ssl_vpn_gateway input").stdout.splitlines()
+    handles = gw.run("nft -a list chain inet dmzkit_host input").stdout.splitlines()
     for line in handles:
         if "dmzkit-verify pki" in line:
-            gw.run(f"nft delete rule inet ssl_vpn_gateway input handle {line.rsplit('handle ', 1)[1]}")
+            gw.run(f"nft delete rule inet dmzkit_host input handle {line.rsplit('handle ', 1)[1]}")
     gw.run(f"ip address del {SERVER_ADDRESS}/32 dev eth0")
 
 

@@ -62,11 +62,19 @@ def imap_list(lab, user: str, password: str):
 
 def test_gateway_holds_the_vip_and_forwards(lab):
     gw = lab[GATEWAY].host
-    active = gw.run("systemctl is-active ocserv nginx dmzkit-gateway-vip dmzkit-gateway-firewall").stdout.split()
+    active = gw.run("systemctl is-active ocserv nginx dmzkit-gateway-vip dmzkit-host-firewall").stdout.split()
     assert active == ["active"] * 4
     assert "198.18.1.10/24" in gw.run_test("ip -4 -o address show").stdout
     assert gw.run_test("sysctl -n net.ipv4.ip_forward").stdout.strip() == "1"
     assert gw.run("ocserv --test-config --config /etc/ocserv/ocserv.conf").rc == 0
+
+
+def test_the_vip_guard_follows_ocserv_and_nginx_behind_the_one_host_table(lab):
+    gw = lab[GATEWAY].host
+    after = gw.run_test("systemctl show dmzkit-gateway-vip -p After").stdout.strip().removeprefix("After=").split()
+    assert {"ocserv.service", "nginx.service"} <= set(after)
+    tables = gw.run_test("nft list tables").stdout
+    assert "table inet dmzkit_host" in tables and "table inet ssl_vpn_gateway" not in tables
 
 
 def test_portal_shows_the_user_from_the_certificate(lab):

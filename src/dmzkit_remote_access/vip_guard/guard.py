@@ -1,6 +1,5 @@
-"""The primary's side: claim the VIP only when nobody holds it.
+"""Claim the VIP only when nobody holds it, and let go on carrier loss.
 
-The gateway runs this instead of adding its service address blindly at boot.
 While the backup holds the VIP (the gateway came back after a takeover), every
 probe is answered by the backup's MAC and the guard waits; the backup hands
 back after its hold-down, announces the gateway's MAC, and the next quiet
@@ -16,28 +15,38 @@ import asyncio
 import ipaddress
 import logging
 import time
+from collections.abc import Callable
 
-from . import arp
-from .netlink import LinkEvents, Rtnetlink, carrier
 from ..daemon import Notifier
+from ..net import arp
+from ..net.netlink import LinkEvents, Rtnetlink, carrier
 
-log = logging.getLogger("dmzkit.failover_watchdog.guard")
+log = logging.getLogger("dmzkit.vip_guard")
 # GARP after claiming: at once, then +0.5 and +1 s (a lost frame is repaired).
 ANNOUNCE_AT = (0.0, 0.5, 1.0)
 
 
 class Guard:
-    def __init__(self, interface: str, vip: ipaddress.IPv4Interface, interval: float, probes: int) -> None:
+    def __init__(self, interface: str, vip: ipaddress.IPv4Interface, interval: float, probes: int, *,
+                 sock: arp.ArpSocket, netlink: Rtnetlink, links: LinkEvents,
+                 has_carrier: Callable[[str], bool] = carrier) -> None:
         self.interface = interface
         self.vip = vip
         self.interval = interval
         self.probes = probes
-        self.sock = arp.ArpSocket(interface)
-        self.netlink = Rtnetlink()
-        self.links = LinkEvents()
+        self.sock = sock
+        self.netlink = netlink
+        self.links = links
+        self.has_carrier = has_carrier
         # Carrier losses seen: a probe round or a claim that sees it change stops.
         self.losses = 0
         self.notifier = Notifier()
+
+    @classmethod
+    def open(cls, interface: str, vip: ipaddress.IPv4Interface, interval: float, probes: int) -> Guard:
+        """The guard on the host's own sockets (raw ARP and rtnetlink: CAP_NET_RAW, CAP_NET_ADMIN)."""
+        return cls(interface, vip, interval, probes,
+                   sock=arp.ArpSocket(interface), netlink=Rtnetlink(), links=LinkEvents())
 
     def holds(self) -> bool:
         return self.vip in self.netlink.addresses(self.interface)
@@ -48,7 +57,7 @@ class Guard:
 
     def on_link_event(self) -> None:
         self.links.drain()
-        if not carrier(self.interface):
+        if not self.has_carrier(self.interface):
             self.losses += 1
             self.release("link down")
             self.notifier.notify(status=f"link {self.interface} down")
@@ -95,9 +104,9 @@ class Guard:
         asyncio.get_running_loop().add_reader(self.links.fileno(), self.on_link_event)
         try:
             while True:
-                if not carrier(self.interface):
+                if not self.has_carrier(self.interface):
                     self.on_link_event()  # a notification may have been lost to an overrun
-                elif not self.holds() and await self.free() and carrier(self.interface):
+                elif not self.holds() and await self.free() and self.has_carrier(self.interface):
                     await self.claim()
                 self.sock.receive()  # nothing to act on while holding: the backup yields to our claim
                 await asyncio.sleep(self.interval)
