@@ -54,9 +54,10 @@ lab-down: venv ## Stop and remove the lab hosts, keep the networks
 clean: ## Remove every container, network and volume the lab made, and nothing else
 	bash lab/clean.sh
 
-lint: docs sanity ## yamllint, ansible-lint (production profile), pyflakes, changelog, role docs up to date, sanity
+lint: docs sanity ## yamllint, ansible-lint (production profile), pyflakes, role twins, changelog, role docs up to date, sanity
 	yamllint --strict .
 	pyflakes src plugins tests molecule bench lab
+	python3 tests/role_twins.py
 	ansible-lint
 	antsibull-changelog lint
 	git diff --exit-code --stat -- 'roles/*/README.md' || { echo "role READMEs are stale: run make docs and commit" >&2; exit 1; }
