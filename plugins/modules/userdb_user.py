@@ -111,6 +111,7 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
+PSYCOPG2_ERROR = None
 try:
     import psycopg2
     import psycopg2.extras
@@ -118,6 +119,7 @@ except ImportError:
     psycopg2 = None
     PSYCOPG2_ERROR = traceback.format_exc()
 
+ARGON2_ERROR = None
 try:
     from argon2 import PasswordHasher, Type
     from argon2.exceptions import InvalidHash, VerificationError

@@ -51,8 +51,8 @@ def test_metrics_are_served_as_prometheus_text(metrics: tuple[Metrics, int]) -> 
     found = samples(text)
     assert sample(found, "dmzkit_failover_state", state="active") == 1
     assert sample(found, "dmzkit_failover_state", state="standby") == 0
-    assert sample(found, "dmzkit_failover_transitions_total", **{"from": "confirm", "to": "takeover",
-                                                                   "reason": "no answer"}) == 1
+    assert sample(found, "dmzkit_failover_transitions_total",
+                  **{"from": "confirm", "to": "takeover", "reason": "no answer"}) == 1
     # Buckets are cumulative; the 2 s reply lands only in +Inf.
     bucket = "dmzkit_failover_probe_rtt_seconds_bucket"
     assert sample(found, bucket, probe="vip", le="0.0005") == 1
@@ -70,5 +70,5 @@ def test_label_values_are_escaped(metrics: tuple[Metrics, int]) -> None:
     reason = 'the primary said "bye"\\\nand left'
     m.transitions.labels("active", "handback", reason).inc()
     found = samples(scrape(port, "/metrics"))
-    assert sample(found, "dmzkit_failover_transitions_total", **{"from": "active", "to": "handback",
-                                                                   "reason": reason}) == 1
+    assert sample(found, "dmzkit_failover_transitions_total",
+                  **{"from": "active", "to": "handback", "reason": reason}) == 1
