@@ -22,6 +22,11 @@ from prometheus_client.registry import Collector
 RTT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
 PREFIX = "dmzkit_failover"
 PATH = "/metrics"
+# A scrape is one small request: more at once, or one that does not come
+# within SCRAPE_TIMEOUT seconds, is dropped, so idle connections cannot use
+# up the threads and file descriptors the takeover needs.
+MAX_SCRAPES = 4
+SCRAPE_TIMEOUT = 2.0
 
 
 class Metrics:
@@ -69,8 +74,34 @@ class _Current(Collector):
 
 
 class _Quiet(WSGIRequestHandler):
+    timeout = SCRAPE_TIMEOUT
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         """Scrapes are not worth a journal line each."""
+
+
+class _Bounded(ThreadingWSGIServer):
+    """At most MAX_SCRAPES connections served at once; one more is closed at once."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.slots = threading.BoundedSemaphore(MAX_SCRAPES)
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
 
 
 def serve(metrics: Metrics, host: str, port: int) -> ThreadingWSGIServer:
@@ -85,7 +116,7 @@ def serve(metrics: Metrics, host: str, port: int) -> ThreadingWSGIServer:
         return app(environ, start_response)
 
     address = host.strip("[]")
-    server_class = type("MetricsServer", (ThreadingWSGIServer,),
+    server_class = type("MetricsServer", (_Bounded,),
                         {"address_family": socket.AF_INET6 if ":" in address else socket.AF_INET})
     server = make_server(address, port, metrics_only, server_class=server_class, handler_class=_Quiet)
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()

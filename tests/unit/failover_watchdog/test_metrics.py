@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import socket
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -72,3 +74,28 @@ def test_label_values_are_escaped(metrics: tuple[Metrics, int]) -> None:
     found = samples(scrape(port, "/metrics"))
     assert sample(found, "dmzkit_failover_transitions_total",
                   **{"from": "active", "to": "handback", "reason": reason}) == 1
+
+
+def test_idle_connections_cannot_pile_up(metrics: tuple[Metrics, int]) -> None:
+    """Anyone on the host can connect to the metrics port (a desktop user on
+    the VNC host). Connections that never send a request are dropped after
+    SCRAPE_TIMEOUT and at most MAX_SCRAPES are served at once, so they cannot
+    exhaust the watchdog's threads and file descriptors; a scrape works again
+    once they are gone."""
+    from dmzkit_remote_access.failover_watchdog import metrics as module
+
+    _, port = metrics
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(3 * module.MAX_SCRAPES)]
+    try:
+        time.sleep(0.5)
+        serving = [t for t in threading.enumerate() if t.name != "metrics" and t.daemon
+                   and "process_request_thread" in repr(getattr(t, "_target", ""))]
+        assert len(serving) <= module.MAX_SCRAPES
+        deadline = time.monotonic() + module.SCRAPE_TIMEOUT + 3
+        for sock in idle:
+            sock.settimeout(max(0.1, deadline - time.monotonic()))
+            assert sock.recv(1) == b""  # closed by the server, not by us
+    finally:
+        for sock in idle:
+            sock.close()
+    assert scrape(port, "/metrics").startswith("HTTP/1.0 200")

@@ -143,3 +143,29 @@ def test_a_load_replaces_the_table_whole_and_a_failed_one_changes_nothing(conf: 
     input_chain = loaded[loaded.index("chain input"):loaded.index("chain forward")]
     # The base's rules first, then each contribution's in name order.
     assert input_chain.index("ct state invalid drop") < input_chain.index("esp") < input_chain.index("dport 443")
+
+
+@needs_nft
+def test_a_failed_load_at_boot_shuts_the_host_and_says_so(conf: Path) -> None:
+    """With no table in force (a boot), a ruleset that does not load must not
+    leave the host unfiltered: the base alone is loaded and the load fails."""
+    add(conf, "ssl_vpn_gateway", GATEWAY)
+    (conf / "rules.d" / "zz.nft").write_text("tcp dport 1 acept\n", encoding="utf-8")
+    script = f"! {LOADER} load {conf} && nft list ruleset"
+    result = subprocess.run(["unshare", "--net", "sh", "-c", script], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "loading the base table alone" in result.stderr
+    assert "policy drop" in result.stdout and "dport 443" not in result.stdout
+
+
+@needs_nft
+def test_stale_tells_files_the_kernel_does_not_have(conf: Path, tmp_path: Path) -> None:
+    """A run that wrote a file and died before loading it: the next run must
+    see the difference and load, although no file changes then."""
+    loaded = tmp_path / "loaded"
+    script = (f"sed 's|^LOADED=.*|LOADED={loaded}|' {LOADER} > {tmp_path}/loader && "
+              f"L='sh {tmp_path}/loader'; "
+              f"$L stale {conf}; echo fresh=$?; $L load {conf}; $L stale {conf}; echo loaded=$?; "
+              f"echo 'tcp dport 22 accept' > {conf}/rules.d/new.nft; $L stale {conf}; echo written=$?")
+    result = subprocess.run(["unshare", "--net", "sh", "-c", script], capture_output=True, text=True, timeout=30)
+    assert result.stdout.split() == ["fresh=0", "loaded=1", "written=0"], result.stderr
