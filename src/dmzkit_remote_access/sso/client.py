@@ -22,6 +22,8 @@ import sys
 import urllib.parse
 from pathlib import Path
 
+from ..files import write_atomically
+
 CREDENTIALS = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "dmzkit-sso" / "credentials.json"
 TIMEOUT = 20
 
@@ -62,10 +64,7 @@ def call(proxy: str, path: str, body: dict, tls: ssl.SSLContext, ticket: str | N
 
 def save(record: dict) -> None:
     CREDENTIALS.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    descriptor = os.open(CREDENTIALS.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as f:
-        json.dump(record, f)
-    os.replace(CREDENTIALS.with_suffix(".tmp"), CREDENTIALS)
+    write_atomically(str(CREDENTIALS), json.dumps(record).encode(), mode=0o600)
 
 
 def load() -> dict:
