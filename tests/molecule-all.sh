@@ -63,6 +63,16 @@ for scenario in "${failed[@]}"; do
     | grep -v 'ignoring' | tail -n 30
 done
 
+# No secret of the lab may reach a log (CI keeps the output): every value in
+# the lab's secrets directory (lab_secrets_dir) is looked for in every
+# configuration's output, before the clean-up below removes them.
+secrets=/var/lib/dmzkit-lab/secrets
+if [ -d "$secrets" ]; then
+  python3 tests/leaked_secrets.py "$secrets" "$logs"/*.log || failed+=("secrets")
+else
+  echo "leaked secrets: the configurations made no secret to look for"
+fi
+
 # Nothing of the lab may outlive the run: no host, network, bridge, port or address.
 if ! bash lab/clean.sh; then failed+=("clean"); fi
 
