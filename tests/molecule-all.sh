@@ -38,9 +38,10 @@ time_actions() {
   done
 }
 
-passed=() failed=() budget=() total=0
+passed=() failed=() budget=() run_logs=() total=0
 for scenario in "${scenarios[@]}"; do
   start=$SECONDS
+  run_logs+=("$logs/$scenario.log")
   if NO_COLOR=1 molecule test --scenario-name "$scenario" 2>&1 | time_actions | tee "$logs/$scenario.log"
      test "${PIPESTATUS[0]}" -eq 0; then
     passed+=("$scenario") outcome=passed
@@ -68,7 +69,7 @@ done
 # configuration's output, before the clean-up below removes them.
 secrets=/var/lib/dmzkit-lab/secrets
 if [ -d "$secrets" ]; then
-  python3 tests/leaked_secrets.py "$secrets" "$logs"/*.log || failed+=("secrets")
+  python3 tests/leaked_secrets.py "$secrets" "${run_logs[@]}" || failed+=("secrets")
 else
   echo "leaked secrets: the configurations made no secret to look for"
 fi
