@@ -50,7 +50,8 @@ WATCHDOG = "/opt/dmzkit/venv/bin/dmzkit-failover-watchdog"
 CONFIG = "/etc/dmzkit-failover-watchdog/config.json"
 KEEPALIVED_CONF = "/run/dmzkit-bench-keepalived.conf"
 # The hosts' own firewalls drop VRRP; keepalived's run opens it for a while.
-HOST_FIREWALLS = {GATEWAY: "inet dmzkit_host", BACKUP: "inet dmzkit_host"}
+# Both hosts keep their rules in the one table role host_firewall makes.
+HOST_FIREWALL = "inet dmzkit_host"
 BENCH_RULE_COMMENT = "dmzkit-bench"
 ETH_P_ALL = 3
 
@@ -203,7 +204,8 @@ class Lab:
     def vrrp_allowed(self, allowed: bool) -> None:
         """Open (or close again) the hosts' input chains to VRRP adverts:
         without them each keepalived believes itself alone and both hold the VIP."""
-        for host, table in HOST_FIREWALLS.items():
+        table = HOST_FIREWALL
+        for host in (GATEWAY, BACKUP):
             listing = sh(host, f"nft -a list chain {table} input")
             for handle in re.findall(rf'comment "{BENCH_RULE_COMMENT}" # handle (\d+)', listing):
                 sh(host, f"nft delete rule {table} input handle {handle}")
