@@ -60,15 +60,7 @@ from urllib.parse import urlsplit
 
 from ansible.errors import AnsibleFilterError
 
-
-def _split(general_name: str) -> tuple[str, str]:
-    kind, sep, value = general_name.partition(":")
-    if not sep or not value:
-        raise AnsibleFilterError(f"'{general_name}' is not of the form TYPE:value")
-    kind = {"dns": "DNS", "ip": "IP", "email": "email", "uri": "URI"}.get(kind.lower())
-    if kind is None:
-        raise AnsibleFilterError(f"'{general_name}': type must be DNS, IP, email or URI")
-    return kind, value
+from ansible_collections.dmzkit.remote_access.plugins.plugin_utils.general_names import split as _split
 
 
 def _dns_matches(name: str, constraint: str) -> bool:

@@ -237,6 +237,60 @@ def test_adding_a_san_reissues_exactly_that_certificate(lab, converge):
     assert "DNS:portal.lab.dmzkit.test" in text
 
 
+# What root on a DMZ host can do to the requests Ansible makes there: every
+# Python started on the host hands back a request for alice's subject, for
+# client authentication, signed with the host's own key.
+TAMPER = """
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+_sign = x509.CertificateSigningRequestBuilder.sign
+
+
+def sign(self, key, algorithm, *args, **kwargs):
+    builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "dmzkit remote access"),
+        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "staff"),
+        x509.NameAttribute(NameOID.COMMON_NAME, "alice")]))
+    for extension in self._extensions:
+        if extension.oid != x509.ExtendedKeyUsage.oid:
+            builder = builder.add_extension(extension.value, extension.critical)
+    builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+    return _sign(builder, key, algorithm, *args, **kwargs)
+
+
+x509.CertificateSigningRequestBuilder.sign = sign
+"""
+
+
+@pytest.fixture
+def host_taken_over(lab):
+    """The test server's host with its certificate requests tampered with,
+    through a .pth file every Python on it reads at start."""
+    gw = lab[SERVER]
+    # Beside cryptography: a .pth runs when its directory joins sys.path.
+    site = gw.host.check_output(
+        "python3 -c 'import cryptography, os; print(os.path.dirname(os.path.dirname(cryptography.__file__)))'")
+    files = (f"{site}/dmzkit_verify_tamper.py", f"{site}/dmzkit-verify-tamper.pth")
+    try:
+        for path, text in zip(files, (TAMPER, "import dmzkit_verify_tamper\n")):
+            written = gw.run_with_input(["sh", "-c", f"mkdir -p {site} && cat > {path}"], text)
+            assert written.returncode == 0, written.stderr
+        yield gw
+    finally:
+        gw.host.run_expect([0], f"rm -f {' '.join(files)}")
+
+
+def test_a_host_taken_over_cannot_choose_what_the_ca_signs(lab, converge, host_taken_over):
+    before = (tree_digest(lab["ca1"].host, CA_DIR), tree_digest(host_taken_over.host, PKI))
+    run = converge(limit=f"ca1,{SERVER}", playbook=PLAYBOOK)
+    assert run.rc != 0
+    assert f"Certificate '{SERVER}-tls': refused to sign the request that {SERVER} handed back" in run.output
+    assert "subject CN=alice,OU=staff,O=dmzkit remote access" in run.output
+    assert "Traceback" not in run.output
+    assert (tree_digest(lab["ca1"].host, CA_DIR), tree_digest(host_taken_over.host, PKI)) == before
+
+
 @pytest.mark.irreversible
 def test_revoked_client_is_refused_once_the_crl_is_pushed(lab, alice, converge, tls_server, throwaway_user):
     user = throwaway_user("pki-revoked", "staff", limit="ca1", playbook=PLAYBOOK)
