@@ -57,6 +57,16 @@ transitions:
   returned: when running
   type: list
   elements: dict
+forged_claims:
+  description: >-
+    ARP claims of the VIP, or answers for the gateway's management address, from a MAC that is not the
+    gateway's, since the watchdog started (ignored and alarmed; a watchdog of an older version reports 0).
+  returned: when running
+  type: int
+defences:
+  description: Gratuitous ARPs sent to defend the VIP against such claims since the watchdog started.
+  returned: when running
+  type: int
 metrics:
   description: Every sample of the Prometheus endpoint, by metric name with its labels, e.g. C(dmzkit_failover_garp_sent_total).
   returned: when the endpoint answered
@@ -95,7 +105,8 @@ def main() -> None:
         result.update(running=True, state=state["state"], reason=state["reason"], damped=state["damped"],
                       transitions=state["transitions"], profile=state["profile"],
                       takeovers_in_window=state["takeovers_in_window"], conflicts=state["conflicts"],
-                      scheduler_stalls=state["scheduler_stalls"])
+                      scheduler_stalls=state["scheduler_stalls"],
+                      forged_claims=state.get("forged_claims", 0), defences=state.get("defences", 0))
     except FileNotFoundError:
         module.exit_json(**result)
     except (OSError, ValueError, KeyError) as e:

@@ -7,10 +7,22 @@ why, and the actions the service must run, in order. Actions that take time
 `finished`, so every outcome is a transition the tests can see.
 
     INIT -> STANDBY -> SUSPECT -> CONFIRM -> TAKEOVER -> ACTIVE
-    ACTIVE -> YIELD -> STANDBY          (someone else claims the VIP: at once)
+    ACTIVE -> YIELD -> STANDBY          (the primary claims the VIP: at once)
     ACTIVE -> HANDBACK -> STANDBY       (primary healthy for hold_down, or the operator;
                                          a fenced primary is unfenced first)
     any -> FAULT -> STANDBY             (own link or witness lost; healthy again)
+
+ARP is unauthenticated, so the service tells the machine only what came from
+the primary's known MACs (claimed_by_primary, PRIMARY holder, signs of life)
+and what came from any other (claimed_by_stranger, FOREIGN holder). A
+stranger is never obeyed (issue 15, finding 6):
+
+- claiming the VIP while we hold it, it is defended: one gratuitous ARP at
+  most every DEFEND_INTERVAL (RFC 5227 §2.4 (c)), no yield, so no damping;
+- holding the VIP of a dead primary (answering our probes, or the confirm
+  burst), it holds a takeover back for `stranger_patience` only: long enough
+  for a misconfigured host to be noticed (it is counted and alarmed), too
+  short for a forger to keep the VIP unheld; then we take over and defend.
 """
 from __future__ import annotations
 
@@ -18,7 +30,13 @@ from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from ..net.arp import DEFEND_INTERVAL
 from .settings import Failback, FenceMode, Settings
+
+# How long a stranger that claims the VIP may hold back the takeover of a
+# dead primary's address: one DEFEND_INTERVAL, in which a host that really
+# holds the address and defends it (RFC 5227) would have shown it.
+STRANGER_PATIENCE = DEFEND_INTERVAL
 
 
 class State(StrEnum):
@@ -44,6 +62,7 @@ class Action(StrEnum):
     DEL_VIP = "del_vip"
     ANNOUNCE_PRIMARY = "announce_primary"
     UNFENCE = "unfence"
+    DEFEND = "defend"
 
 
 # Taking the VIP, once nobody answers for it (after the fence, when there is one).
@@ -56,11 +75,11 @@ GIVE_WAY = (Action.DEL_VIP, Action.STOP_SERVICES)
 
 
 class Holder(StrEnum):
-    """Who answered the last ARP probe for the VIP."""
+    """Who last said the VIP is theirs (a reply to our probe, or a GARP)."""
 
     NOBODY = "nobody"
-    PRIMARY = "primary"
-    FOREIGN = "foreign"
+    PRIMARY = "primary"  # one of the primary's known MACs
+    FOREIGN = "foreign"  # any other MAC: forged, or a misconfigured host
 
 
 @dataclass(frozen=True)
@@ -77,8 +96,10 @@ class Observation:
     # Management address and VPN port answer: the primary could take the VIP back.
     primary_healthy: bool = False
     vip_holder: Holder = Holder.NOBODY
-    # While we hold the VIP: another MAC claimed it (ARP reply to our probe, or a GARP).
-    claimed_by_other: bool = False
+    # While we hold the VIP: one of the primary's MACs claimed it (ARP reply to our probe, or a GARP).
+    claimed_by_primary: bool = False
+    # While we hold the VIP: a MAC that is not the primary's claimed it.
+    claimed_by_stranger: bool = False
 
 
 @dataclass(frozen=True)
@@ -106,6 +127,12 @@ class Machine:
     fenced_first: bool = False
     # The VIP was found on this host at start: kept only while the primary is down.
     reconciling: bool = False
+    stranger_patience: float = STRANGER_PATIENCE
+    # Since when a stranger has been claiming the VIP while we do not hold it.
+    stranger_since: float | None = None
+    # The last defence of the VIP against a stranger's claim, and how many.
+    last_defence: float | None = None
+    defences: int = 0
 
     # -- helpers ---------------------------------------------------------------
 
@@ -148,6 +175,12 @@ class Machine:
             return self._go(State.HANDBACK, now, reason, *RELEASE)
         return self._go(State.HANDBACK, now, reason, Action.UNFENCE)
 
+    def _stranger_in_the_way(self, now: float) -> bool:
+        """A stranger claims the VIP and has not yet spent its patience."""
+        if self.stranger_since is None:
+            self.stranger_since = now
+        return now - self.stranger_since < self.stranger_patience
+
     def _healthy_for(self, obs: Observation, needed: float) -> bool:
         if self.healthy_since is None:
             self.healthy_since = obs.now
@@ -189,11 +222,21 @@ class Machine:
 
     def _standby(self, obs: Observation) -> Step:
         if obs.vip_holder is Holder.FOREIGN:
-            return self._go(State.STANDBY, obs.now, "an unknown MAC holds the VIP: never taking over")
+            if self._stranger_in_the_way(obs.now):
+                return self._go(State.STANDBY, obs.now, f"an unknown MAC claims the VIP: not taking over for "
+                                f"{self.stranger_patience:g} s")
+        elif not obs.primary_dead:
+            # Heard from the primary: the stranger's spell is over. Not merely
+            # a quiet moment of the stranger's: one that answers only our
+            # confirm bursts must not start its patience afresh each time.
+            self.stranger_since = None
         if obs.primary_dead:
             if self.damped(obs.now):
                 return self._go(State.STANDBY, obs.now, "primary dead, but takeovers are damped: operator action needed")
-            return self._go(State.CONFIRM, obs.now, "primary silent for dead_time", Action.CONFIRM_BURST)
+            reason = "primary silent for dead_time"
+            if self.stranger_since is not None and not self._stranger_in_the_way(obs.now):
+                reason += f"; an unknown MAC claimed the VIP for {self.stranger_patience:g} s: taking it, defended"
+            return self._go(State.CONFIRM, obs.now, reason, Action.CONFIRM_BURST)
         if obs.app_dead and self.fence_mode is FenceMode.REQUIRED:
             if self.damped(obs.now):
                 return self._go(State.STANDBY, obs.now, "VPN dead, but takeovers are damped: operator action needed")
@@ -208,9 +251,17 @@ class Machine:
         return self._stay()
 
     def _active(self, obs: Observation) -> Step:
-        if obs.claimed_by_other:
+        self.stranger_since = None
+        if obs.claimed_by_primary:
             self.conflicts += 1
-            return self._go(State.YIELD, obs.now, "another MAC claims the VIP: yielding", *GIVE_WAY)
+            return self._go(State.YIELD, obs.now, "the primary claims the VIP: yielding", *GIVE_WAY)
+        if obs.claimed_by_stranger and (self.last_defence is None or obs.now - self.last_defence >= DEFEND_INTERVAL):
+            # Not a yield, so never a reason to damp: one announcement of
+            # ours, and the segment is told where the VIP is again.
+            self.last_defence = obs.now
+            self.defences += 1
+            return Step(state=State.ACTIVE, reason="an unknown MAC claims the VIP: defending it",
+                        actions=(Action.DEFEND,), previous=State.ACTIVE)
         if self.reconciling:
             if obs.primary_healthy:
                 self.reconciling = False
@@ -247,12 +298,15 @@ class Machine:
             return self._go(State.ACTIVE, now, "unfencing the primary failed: keeping the VIP")
         return Step(state=State.HANDBACK, reason="primary unfenced", actions=RELEASE, previous=State.HANDBACK)
 
-    def confirmed(self, now: float, replied: bool) -> Step:
-        """The confirm burst (also the duplicate-address check) has run."""
+    def confirmed(self, now: float, replied: bool, stranger: bool = False) -> Step:
+        """The confirm burst (also the duplicate-address check) has run:
+        `replied`, the primary answered; `stranger`, another MAC claimed the VIP."""
         if self.state is not State.CONFIRM:
             return self._stay()
         if replied:
             return self._go(State.STANDBY, now, "the VIP answered the confirm burst")
+        if stranger and self._stranger_in_the_way(now):
+            return self._go(State.STANDBY, now, "an unknown MAC answered the confirm burst for the VIP")
         if self.fenced_first:
             return self._go(State.TAKEOVER, now, "fenced primary silent", *CLAIM)
         self.takeovers.append(now)

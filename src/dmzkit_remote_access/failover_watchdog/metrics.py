@@ -45,6 +45,12 @@ class Metrics:
         self.takeover_phases = Gauge(f"{PREFIX}_takeover_seconds", "Seconds each action of the last step took",
                                      ["phase"], registry=r)
         self.garps = Counter(f"{PREFIX}_garp_sent", "Gratuitous ARP frames sent", registry=r)
+        self.forged_claims = Counter(f"{PREFIX}_forged_claims",
+                                     "ARP frames of MACs not the primary's that claimed the VIP or answered for "
+                                     "the primary's management address: ignored", ["address"], registry=r)
+        self.defences = Counter(f"{PREFIX}_defences",
+                                "Gratuitous ARPs defending the held VIP against an unknown MAC's claim "
+                                "(RFC 5227, at most one per 10 s)", registry=r)
         self.fence_failures = Counter(f"{PREFIX}_fence_failures",
                                       "Fences run beside a takeover (of a silent primary) that failed", registry=r)
         self.last_transition = Gauge(f"{PREFIX}_last_transition_timestamp", "Unix time of the last state change",
@@ -68,7 +74,7 @@ class _Current(Collector):
         for name in m.states:
             state.add_metric([name], int(name == current))
         yield state
-        yield CounterMetricFamily(f"{PREFIX}_conflicts", "Claims of the VIP by another host while active",
+        yield CounterMetricFamily(f"{PREFIX}_conflicts", "Claims of the VIP by the primary while active (yields)",
                                   value=m.conflicts())
         yield CounterMetricFamily(f"{PREFIX}_scheduler_stall", "Ticks the loop woke up late for", value=m.stalls())
 

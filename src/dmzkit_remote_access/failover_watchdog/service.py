@@ -4,6 +4,13 @@ One asyncio loop. Every `interval` it reads the ARP replies waiting on the
 standby NIC, turns them into an `Observation`, lets the state machine decide,
 runs the actions it asks for, and sends the next probes. The loop never
 catches up missed ticks (decision.py explains why).
+
+ARP is unauthenticated: what a frame says counts for the primary only when it
+comes from one of `primary_macs` (arp.ArpPacket.sent_by). Anything else that
+claims the VIP or answers for the primary's management address is counted
+(dmzkit_failover_forged_claims_total), alarmed (a warning and the
+on_forged_claim hook, at most once per DEFEND_INTERVAL) and handed to the
+machine as a stranger's, which it never obeys (machine.py).
 """
 from __future__ import annotations
 
@@ -22,6 +29,7 @@ from typing import Any
 from ..daemon import Notifier
 from ..files import write_atomically
 from ..net import arp, ndp
+from ..net.arp import DEFEND_INTERVAL
 from ..net.netlink import Rtnetlink, carrier
 from .decision import ProbeStream
 from .machine import Action, Holder, Machine, Observation, State, Step
@@ -47,11 +55,16 @@ class Probes:
     # The last claim of the VIP heard from the primary's MAC and from any other.
     primary_claimed_at: float | None = None
     foreign_claimed_at: float | None = None
-    # Claims of the VIP heard (ARP replies or GARPs naming it), counted, so the
-    # main loop and a confirm burst running beside it (an operator's takeover)
-    # each see every claim made since they last looked.
+    # Claims of the VIP heard (ARP replies or GARPs naming it), by the primary's
+    # MACs and by others, counted, so the main loop and a confirm burst running
+    # beside it (an operator's takeover) each see every claim made since they
+    # last looked.
     claims: int = 0
     claims_seen: int = 0
+    stranger_claims: int = 0
+    stranger_claims_seen: int = 0
+    # Frames of unknown MACs that claimed the VIP or the management address.
+    forged: int = 0
     sent_at: dict[str, float] = field(default_factory=dict)
 
     def forget(self) -> None:
@@ -93,6 +106,10 @@ class Watchdog:
                                stalls=lambda: self.probes.vip.stalls)
         self.notifier = Notifier()
         self.sock = arp.ArpSocket(settings.interface)
+        if self.sock.mac in settings.primary_macs:
+            self.sock.close()
+            raise ConfigError(f"primary_macs names {self.sock.mac}, the MAC of {settings.interface} on this host: "
+                              "the backup would obey its own frames as the primary's")
         self.ndp = ndp.NdpSocket(settings.interface) if settings.vip6 is not None else None
         self.netlink = Rtnetlink()
         self.started = time.monotonic()
@@ -102,25 +119,50 @@ class Watchdog:
         self.acting = False  # actions of a step are running: bounded by their timeouts
         self.ticked = time.monotonic()
         self.history: list[dict[str, object]] = []
+        # When unknown MACs were last alarmed about, by the address they spoke for.
+        self.alarmed_at: dict[str, float] = {}
 
     # -- probes -----------------------------------------------------------------
 
     def read_replies(self) -> None:
         s, p = self.settings, self.probes
         for at, packet in self.sock.receive():
+            primary = packet.sent_by(s.primary_macs)
             if packet.claims(s.vip.ip) and not packet.is_probe:
-                if packet.sender_mac in s.primary_macs:
+                if primary:  # the primary says "the VIP is at my MAC": it has it, or takes it back
                     p.primary_claimed_at = at
+                    p.claims += 1
                     if packet.op == arp.OP_REPLY:
                         self._answered("vip", p.vip, at)
                 else:
                     p.foreign_claimed_at = at
-                # Anyone else saying "the VIP is at my MAC" while we hold it: conflict.
-                p.claims += 1
+                    p.stranger_claims += 1
+                    self._forged("vip", packet, at)
             elif packet.op == arp.OP_REPLY and packet.sender_ip == s.primary_mgmt:
-                self._answered("mgmt", p.mgmt, at)
+                if primary:
+                    self._answered("mgmt", p.mgmt, at)
+                else:  # no sign of life: anyone can answer for a dead host
+                    self._forged("mgmt", packet, at)
             elif packet.op == arp.OP_REPLY and packet.sender_ip == s.witness:
                 self._answered("witness", p.witness, at)
+
+    def _forged(self, address: str, packet: arp.ArpPacket, at: float) -> None:
+        """Count a frame of an unknown MAC speaking for the VIP or the primary's
+        management address; warn (and run the hook) at most every DEFEND_INTERVAL."""
+        self.probes.forged += 1
+        self.metrics.forged_claims.labels(address).inc()
+        last = self.alarmed_at.get(address)
+        if last is not None and 0 <= at - last < DEFEND_INTERVAL:
+            return
+        self.alarmed_at[address] = at
+        ip = self.settings.vip.ip if address == "vip" else self.settings.primary_mgmt
+        log.warning("ARP from %s (Ethernet source %s) says %s (the %s) is at %s: ignored, it is not one of "
+                    "primary_macs (forged, or primary_macs is out of date); %d such frames so far",
+                    packet.sender_mac, packet.eth_src, ip, address, packet.sender_mac, self.probes.forged,
+                    extra={"PEER_MAC": packet.sender_mac, "REASON": f"forged claim of the {address}"})
+        self.write_state()
+        if "on_forged_claim" in self.settings.hooks:
+            self.spawn(self.run_argv(self.settings.hooks["on_forged_claim"], 10.0))
 
     def _answered(self, name: str, stream: ProbeStream, at: float) -> None:
         stream.on_reply(at)
@@ -163,6 +205,8 @@ class Watchdog:
         silent_after = 1.5 * s.profile.interval
         mgmt_alive = p.mgmt.answered_within(now, s.profile.dead_time)
         claimed, p.claims_seen = p.claims != p.claims_seen, p.claims
+        stranger, p.stranger_claims_seen = p.stranger_claims != p.stranger_claims_seen, p.stranger_claims
+        active = self.machine.state is State.ACTIVE
         return Observation(
             now=now,
             link_up=carrier(s.interface),
@@ -174,7 +218,8 @@ class Watchdog:
             app_dead=s.app_port is not None and mgmt_alive and p.app_failures >= s.profile.misses,
             primary_healthy=mgmt_alive and p.app_ok,
             vip_holder=self.vip_holder(now),
-            claimed_by_other=claimed and self.machine.state is State.ACTIVE,
+            claimed_by_primary=claimed and active,
+            claimed_by_stranger=stranger and active,
         )
 
     async def probe_app(self) -> None:
@@ -196,12 +241,14 @@ class Watchdog:
                 p.app_ok = False
             await asyncio.sleep(s.app_interval)
 
-    async def confirm_burst(self) -> bool:
+    async def confirm_burst(self) -> tuple[bool, bool]:
         """Probe the VIP and the management address a few times, close together:
-        any answer means the primary lives. It doubles as the duplicate-address
-        check before the VIP is claimed."""
+        any answer of the primary's MACs means it lives. It doubles as the
+        duplicate-address check before the VIP is claimed: the second value
+        tells whether another MAC claimed the VIP meanwhile."""
         s = self.settings
         before = (self.probes.vip.last_reply, self.probes.mgmt.last_reply, self.probes.claims)
+        strangers = self.probes.stranger_claims
         start = time.monotonic()
         sent = True
         for n in range(CONFIRM_PROBES):
@@ -210,12 +257,12 @@ class Watchdog:
             sent &= self.sock.send(arp.probe(self.sock.mac, s.vip.ip))
             sent &= self.sock.send(arp.probe(self.sock.mac, s.primary_mgmt))
         if not sent:
-            return True  # silence we could not ask for confirms nothing: as if it answered
+            return True, False  # silence we could not ask for confirms nothing: as if it answered
         await asyncio.sleep(s.profile.rtt_budget)
         self.read_replies()
         replied = (self.probes.vip.last_reply, self.probes.mgmt.last_reply, self.probes.claims) != before
         self.metrics.takeover_phases.labels("confirm").set(time.monotonic() - start)
-        return replied
+        return replied, self.probes.stranger_claims != strangers
 
     # -- actions ------------------------------------------------------------------
 
@@ -327,6 +374,17 @@ class Watchdog:
             self.spawn(self.announce(None))
         elif action is Action.ANNOUNCE_PRIMARY:
             await self.announce(self.primary_mac)
+        elif action is Action.DEFEND:
+            # RFC 5227 §2.4 (c): one announcement (in both forms, as ever),
+            # and the machine sends no other for DEFEND_INTERVAL.
+            for frame in arp.announcements(self.sock.mac, s.vip.ip):
+                self.sock.send(frame)
+            self.metrics.garps.inc(2)
+            self.metrics.defences.inc()
+            log.warning("an unknown MAC claims %s: defended it, announced at %s (the next defence %g s later "
+                        "at the earliest)", s.vip.ip, self.sock.mac, DEFEND_INTERVAL,
+                        extra={"REASON": "defending the VIP"})
+            self.write_state()
         elif action is Action.START_SERVICES:
             ok = await self.systemctl("start")
         elif action is Action.STOP_SERVICES:
@@ -348,8 +406,8 @@ class Watchdog:
             if not step.actions:
                 return
             if step.actions == (Action.CONFIRM_BURST,):
-                replied = await self.confirm_burst()
-                step = self.machine.confirmed(time.monotonic(), replied)
+                replied, stranger = await self.confirm_burst()
+                step = self.machine.confirmed(time.monotonic(), replied, stranger)
                 continue
             if step.actions == (Action.FENCE,) and step.state is State.FENCING:
                 step = self.machine.fenced(time.monotonic(), await self.perform(Action.FENCE))
@@ -405,6 +463,8 @@ class Watchdog:
             "damped": m.damped(time.monotonic()),
             "takeovers_in_window": len(m.takeovers),
             "conflicts": m.conflicts,
+            "forged_claims": self.probes.forged,
+            "defences": m.defences,
             "scheduler_stalls": self.probes.vip.stalls,
             "transitions": self.history,
         }

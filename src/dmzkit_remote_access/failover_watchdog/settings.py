@@ -8,14 +8,13 @@ NIC's file (standby.py) shares the checks of the settings both have.
 from __future__ import annotations
 
 import ipaddress
-import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from ..config import PARSE, ConfigError, FileSettings, check_listen, typed
+from ..net.arp import unicast_mac
 
-MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 # The kernel's own tables are 253-255 (default, main, local).
 ROUTING_TABLES = range(1, 253)
 
@@ -69,10 +68,18 @@ def vip_interface(value: Any, name: str) -> ipaddress.IPv4Interface:
 
 
 def mac_addresses(value: Any, name: str) -> frozenset[str]:
-    valid = isinstance(value, list) and value and all(isinstance(m, str) and MAC_RE.match(m.lower()) for m in value)
-    if not valid:
+    """The primary's MACs: the only senders whose ARP counts as its sign of
+    life or makes an active backup yield the VIP (ARP is unauthenticated;
+    issue 15, finding 6). An empty list is refused, never read as "trust
+    any MAC". Nor are they learnt: a learnt MAC is only as good as the frame
+    it was learnt from, and every frame on the DMZ may be forged; the role
+    reads them from the gateway's own facts instead."""
+    if not isinstance(value, list) or not value:
         raise ConfigError(f"{name} must list the primary's MAC addresses as aa:bb:cc:dd:ee:ff")
-    return frozenset(m.lower() for m in value)
+    try:
+        return frozenset(unicast_mac(m) for m in value)
+    except ValueError as e:
+        raise ConfigError(f"{name} must list the primary's MAC addresses as aa:bb:cc:dd:ee:ff: {e}") from None
 
 
 def check_routing_table(table: int | None, name: str) -> None:
@@ -131,7 +138,9 @@ class Timing:
 
 
 TIMING = frozenset(f for f in Timing.__dataclass_fields__)
-HOOK_EVENTS = ("on_takeover", "on_handback", "on_yield", "on_fault", "on_conflict")
+# on_forged_claim: an unknown MAC claimed the VIP or answered for the primary's
+# management address (at most once per DEFEND_INTERVAL).
+HOOK_EVENTS = ("on_takeover", "on_handback", "on_yield", "on_fault", "on_conflict", "on_forged_claim")
 # Seconds that must be more than zero.
 POSITIVE = ("app_interval", "witness_timeout", "hold_down", "fault_recovery", "refresh_interval",
             "fence.timeout", "damping.window")

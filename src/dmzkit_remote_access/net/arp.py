@@ -10,13 +10,20 @@
 The Ethernet source is always our own MAC, even when the ARP payload speaks
 for the primary's MAC on handback: the switch must keep learning our port for
 our MAC, and the neighbours read the mapping from the ARP payload.
+
+ARP has no authentication: anyone on the segment can send any frame. So what
+a frame says counts only when it comes from a MAC we were told to trust
+(`ArpPacket.sent_by`), and a claim of our address by any other MAC is
+defended, at most once per DEFEND_INTERVAL (RFC 5227 §2.4 (c)), never obeyed.
 """
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 import struct
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 
 ETH_P_ARP = 0x0806
@@ -28,6 +35,10 @@ OP_REPLY = 2
 # Ethernet header, then htype, ptype, hlen, plen, op, sha, spa, tha, tpa.
 _FRAME = struct.Struct("!6s6sH HHBBH6s4s6s4s")
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+# RFC 5227 §1.1: a host defends its address with one announcement at most
+# once in this many seconds, so two hosts that both defend do not loop.
+DEFEND_INTERVAL = 10.0
+_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 
 
 def mac_bytes(mac: str) -> bytes:
@@ -36,6 +47,19 @@ def mac_bytes(mac: str) -> bytes:
 
 def mac_text(raw: bytes) -> str:
     return ":".join(f"{b:02x}" for b in raw)
+
+
+def unicast_mac(value: object) -> str:
+    """`value` as a lower-case aa:bb:cc:dd:ee:ff MAC of one interface, or
+    ValueError: a group (multicast, broadcast) or all-zero address is no
+    interface's, and trusting it would trust whoever writes it in a frame."""
+    text = value.lower() if isinstance(value, str) else ""
+    if not _MAC.fullmatch(text):
+        raise ValueError(f"{value!r} is not a MAC address (aa:bb:cc:dd:ee:ff)")
+    raw = mac_bytes(text)
+    if raw[0] & 1 or raw == ZERO_MAC:
+        raise ValueError(f"{value!r} is a group or all-zero address, not an interface's")
+    return text
 
 
 @dataclass(frozen=True)
@@ -54,6 +78,13 @@ class ArpPacket:
     def claims(self, address: ipaddress.IPv4Address) -> bool:
         """Does this frame say `address` is at its sender MAC?"""
         return self.sender_ip == address
+
+    def sent_by(self, macs: Collection[str]) -> bool:
+        """Is this frame from one of `macs`, by its ARP sender and its Ethernet
+        source both? Either is forged as easily as the other; asking for both
+        makes a forger move the real host's MAC in the switches (which they
+        report) instead of just writing it into one field."""
+        return self.sender_mac in macs and self.eth_src in macs
 
 
 def frame(op: int, eth_src: str, sender_mac: str, sender_ip: ipaddress.IPv4Address,

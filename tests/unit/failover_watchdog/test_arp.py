@@ -78,3 +78,22 @@ def test_gratuitous_arp_moves_the_neighbours_entry(peer: Any) -> None:
         assert stale_mac in peer.ip("neigh", "show", str(moved))
     finally:
         sock.close()
+
+
+def test_a_frame_is_from_known_macs_only_by_its_arp_sender_and_ethernet_source_both() -> None:
+    primary, forger = "02:00:00:00:00:0a", "02:00:00:00:00:66"
+    for eth_src, sender, known in ((primary, primary, True), (forger, primary, False), (primary, forger, False)):
+        packet = arp.parse(arp.frame(arp.OP_REPLY, eth_src, sender, VIP, VIP))
+        assert packet is not None and packet.sent_by({primary}) is known
+
+
+@pytest.mark.parametrize("text, normal", [("02:00:00:00:00:0A", "02:00:00:00:00:0a"), ("00:16:3e:aa:bb:cc", None)])
+def test_unicast_macs_are_normalised(text: str, normal: str | None) -> None:
+    assert arp.unicast_mac(text) == (normal or text)
+
+
+@pytest.mark.parametrize("text", ["ff:ff:ff:ff:ff:ff", "01:00:5e:00:00:01", "33:33:00:00:00:01",
+                                  "00:00:00:00:00:00", "02:00:00:00:00", "02-00-00-00-00-0a", "", None])
+def test_group_zero_and_malformed_macs_are_refused(text: object) -> None:
+    with pytest.raises(ValueError):
+        arp.unicast_mac(text)

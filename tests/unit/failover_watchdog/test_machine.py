@@ -85,12 +85,13 @@ def test_an_unknown_holder_of_the_vip_blocks_takeover() -> None:
     m = machine()
     step = m.step(at(replace(DEAD, vip_holder=Holder.FOREIGN), 1.0))
     assert step.state is State.STANDBY and not step.actions
+    assert "unknown MAC" in step.reason
 
 
-def test_yield_at_once_when_another_mac_claims_the_vip() -> None:
+def test_yield_at_once_when_the_primary_claims_the_vip() -> None:
     m = machine()
     take_over(m, 1.0)
-    step = m.step(at(replace(DEAD, claimed_by_other=True), 1.2))
+    step = m.step(at(replace(DEAD, claimed_by_primary=True), 1.2))
     assert (step.state, step.actions) == (State.YIELD, GIVE_WAY)
     assert step.actions[0] is Action.DEL_VIP and Action.ANNOUNCE_PRIMARY not in step.actions
     assert m.finished(1.21, ok=True).state is State.STANDBY
@@ -245,3 +246,86 @@ def test_operator_verbs_out_of_place_are_refused() -> None:
     m = machine()
     with pytest.raises(ValueError, match="cannot handback in state standby"):
         m.command(1.0, "handback")
+
+
+# -- forged ARP (issue 15, finding 6): a stranger's claim is never obeyed ---------------
+
+STRANGER = replace(DEAD, claimed_by_stranger=True)
+
+
+def test_an_active_backup_never_yields_to_a_strangers_claim() -> None:
+    m = machine()
+    take_over(m, 1.0)
+    step = m.step(at(STRANGER, 1.2))
+    assert (step.state, step.actions) == (State.ACTIVE, (Action.DEFEND,))
+    assert not step.changed and m.conflicts == 0
+
+
+def test_three_forged_claims_neither_yield_nor_damp() -> None:
+    """The lab's reproduction: three forged GARPs three seconds apart."""
+    m = machine()
+    take_over(m, 1.0)
+    for t in (2.0, 5.0, 8.0):
+        assert m.step(at(STRANGER, t)).state is State.ACTIVE
+        assert m.step(at(DEAD, t + 0.1)).state is State.ACTIVE
+    assert not m.damped(8.2) and len(m.takeovers) == 1
+
+
+def test_a_strangers_claims_are_defended_at_most_once_per_defend_interval() -> None:
+    m = machine()
+    take_over(m, 1.0)
+    defended = [t / 10 for t in range(20, 400) if m.step(at(STRANGER, t / 10)).actions == (Action.DEFEND,)]
+    assert defended == [2.0, 12.0, 22.0, 32.0]
+    assert m.defences == 4 and m.state is State.ACTIVE
+
+
+def test_a_defence_is_sent_also_while_reconciling() -> None:
+    m = Machine(Settings.from_dict(BASE))
+    m.start(0.0, holding_vip=True)
+    assert m.step(at(STRANGER, 0.1)).actions == (Action.DEFEND,)
+
+
+def test_the_primarys_claim_still_wins_over_a_strangers() -> None:
+    m = machine()
+    take_over(m, 1.0)
+    step = m.step(at(replace(STRANGER, claimed_by_primary=True), 2.0))
+    assert step.state is State.YIELD
+
+
+def test_a_stranger_holding_a_dead_primarys_vip_delays_the_takeover_by_its_patience_only() -> None:
+    m = machine()
+    held = replace(DEAD, vip_holder=Holder.FOREIGN)
+    for t in (1.0, 5.0, 10.9):
+        step = m.step(at(held, t))
+        assert step.state is State.STANDBY and not step.actions, t
+    step = m.step(at(held, 11.0))
+    assert (step.state, step.actions) == (State.CONFIRM, (Action.CONFIRM_BURST,))
+    assert "unknown MAC" in step.reason
+    # The stranger answers the burst too: its patience is spent.
+    assert m.confirmed(11.05, replied=False, stranger=True).state is State.TAKEOVER
+
+
+def test_a_stranger_that_answers_only_confirm_bursts_is_not_patient_anew_each_time() -> None:
+    m = machine()
+    t = 1.0
+    while m.state is not State.TAKEOVER and t < 30:
+        if m.step(at(DEAD, t)).state is State.CONFIRM:
+            m.confirmed(t + 0.05, replied=False, stranger=True)
+        t += 0.1
+    assert m.state is State.TAKEOVER and 11.0 <= t <= 11.5, t
+
+
+def test_a_stranger_answering_the_burst_of_an_operators_takeover_holds_it_back() -> None:
+    m = machine()
+    m.command(1.0, "takeover")
+    assert m.confirmed(1.05, replied=False, stranger=True).state is State.STANDBY
+
+
+def test_the_primary_heard_again_ends_a_strangers_spell() -> None:
+    m = machine()
+    m.step(at(replace(DEAD, vip_holder=Holder.FOREIGN), 1.0))
+    m.step(at(HEALTHY, 9.0))
+    # A new spell: the stranger has its full patience again.
+    assert m.step(at(replace(DEAD, vip_holder=Holder.FOREIGN), 12.0)).state is State.STANDBY
+    assert m.step(at(replace(DEAD, vip_holder=Holder.FOREIGN), 21.9)).state is State.STANDBY
+    assert m.step(at(replace(DEAD, vip_holder=Holder.FOREIGN), 22.0)).state is State.CONFIRM

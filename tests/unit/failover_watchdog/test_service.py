@@ -321,3 +321,70 @@ def test_an_unreadable_vpn_ca_file_stops_the_start_with_a_reason(tmp_path: Path)
     run = subprocess.run([sys.executable, "-m", "dmzkit_remote_access.failover_watchdog", "run", "--config", str(config)],
                          env=ENV, capture_output=True, text=True, timeout=30, check=False)
     assert run.returncode == 2 and "none.pem" in run.stderr and "Traceback" not in run.stderr, run.stderr
+
+
+# -- forged ARP from the DMZ (issue 15, finding 6) ------------------------------------
+
+def forge(seg: Segment, name: str, *claims: str, every: float = 0.0) -> None:
+    """From `name`'s namespace, gratuitous ARPs saying each address of
+    `claims` is at that namespace's MAC: what any host on the DMZ can send."""
+    code = (
+        "import ipaddress, socket, sys, time\n"
+        "from dmzkit_remote_access.net import arp\n"
+        "s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\n"
+        "s.bind(('eth0', 0))\n"
+        "mac = arp.mac_text(s.getsockname()[4])\n"
+        "for n, address in enumerate(sys.argv[2:]):\n"
+        "    time.sleep(float(sys.argv[1]) if n else 0)\n"
+        "    s.send(arp.announcements(mac, ipaddress.IPv4Address(address))[0])\n"
+    )
+    subprocess.run(["ip", "netns", "exec", seg.ns(name), sys.executable, "-c", code, str(every), *claims],
+                   env=ENV, check=True, timeout=30)
+
+
+def mac_of(seg: Segment, name: str) -> str:
+    return json.loads(seg.ip(name, "-j", "link", "show", "eth0"))[0]["address"]
+
+
+def metric(seg: Segment, sample: str) -> float:
+    """A sample of the watchdog's metrics, scraped inside the backup's namespace."""
+    code = ("import urllib.request\n"
+            "print(urllib.request.urlopen('http://127.0.0.1:9468/metrics', timeout=5).read().decode())")
+    text = sh("ip", "netns", "exec", seg.ns("backup"), sys.executable, "-c", code)
+    values = [float(line.rpartition(" ")[2]) for line in text.splitlines() if line.startswith(sample + " ")]
+    return values[0] if values else 0.0
+
+
+def test_forged_garps_never_make_an_active_backup_yield_and_are_defended(watchdog: Segment) -> None:
+    """The lab's reproduction: with the backup active, one forged GARP left
+    the VIP unheld, three damped the backup in standby for good."""
+    seg = watchdog
+    seg.ip("br", "link", "set", seg.port("p"), "down")  # the primary dies
+    seg.wait(lambda: holds_vip(seg, "backup"), 3)
+    time.sleep(2.2)  # the takeover's GARPs (+0, 0.5, 1, 2 s) are over: what follows is a defence
+    seg.ip("witness", "neigh", "replace", VIP, "lladdr", "02:00:00:00:00:99", "dev", "eth0", "nud", "stale")
+    forge(seg, "witness", VIP)  # any DMZ host: "the VIP is at my MAC"
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        assert holds_vip(seg, "backup"), f"the VIP went unheld: {seg.state()}"
+    # Defended (RFC 5227 §2.4 (c)): one GARP of ours set the segment straight.
+    assert mac_of(seg, "backup") in seg.ip("witness", "neigh", "show", VIP)
+    forge(seg, "witness", VIP, VIP, VIP, every=1.0)  # three more, a second apart
+    time.sleep(1.0)
+    assert holds_vip(seg, "backup")
+    state = seg.state()
+    assert state["state"] == "active" and not state["damped"], state
+    assert "yield" not in [t["to"] for t in state["transitions"]]
+    assert state["defences"] == 1, state  # not one per forged frame (RFC 5227 DEFEND_INTERVAL)
+    assert metric(seg, 'dmzkit_failover_forged_claims_total{address="vip"}') == 4
+    assert metric(seg, "dmzkit_failover_defences_total") == 1
+
+
+def test_a_forger_answering_for_a_dead_primarys_own_address_does_not_keep_it_alive(watchdog: Segment) -> None:
+    seg = watchdog
+    seg.ip("br", "link", "set", seg.port("p"), "down")  # the primary dies...
+    seg.ip("witness", "addr", "add", f"{MGMT}/24", "dev", "eth0")  # ...and another MAC answers for its address
+    took = seg.wait(lambda: holds_vip(seg, "backup"), 3)
+    assert took < 1.0, f"takeover took {took:.3f} s"
+    assert seg.state()["forged_claims"] > 0  # alarmed
+    assert metric(seg, 'dmzkit_failover_forged_claims_total{address="mgmt"}') > 0

@@ -50,6 +50,11 @@ def test_macs_are_normalised() -> None:
     ({"primary_mgmt": "198.18.1.10"}, "cannot probe an address it may hold"),
     ({"witness": "198.18.5.1"}, "witness 198.18.5.1 is not in the VIP's subnet"),
     ({"primary_macs": "02:00:00:00:00:0a"}, "primary_macs must list"),
+    # No group or all-zero address: trusting one would trust whoever writes it into a frame.
+    ({"primary_macs": ["ff:ff:ff:ff:ff:ff"]}, "group or all-zero address"),
+    ({"primary_macs": ["01:00:5e:00:00:01"]}, "group or all-zero address"),
+    ({"primary_macs": ["00:00:00:00:00:00"]}, "group or all-zero address"),
+    ({"primary_macs": ["02:00:00:00:00:0a", None]}, "primary_macs must list"),
     ({"app_port": "443"}, "app_port must be an integer, got '443'"),
     ({"vip6_is_router": "yes"}, "vip6_is_router must be true or false"),
     ({"vip6": "2001:db8::zz/64"}, "vip6: "),

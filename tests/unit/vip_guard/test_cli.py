@@ -12,6 +12,10 @@ from dmzkit_remote_access.vip_guard.__main__ import main
     (["--interface", "eth0", "--vip", "not-an-address"], "--vip"),
     (["--interface", "eth0", "--vip", "2001:db8::1/64"], "--vip"),
     (["--vip", "198.18.1.10/24"], "--interface"),
+    (["--interface", "eth0", "--vip", "198.18.1.10/24", "--peer-mac", "02:00:00:00:00"], "--peer-mac"),
+    (["--interface", "eth0", "--vip", "198.18.1.10/24", "--peer-mac", "ff:ff:ff:ff:ff:ff"], "group or all-zero"),
+    (["--interface", "eth0", "--vip", "198.18.1.10/24", "--patience", "-1"], "--patience must be"),
+    (["--interface", "eth0", "--vip", "198.18.1.10/24", "--patience", "inf"], "--patience must be"),
 ])
 def test_bad_arguments_are_refused(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:

@@ -15,6 +15,8 @@ from dmzkit_remote_access.vip_guard.guard import Guard
 
 OURS = "02:00:00:00:00:01"
 BACKUP = "02:00:00:00:00:02"
+FORGER = "02:00:00:00:00:66"
+PATIENCE = 0.2
 VIP = ipaddress.IPv4Interface("198.18.99.10/24")
 INTERVAL = 0.01
 
@@ -40,9 +42,9 @@ class Segment:
             self.hear(self.holder)
         return True
 
-    def hear(self, mac: str) -> None:
-        """A frame of `mac` saying the VIP is its own."""
-        reply = arp.parse(arp.announcements(mac, VIP.ip)[1])
+    def hear(self, mac: str, eth_src: str | None = None) -> None:
+        """A frame of `mac` saying the VIP is its own (sent from `eth_src`, by default `mac`)."""
+        reply = arp.parse(arp.frame(arp.OP_REPLY, eth_src or mac, mac, VIP.ip, VIP.ip, target_mac=arp.mac_bytes(mac)))
         assert reply is not None
         self.inbox.append((time.monotonic(), reply))
 
@@ -114,7 +116,8 @@ def links() -> Iterator[Links]:
 def guard(segment: Segment, links: Links, monkeypatch: pytest.MonkeyPatch) -> Guard:
     monkeypatch.setattr(guard_module, "ANNOUNCE_AT", (0.0, 0.05, 0.1))
     return Guard("eth0", VIP, INTERVAL, 3, sock=segment, netlink=Addresses(),  # type: ignore[arg-type]
-                 links=links, has_carrier=lambda _interface: segment.link_up)  # type: ignore[arg-type]
+                 links=links, has_carrier=lambda _interface: segment.link_up,  # type: ignore[arg-type]
+                 peers=[BACKUP], patience=PATIENCE)
 
 
 def test_a_quiet_round_of_probes_finds_the_vip_free(guard: Guard, segment: Segment) -> None:
@@ -215,3 +218,64 @@ def test_a_link_notification_without_carrier_releases_the_vip(guard: Guard, segm
 
     assert asyncio.run(run_until(guard, lost, 1.0))
     assert guard.losses >= 1
+
+
+# -- forged ARP (issue 15, finding 6) -------------------------------------------------
+
+def test_a_stranger_claiming_in_every_round_holds_the_guard_back_for_its_patience_only(
+        guard: Guard, segment: Segment) -> None:
+    segment.holder = FORGER  # answers every probe: no round is ever quiet
+    start = time.monotonic()
+    assert asyncio.run(run_until(guard, guard.holds, 1.0)), "a forger parked the guard"
+    assert time.monotonic() - start >= PATIENCE
+    assert guard.forged >= 3
+
+
+def test_one_forged_claim_costs_one_round(guard: Guard, segment: Segment) -> None:
+    async def forge_during_the_round() -> bool:
+        asyncio.get_running_loop().call_later(INTERVAL, segment.hear, FORGER)
+        return await guard.free()
+
+    assert not asyncio.run(forge_during_the_round())
+    assert asyncio.run(guard.free())
+
+
+def test_the_backup_holds_it_back_past_the_patience(guard: Guard, segment: Segment) -> None:
+    segment.holder = BACKUP
+    assert not asyncio.run(run_until(guard, guard.holds, 5 * PATIENCE)), "claimed a VIP the backup answers for"
+
+
+def test_the_backups_mac_in_a_frame_from_another_port_is_a_strangers(guard: Guard, segment: Segment) -> None:
+    """The ARP sender alone is one field to write: the Ethernet source must be the peer's too."""
+    async def forge() -> bool:
+        asyncio.get_running_loop().call_later(INTERVAL, segment.hear, BACKUP, FORGER)
+        return await guard.free()
+
+    assert not asyncio.run(forge())
+    assert guard.strangers_since is not None and guard.forged == 1
+
+
+def test_the_backups_handback_for_our_mac_is_no_claim(guard: Guard, segment: Segment) -> None:
+    async def handback_during_the_round() -> bool:
+        asyncio.get_running_loop().call_later(INTERVAL, segment.hear, OURS, BACKUP)
+        return await guard.free()
+
+    assert asyncio.run(handback_during_the_round())
+
+
+def test_claims_against_the_held_vip_are_defended_once_per_defend_interval(guard: Guard, segment: Segment) -> None:
+    def forging() -> bool:
+        if guard.holds():
+            segment.hear(FORGER)
+        return False
+
+    asyncio.run(run_until(guard, forging, 0.5))
+    # Three announcements of the claim, one defence: a frame pair each.
+    assert segment.announcements() == 2 * (3 + 1)
+    assert guard.defended_at is not None
+
+
+def test_the_guards_own_mac_is_no_peer(segment: Segment, links: Links) -> None:
+    with pytest.raises(ValueError, match="own"):
+        Guard("eth0", VIP, INTERVAL, 3, sock=segment, netlink=Addresses(),  # type: ignore[arg-type]
+              links=links, peers=[OURS])  # type: ignore[arg-type]
