@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import Counter
 from dataclasses import dataclass
 
 import asyncpg
@@ -19,6 +20,16 @@ log = logging.getLogger("dmzkit.sso.users")
 # while it runs: a bounded number at a time keeps a burst of sign-ins from
 # exhausting memory or starving the loop.
 CONCURRENT_CHECKS = 2
+# Sign-ins one address may have in this process at once, waiting or being
+# checked: it may fill the hashing slots, but every other address waits for
+# one round of them at most. More than one: the users behind one NAT, or
+# the gateway's portal, share an address.
+SOURCE_IN_FLIGHT = CONCURRENT_CHECKS
+# Bounds on the Argon2 parameters of a hash the IdP checks against, well
+# above userdb_user's policy (t=3, 64 MiB, 4 lanes): a corrupt or hostile
+# stored hash must not make a check, or the decoy, take the host's memory.
+# memory_cost in KiB: 256 MiB.
+MAX_PARAMETERS = {"time_cost": 8, "memory_cost": 262144, "parallelism": 8, "hash_len": 64, "salt_len": 64}
 
 ACCOUNT = """
 SELECT u.username, u.display_name, u.email,
@@ -29,20 +40,31 @@ LEFT JOIN groups g ON g.id = m.group_id
 WHERE u.username = $1 AND u.enabled
 GROUP BY u.id
 """
-CREDENTIALS = """
-SELECT c.user_id, c.password_hash, coalesce(c.locked_until > now(), false) AS locked
-FROM credentials c JOIN users u ON u.id = c.user_id
-WHERE u.username = $1 AND u.enabled
-"""
-FAILED = """
-UPDATE credentials SET failed_attempts = failed_attempts + 1,
-       locked_until = CASE WHEN failed_attempts + 1 >= $2 THEN now() + make_interval(secs => $3) END
-WHERE user_id = $1
-"""
-SUCCEEDED = "UPDATE credentials SET failed_attempts = 0, locked_until = NULL WHERE user_id = $1 AND failed_attempts > 0"
-AUDIT = "INSERT INTO audit_log (subject, event, outcome, source, detail) VALUES ($1, $2, $3, $4::inet, $5::jsonb)"
 # The hash written last: made with the parameters hashes are made with now.
 NEWEST_HASH = "SELECT password_hash FROM credentials ORDER BY changed_at DESC LIMIT 1"
+# Counts the attempt as failed before its password is checked, and only if
+# the account is not locked, in one statement: concurrent attempts, in this
+# process or another IdP's, queue on the row and each sees the others'
+# counts, so no more than the lockout's number ($2) are ever checked before
+# the lock, which the last of them sets at once (a right password lifts it).
+# Every attempt, whatever name it gives, costs this one query before its
+# check; `newest` is the hash the decoy takes its parameters from.
+TAKE = f"""
+WITH account AS (
+    SELECT c.user_id, c.password_hash FROM credentials c JOIN users u ON u.id = c.user_id
+    WHERE u.username = $1 AND u.enabled
+), taken AS (
+    UPDATE credentials c SET failed_attempts = c.failed_attempts + 1,
+           locked_until = CASE WHEN c.failed_attempts + 1 >= $2 THEN now() + make_interval(secs => $3) END
+    FROM account a
+    WHERE c.user_id = a.user_id AND (c.locked_until IS NULL OR c.locked_until <= now())
+    RETURNING c.user_id
+)
+SELECT a.user_id, a.password_hash, t.user_id IS NOT NULL AS taken, ({NEWEST_HASH}) AS newest
+FROM (VALUES (1)) AS one LEFT JOIN account a ON true LEFT JOIN taken t ON true
+"""
+SUCCEEDED = "UPDATE credentials SET failed_attempts = 0, locked_until = NULL WHERE user_id = $1"
+AUDIT = "INSERT INTO audit_log (subject, event, outcome, source, detail) VALUES ($1, $2, $3, $4::inet, $5::jsonb)"
 DECOY_PASSWORD = "decoy password, never matched"
 
 
@@ -55,6 +77,19 @@ def parameters_of(stored: str | None) -> Parameters | None:
         return extract_parameters(stored)
     except InvalidHash:
         return None
+
+
+def bounded(parameters: Parameters) -> Parameters:
+    """`parameters`, each no higher than its bound in MAX_PARAMETERS."""
+    limits = {name: min(getattr(parameters, name), most) for name, most in MAX_PARAMETERS.items()}
+    return Parameters(type=parameters.type, version=parameters.version, **limits)
+
+
+def checkable(stored: str) -> bool:
+    """Whether a stored hash is one to check a password against: valid, and
+    within the bounds."""
+    parameters = parameters_of(stored)
+    return parameters is not None and bounded(parameters) == parameters
 
 
 def decoy_like(parameters: Parameters) -> str:
@@ -87,24 +122,29 @@ class Directory:
         # Verifying reads the parameters from the hash; this hasher makes none.
         self.hasher = PasswordHasher()
         self.checks = asyncio.Semaphore(CONCURRENT_CHECKS)
-        # Checked against when the user is unknown, so that an unknown user
-        # takes as long to refuse as a wrong password. The IdP has no Argon2
-        # parameters of its own: the module userdb_user makes every stored
-        # hash, and the decoy is made with the parameters of the newest one.
+        # Sign-ins under way in this process, by the name given and by address.
+        self.names: set[str] = set()
+        self.sources: Counter[str | None] = Counter()
+        # Checked against when the user is unknown or the account locked, so
+        # that a refusal takes as long as a wrong password. The IdP has no
+        # Argon2 parameters of its own: the module userdb_user makes every
+        # stored hash, and the decoy is made with the parameters of the newest
+        # one, within the bounds.
         self._decoy: tuple[Parameters, str] | None = None
 
     async def prepare(self) -> None:
         """Make the decoy now, so that the first unknown user is not the one
         who waits for it."""
-        await self._decoy_hash()
+        await self._decoy_like(await self.pool.fetchval(NEWEST_HASH))
 
-    async def _decoy_hash(self) -> str | None:
-        """A decoy with the parameters of the newest stored hash, made again
-        when they change; None when there is no hash to match (no user has a
-        password, so every attempt takes this same way)."""
-        wanted = parameters_of(await self.pool.fetchval(NEWEST_HASH))
-        if wanted is None:
+    async def _decoy_like(self, newest: str | None) -> str | None:
+        """A decoy with the (bounded) parameters of the newest stored hash,
+        made again when they change; None when there is no hash to match (no
+        user has a password, so every attempt takes this same way)."""
+        parameters = parameters_of(newest)
+        if parameters is None:
             return None
+        wanted = bounded(parameters)
         if self._decoy is None or self._decoy[0] != wanted:
             async with self.checks:
                 self._decoy = (wanted, await asyncio.to_thread(decoy_like, wanted))
@@ -124,23 +164,48 @@ class Directory:
             except (VerificationError, InvalidHash):
                 return False
 
-    async def check_password(self, username: str, password: str, source: str) -> Account | None:
+    async def check_password(self, username: str, password: str, source: str | None) -> Account | None:
         """The account if the password is right and the account is neither
         disabled nor locked; None otherwise, for whatever reason (the audit
         log has the reason, the user does not)."""
-        row = await self.pool.fetchrow(CREDENTIALS, username)
-        # An unknown user costs one query more before the verify, as a wrong
-        # password costs one (its count) after it.
-        stored = row["password_hash"] if row else await self._decoy_hash()
-        good = stored is not None and await self._verify(stored, password)
-        if row is None:
-            await self.audit(username, "login.password", False, source, {"reason": "unknown or disabled user"})
+        # One sign-in at a time per name and a few per address in this
+        # process; the others are refused at once, before any query or hash,
+        # so a flood costs no checks and queues ahead of nobody. A refusal is
+        # audited as busy, not counted against the account: no password was
+        # tried on it. Names count whether they exist or not, so a refusal
+        # says nothing about them.
+        if username in self.names or self.sources[source] >= SOURCE_IN_FLIGHT:
+            await self.audit(username, "login.password", False, source, {"reason": "busy"})
             return None
-        if row["locked"]:
-            await self.audit(username, "login.password", False, source, {"reason": "locked"})
+        self.names.add(username)
+        self.sources[source] += 1
+        try:
+            return await self._check_password(username, password, source)
+        finally:
+            self.names.discard(username)
+            self.sources[source] -= 1
+            if not self.sources[source]:
+                del self.sources[source]
+
+    async def _check_password(self, username: str, password: str, source: str | None) -> Account | None:
+        row = await self.pool.fetchrow(TAKE, username, self.lockout_attempts, self.lockout_seconds)
+        # Only an attempt counted by TAKE is checked against the user's hash;
+        # the others (unknown user, locked account, a hash beyond the bounds)
+        # against the decoy, whatever its outcome, so that they take as long.
+        stored = row["password_hash"] if row["taken"] and checkable(row["password_hash"]) else None
+        against = stored or await self._decoy_like(row["newest"])
+        good = against is not None and await self._verify(against, password)
+        if stored is None:
+            if row["user_id"] is None:
+                reason = "unknown or disabled user"
+            elif row["taken"]:
+                log.error("the password hash of %s is not one to check against", username)
+                reason = "unusable hash"
+            else:
+                reason = "locked"
+            await self.audit(username, "login.password", False, source, {"reason": reason})
             return None
         if not good:
-            await self.pool.execute(FAILED, row["user_id"], self.lockout_attempts, self.lockout_seconds)
             await self.audit(username, "login.password", False, source, {"reason": "wrong password"})
             return None
         await self.pool.execute(SUCCEEDED, row["user_id"])
