@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import ssl
+from collections.abc import Collection
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -55,3 +56,30 @@ def spki_sha256(key: PublicKey) -> str:
 def common_name(certificate: x509.Certificate) -> str:
     names = certificate.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
     return str(names[0].value) if names else ""
+
+
+def host_name(certificate: x509.Certificate) -> str | None:
+    """The CN of a host's own certificate (the ca role gives hosts no OU);
+    None for a person's or a desktop's, which carry one."""
+    subject = certificate.subject
+    if subject.get_attributes_for_oid(x509.NameOID.ORGANIZATIONAL_UNIT_NAME):
+        return None
+    return common_name(certificate) or None
+
+
+def person_of(certificate: x509.Certificate, units: Collection[str]) -> str | None:
+    """The user a verified certificate names if it is a person's: one CN, one
+    OU among `units` (the ca role gives people their group as OU, and only
+    the CA decides a subject), and client authentication among its purposes.
+    None for any other certificate of the CA, such as a desktop's or a
+    device's with the same CN."""
+    subject = certificate.subject
+    names = subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    unit = subject.get_attributes_for_oid(x509.NameOID.ORGANIZATIONAL_UNIT_NAME)
+    if len(names) != 1 or len(unit) != 1 or unit[0].value not in units:
+        return None
+    try:
+        purposes = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return None
+    return str(names[0].value) if x509.ExtendedKeyUsageOID.CLIENT_AUTH in purposes else None

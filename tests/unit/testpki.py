@@ -33,10 +33,13 @@ def make_ca(name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
 
 def make_leaf(ca_key, ca_cert: x509.Certificate, name: str, *, server: bool = False,
               serial: int | None = None, not_after: dt.datetime | None = None,
-              organization: str | None = None) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+              organization: str | None = None, unit: str | None = None, common_name: str | None = None
+              ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A leaf named `name` (or `common_name`), under `unit` as its OU if given."""
     key = ec.generate_private_key(ec.SECP256R1())
-    subject = ([x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization)] if organization else []) + [
-        x509.NameAttribute(NameOID.COMMON_NAME, name)]
+    subject = ([x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization)] if organization else []) + (
+        [x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, unit)] if unit else []) + [
+        x509.NameAttribute(NameOID.COMMON_NAME, common_name or name)]
     usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
     builder = (
         x509.CertificateBuilder()

@@ -39,7 +39,7 @@ from ..constant_time import same
 from ..sealing import Sealer
 from ..sso.settings import load_certificate, load_signing_key
 from ..sso.sp import ArtifactConsumer, IdpFailed, Partner, Relying
-from ..tls import client_context, common_name, peer_certificate, server_context
+from ..tls import client_context, common_name, host_name, peer_certificate, server_context
 from ..web import start_site
 from .settings import Settings, SingleSignOn, load_session_key
 
@@ -73,15 +73,19 @@ def through_gateway(request: web.Request, settings: Settings) -> Visitor:
     certificate = peer_certificate(request.transport)
     # The TLS layer requires a valid certificate; without one, refuse
     # rather than trust anything.
-    peer = common_name(certificate) if certificate is not None else ""
-    if not peer:
+    if certificate is None or not common_name(certificate):
         raise Refused("no verified client certificate")
-    if peer in settings.trusted_portals:
-        user = request.headers.get(settings.identity_header, "").strip()
-        if not user:
-            raise Refused(f"portal {peer} sent no user")
-        return Visitor(user, "portal")
-    return Visitor(peer, "certificate")
+    # A portal is a host: its certificate has no OU, so a user or a desktop
+    # whose CN happens to be a portal's name vouches for nobody.
+    host = host_name(certificate)
+    if host is None:
+        return Visitor(common_name(certificate), "certificate")
+    if host not in settings.trusted_portals:
+        raise Refused(f"{host} is a host's certificate, which names no user")
+    user = request.headers.get(settings.identity_header, "").strip()
+    if not user:
+        raise Refused(f"portal {host} sent no user")
+    return Visitor(user, "portal")
 
 
 class SeenIds:

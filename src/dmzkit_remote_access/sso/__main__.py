@@ -75,10 +75,11 @@ async def serve_proxy(settings: ProxySettings) -> None:
 
 
 def signed_metadata(settings: Settings) -> bytes:
+    from . import protocol
     from .metadata import idp_metadata
 
     key, certificate = load_signing_pair(settings)
-    return idp_metadata(settings, certificate, key)
+    return idp_metadata(settings, certificate, key, protocol.now())
 
 
 async def serve(settings: Settings) -> None:

@@ -10,7 +10,8 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from . import xmldsig
-from .protocol import CLOCK_SKEW, SUCCESS, check_fresh, instant, new_id, new_message, node, now, parse_instant, read_header
+from .protocol import (CLOCK_SKEW, SUCCESS, check_fresh, instant, new_id, new_message, node, now, parse_instant,
+                       read_header)
 from .xml import Element, XmlError, children, one, optional, qname, serialize, text
 
 BEARER = "urn:oasis:names:tc:SAML:2.0:cm:bearer"
@@ -30,12 +31,17 @@ class Login:
     attributes: dict[str, list[str]] = field(default_factory=dict)
     assertion_id: str = ""
     not_on_or_after: dt.datetime | None = None
+    # When the user authenticated: the IdP's session start, not the assertion's.
+    authn_instant: dt.datetime | None = None
 
 
 def response(idp: str, sp: str, acs_url: str, in_response_to: str | None, login: Login,
              key: xmldsig.PrivateKey, session_lifetime: dt.timedelta) -> bytes:
-    """A Response to `sp` with one signed bearer Assertion for `login.user`."""
+    """A Response to `sp` with one signed bearer Assertion for `login.user`,
+    who authenticated at `login.authn_instant` (now if None), in a session
+    that ends `session_lifetime` from now."""
     moment = now()
+    authenticated = login.authn_instant or moment
     extra = {"InResponseTo": in_response_to} if in_response_to else {}
     element, _ = new_message("Response", idp, Destination=acs_url, **extra)
     status = node("samlp", "Status", element)
@@ -51,7 +57,7 @@ def response(idp: str, sp: str, acs_url: str, in_response_to: str | None, login:
     conditions = node("saml", "Conditions", assertion, NotBefore=instant(moment),
                       NotOnOrAfter=instant(moment + ASSERTION_LIFETIME))
     node("saml", "Audience", node("saml", "AudienceRestriction", conditions)).text = sp
-    statement = node("saml", "AuthnStatement", assertion, AuthnInstant=instant(moment),
+    statement = node("saml", "AuthnStatement", assertion, AuthnInstant=instant(authenticated),
                      SessionIndex=login.session_index,
                      SessionNotOnOrAfter=instant(moment + session_lifetime))
     node("saml", "AuthnContextClassRef", node("saml", "AuthnContext", statement)).text = login.authn_context
@@ -136,4 +142,5 @@ def validate(message: Element, idp: str, sp: str, acs_url: str, request_id: str,
         attributes=attributes,
         assertion_id=assertion.get("ID", ""),
         not_on_or_after=min(confirmed_until, conditions_until),
+        authn_instant=parse_instant(statement.get("AuthnInstant"), "AuthnInstant"),
     )

@@ -3,24 +3,27 @@ for service providers, two aiohttp applications on their own ports.
 
 Front channel (TLS, client certificate optional):
 - `GET /saml2/sso`: an AuthnRequest (HTTP-Redirect). A user with a live IdP
-  session goes straight back to the SP's ACS with an artifact (303); anyone
-  else gets the login form.
+  session, presented from the device it was opened on (the same client
+  certificate, or none), goes straight back to the SP's ACS with an artifact
+  (303), unless the SP asks for ForceAuthn; anyone else gets the login form.
 - `POST /saml2/login`: the form, with a password checked against the user
   database, or with the certificate the browser presented.
 - `GET /saml2/metadata`: signed metadata.
 
 Back channel (mutual TLS, client certificate required):
 - `POST /saml2/ars`: SOAP ArtifactResolve (resolver.py), answered 200 with
-  a signed ArtifactResponse, or 400 with a SOAP fault when the requester or
-  the request is refused.
+  a signed ArtifactResponse, or with a SOAP 1.1 fault (HTTP 500, SOAP 1.1
+  §6.2) when the requester or the request is refused (soap:Client, or
+  soap:MustUnderstand / soap:VersionMismatch) or the IdP fails (soap:Server).
 
-A refused request gets a 4xx and a page or fault that says why in general
+A refused browser request gets a 4xx and a page that says why in general
 terms; nothing in the input is echoed and nothing raises past a handler.
 """
 from __future__ import annotations
 
 import datetime as dt
 import html
+import ipaddress
 import logging
 import secrets
 import ssl
@@ -36,29 +39,26 @@ from redis.asyncio import Redis
 
 from ..config import read_secret
 from ..constant_time import same
-from ..tls import client_context, common_name, peer_certificate, server_context, spki_sha256
+from ..tls import client_context, peer_certificate, person_of, server_context, spki_sha256
 from ..web import start_site
 from . import assertion, protocol, xmldsig
-from .metadata import idp_metadata
+from .metadata import SignedMetadata
 from .resolver import Resolver, ServiceProvider
-from .settings import Settings, load_providers, load_signing_pair
-from .store import Store
+from .settings import Settings, load_signing_pair, read_providers
+from .store import Store, Ticket
 from .users import Account, Directory
 from .xml import SOAP_LIMIT, XmlError
 
 log = logging.getLogger("dmzkit.sso.idp")
 
-SESSION_COOKIE = "dmzkit_idp_session"
-CSRF_COOKIE = "dmzkit_idp_csrf"
-# Only the IdP's own paths see its cookies.
-COOKIE_PATH = "/saml2"
+# __Host- (RFC 6265bis §4.1.3.2): a browser keeps such a cookie only if it
+# is Secure, for Path=/ and without Domain, so no other site of the domain
+# and no plain-HTTP answer can plant or overwrite it (the CSRF check relies
+# on that). The IdP has a host name of its own: Path=/ shows them to no one else.
+SESSION_COOKIE = "__Host-dmzkit_idp_session"
+CSRF_COOKIE = "__Host-dmzkit_idp_csrf"
 FORM_LIMIT = 8 * 1024
 X509_CONTEXT = "urn:oasis:names:tc:SAML:2.0:ac:classes:X509"
-SOAP_FAULT = (
-    b'<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body><soap:Fault>'
-    b"<faultcode>soap:Client</faultcode><faultstring>request refused</faultstring>"
-    b"</soap:Fault></soap:Body></soap:Envelope>"
-)
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,7 @@ class Pending:
     relay_state: str | None
     query: str
     is_passive: bool
+    force_authn: bool
 
 
 class Refused(Exception):
@@ -83,7 +84,7 @@ class Refused(Exception):
 class IdentityProvider:
     def __init__(self, settings: Settings, key: xmldsig.PrivateKey, certificate: x509.Certificate,
                  providers: dict[str, ServiceProvider], store: Store, directory: Directory,
-                 metadata: bytes) -> None:
+                 metadata: SignedMetadata) -> None:
         self.settings = settings
         self.key = key
         self.certificate = certificate
@@ -129,17 +130,44 @@ class IdentityProvider:
             raise Refused(400, "The sign-in request is not valid.")
         if request.is_passive and request.force_authn:
             raise Refused(400, "The sign-in request is not valid.")
-        return Pending(provider, request.id, provider.acs_url, relay_state, query, request.is_passive)
+        return Pending(provider, request.id, provider.acs_url, relay_state, query, request.is_passive,
+                       request.force_authn)
 
-    async def session_user(self, request: web.Request) -> tuple[Account, str] | None:
-        """The user of the browser's IdP session, and how they signed in."""
-        token = request.cookies.get(SESSION_COOKIE)
-        ticket = await self.store.use_ticket(token, self.settings.session_idle) if token else None
-        if ticket is None:
+    def person(self, certificate: x509.Certificate | None) -> str | None:
+        """The user a client certificate signs in, if it is a person's: a desktop
+        or a device holds a certificate with the user's CN too, and its key
+        sits on a DMZ host."""
+        if certificate is None:
             return None
+        return person_of(certificate, self.settings.person_certificate_units)
+
+    def source(self, request: web.Request) -> str | None:
+        """The browser's address: as a trusted proxy forwards it, else the peer's."""
+        if request.remote in self.settings.trusted_proxies:
+            forwarded = request.headers.get("X-Forwarded-For", "").rsplit(",", 1)[-1].strip()
+            try:
+                return str(ipaddress.ip_address(forwarded))
+            except ValueError:
+                log.warning("trusted proxy %s sent no usable X-Forwarded-For", request.remote)
+        return request.remote
+
+    async def session_user(self, request: web.Request) -> tuple[Account, Ticket] | None:
+        """The user of the browser's IdP session and its ticket, if the session
+        is live and presented from the device it was opened on."""
+        token = request.cookies.get(SESSION_COOKIE)
+        ticket = await self.store.ticket(token) if token else None
+        # A ticket that does not say how its user authenticated (one of an
+        # older version) cannot vouch for them.
+        if ticket is None or not ticket.context:
+            return None
+        # Checked before renewal: a copied cookie tried elsewhere must not keep the session alive.
+        if not same(device_of(peer_certificate(request.transport)), ticket.device):
+            log.warning("IdP session of %s presented from another device, from %s", ticket.user, self.source(request))
+            return None
+        await self.store.renew_ticket(token, ticket, self.settings.session_idle)
         # A disabled or deleted user's session ends at their next request.
         account = await self.directory.account(ticket.user)
-        return (account, X509_CONTEXT if ticket.device else assertion.PASSWORD) if account else None
+        return (account, ticket) if account else None
 
     async def sso(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -147,7 +175,8 @@ class IdentityProvider:
             pending = self.pending(request.rel_url.raw_query_string)
         except Refused as e:
             return page(e.status, "Sign-in refused", str(e))
-        session = await self.session_user(request)
+        # ForceAuthn (SAMLCore §3.4.1): the user authenticates anew, whatever session there is.
+        session = None if pending.force_authn else await self.session_user(request)
         if session is not None:
             return await self.answer(pending, *session)
         if pending.is_passive:
@@ -156,15 +185,14 @@ class IdentityProvider:
 
     def form(self, request: web.Request, pending: Pending, status: int = 200, error: str = "") -> web.Response:
         csrf = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(32)
-        certificate = peer_certificate(request.transport)
+        person = self.person(peer_certificate(request.transport))
         offer = ""
-        if certificate is not None:
-            name = html.escape(common_name(certificate))
-            offer = (f'<p><button name="method" value="certificate">Continue as {name}</button> '
+        if person is not None:
+            offer = (f'<p><button name="method" value="certificate">Continue as {html.escape(person)}</button> '
                      "(your certificate)</p><p>or</p>")
         body = (
             f'<form method="post" action="/saml2/login">{offer}'
-            f'<input type="hidden" name="csrf" value="{csrf}">'
+            f'<input type="hidden" name="csrf" value="{html.escape(csrf)}">'
             f'<input type="hidden" name="request" value="{html.escape(pending.query)}">'
             '<p><label>User name <input name="username" autocomplete="username" required></label></p>'
             '<p><label>Password <input type="password" name="password" autocomplete="current-password">'
@@ -178,7 +206,7 @@ class IdentityProvider:
         acs = urllib.parse.urlsplit(pending.acs_url)
         response.headers["Content-Security-Policy"] = (
             f"default-src 'none'; form-action 'self' {acs.scheme}://{acs.netloc}")
-        response.set_cookie(CSRF_COOKIE, csrf, path=COOKIE_PATH, secure=True, httponly=True, samesite="Strict")
+        response.set_cookie(CSRF_COOKIE, csrf, path="/", secure=True, httponly=True, samesite="Strict")
         return response
 
     async def login(self, request: web.Request) -> web.StreamResponse:
@@ -190,35 +218,46 @@ class IdentityProvider:
             pending = self.pending(str(form.get("request", "")))
         except Refused as e:
             return page(e.status, "Sign-in refused", str(e))
-        source = request.remote
+        source = self.source(request)
+        certificate = peer_certificate(request.transport)
         if form.get("method") == "certificate":
-            certificate = peer_certificate(request.transport)
             if certificate is None:
                 return self.form(request, pending, 401, "No certificate was presented.")
-            name = common_name(certificate)
+            name = self.person(certificate)
+            if name is None:
+                await self.directory.audit(certificate.subject.rfc4514_string()[:200], "login.certificate", False,
+                                           source, {"sp": pending.provider.entity_id, "reason": "not a person's"})
+                return self.form(request, pending, 401, "This certificate is not one to sign in with.")
             account = await self.directory.account(name)
             await self.directory.audit(name, "login.certificate", account is not None, source,
                                        {"sp": pending.provider.entity_id})
-            context, device = X509_CONTEXT, spki_sha256(certificate.public_key())
+            context = X509_CONTEXT
         else:
             account = await self.directory.check_password(str(form.get("username", ""))[:64],
                                                           str(form.get("password", ""))[:1024], source)
-            context, device = assertion.PASSWORD, ""
+            context = assertion.PASSWORD
         if account is None:
             return self.form(request, pending, 401, "Wrong user name or password, or the account is locked.")
-        token = await self.store.issue_ticket(account.username, device, self.settings.session_idle,
-                                              self.settings.session_absolute)
-        response = await self.answer(pending, account, context)
-        response.set_cookie(SESSION_COOKIE, token, path=COOKIE_PATH, secure=True, httponly=True, samesite="Lax",
+        # Bound to the certificate the browser presented, whichever way the user signed in.
+        token, ticket = await self.store.open_ticket(account.username, device_of(certificate),
+                                                     self.settings.session_idle, self.settings.session_absolute,
+                                                     context)
+        response = await self.answer(pending, account, ticket)
+        response.set_cookie(SESSION_COOKIE, token, path="/", secure=True, httponly=True, samesite="Lax",
                             max_age=int(self.settings.session_absolute))
         return response
 
-    async def answer(self, pending: Pending, account: Account, context: str) -> web.Response:
-        """Keep a Response for the SP and send the browser to its ACS with the artifact."""
-        login = assertion.Login(account.username, protocol.new_id(), None, context, account.attributes())
+    async def answer(self, pending: Pending, account: Account, ticket: Ticket) -> web.Response:
+        """Keep a Response for the SP and send the browser to its ACS with the artifact.
+        The assertion says when and how the session's user authenticated, and
+        when the session ends: after the idle time unless the user comes back,
+        at its absolute end at the latest."""
+        login = assertion.Login(account.username, protocol.new_id(), None, ticket.context, account.attributes(),
+                                authn_instant=dt.datetime.fromtimestamp(ticket.created, dt.timezone.utc))
+        ends = dt.datetime.fromtimestamp(ticket.expires, dt.timezone.utc) - protocol.now()
         message = assertion.response(self.settings.entity_id, pending.provider.entity_id, pending.acs_url,
                                      pending.request_id, login, self.key,
-                                     dt.timedelta(seconds=self.settings.session_idle))
+                                     min(dt.timedelta(seconds=self.settings.session_idle), ends))
         artifact = await self.resolver.issue(pending.provider, message)
         query = [("SAMLart", artifact)]
         if pending.relay_state is not None:
@@ -228,21 +267,37 @@ class IdentityProvider:
         return web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store"})
 
     async def serve_metadata(self, request: web.Request) -> web.Response:
-        return web.Response(body=self.metadata, content_type="application/samlmetadata+xml")
+        return web.Response(body=self.metadata.at(protocol.now()), content_type="application/samlmetadata+xml")
 
     # -- back channel ------------------------------------------------------------
 
     async def artifact_resolve(self, request: web.Request) -> web.Response:
         certificate = peer_certificate(request.transport)
         peer = spki_sha256(certificate.public_key()) if certificate is not None else None
-        body = await request.read()
+        body = await request.read()  # past SOAP_LIMIT: 413, before any SOAP
         try:
             answer, outcome = await self.resolver.resolve(body, peer)
         except XmlError as e:
             log.info("ArtifactResolve from %s refused: %s", request.remote, e)
-            return web.Response(status=400, body=SOAP_FAULT, content_type="text/xml")
+            code = e.code if isinstance(e, protocol.SoapError) else "Client"
+            return soap_fault(code, f"ArtifactResolve refused: {e}")
+        except Exception:  # the store or a bug: the requester learns nothing of it
+            log.exception("ArtifactResolve from %s failed", request.remote)
+            return soap_fault("Server", "the ArtifactResolve could not be answered now; try again later")
         log.info("ArtifactResolve from %s: %s", request.remote, outcome)
         return web.Response(body=answer, content_type="text/xml", headers={"Cache-Control": "no-store"})
+
+
+def soap_fault(code: str, reason: str) -> web.Response:
+    """SOAP 1.1 §6.2: a fault goes out with HTTP 500."""
+    return web.Response(status=500, body=protocol.soap_fault(code, reason), content_type="text/xml",
+                        headers={"Cache-Control": "no-store"})
+
+
+def device_of(certificate: x509.Certificate | None) -> str:
+    """What an IdP session is bound to: the key of the client certificate the
+    browser presented, or "" for none."""
+    return spki_sha256(certificate.public_key()) if certificate is not None else ""
 
 
 def page(status: int, title: str, message: str, raw: bool = False) -> web.Response:
@@ -273,8 +328,10 @@ async def running(settings: Settings) -> AsyncIterator[IdentityProvider]:
     """The IdP with its keys, registry, store and user database opened once,
     serving both channels until the block ends."""
     key, certificate = load_signing_pair(settings)
-    providers = load_providers(settings.providers_dir)
-    metadata = idp_metadata(settings, certificate, key)
+    providers, problems = read_providers(settings.providers_dir)
+    for problem in problems:
+        log.error("service provider skipped: %s", problem)
+    metadata = SignedMetadata(settings, certificate, key)
     redis = Redis(unix_socket_path=settings.store_socket, username=settings.store_user,
                   password=read_secret(settings.store_password_file))
     database_tls = None if settings.db_host.startswith("/") else client_context(settings.ca_chain)

@@ -34,7 +34,19 @@ REQUEST_DENIED = "urn:oasis:names:tc:SAML:2.0:status:RequestDenied"
 SOAP_HEADERS = {"Content-Type": "text/xml", "SOAPAction": "http://www.oasis-open.org/committees/security"}
 # The inflated AuthnRequest of a Redirect: far above any real one, far below a bomb.
 INFLATE_LIMIT = 16 * 1024
+# SAMLBind §3.4.3 tells the sender a RelayState MUST NOT exceed 80 bytes,
+# but SPs send whole return URLs (SimpleSAMLphp on purpose; 114 bytes seen),
+# and refusing them signs nobody in. Still bounded: it is echoed in the
+# login form and in the redirect to the ACS. 1024 bytes is a long URL, and
+# percent-encoded (at most 3 KiB) it keeps the form under FORM_LIMIT and
+# the ACS redirect under the 8 KiB request lines of aiohttp and nginx.
+RELAY_STATE_LIMIT = 1024
 CLOCK_SKEW = dt.timedelta(seconds=180)
+# How long an AuthnRequest is taken, and so how long the login form that
+# carries it stays good. At least as long as an SP waits for the answer
+# (bs_app's sign-in cookie: 10 minutes), or a user who takes their time is
+# refused here while the SP still waits.
+AUTHN_REQUEST_LIFETIME = dt.timedelta(minutes=10)
 REDIRECT_SIG_ALGORITHMS = (xmldsig.RSA_SHA256, xmldsig.ECDSA_SHA256)
 
 
@@ -104,19 +116,48 @@ def read_header(element: Element, local: str) -> tuple[str, str, dt.datetime]:
 
 # -- SOAP ---------------------------------------------------------------------
 
+class SoapError(XmlError):
+    """A message refused at the SOAP level for a reason SOAP 1.1 has a faultcode
+    of its own for (§4.4.1): VersionMismatch or MustUnderstand."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 def soap(element: Element) -> bytes:
     envelope = etree.Element(qname("soap", "Envelope"), nsmap={"soap": NS["soap"]})
     etree.SubElement(envelope, qname("soap", "Body")).append(element)
     return serialize(envelope)
 
 
+def soap_fault(code: str, reason: str) -> bytes:
+    """A SOAP 1.1 Fault (§4.4): `code` is Client, Server, MustUnderstand or
+    VersionMismatch; `reason`, plain text for the requester's logs, is cut
+    short and stripped of anything unprintable."""
+    fault = etree.Element(qname("soap", "Fault"), nsmap={"soap": NS["soap"]})
+    etree.SubElement(fault, "faultcode").text = f"soap:{code}"
+    etree.SubElement(fault, "faultstring").text = "".join(c if c.isprintable() else "?" for c in reason[:300])
+    return soap(fault)
+
+
 def soap_body(data: bytes) -> Element:
-    """The one element in a SOAP 1.1 body; no header is understood, so none is accepted."""
+    """The one element in a SOAP 1.1 body. A Header is allowed (SAMLBind §3.2.2.1
+    lets requesters add one) and ignored, unless an entry of it must be
+    understood: we understand none (SOAP 1.1 §4.2.3)."""
     envelope = parse(data, SOAP_LIMIT)
     if envelope.tag != qname("soap", "Envelope"):
+        if etree.QName(envelope).localname == "Envelope":
+            raise SoapError("VersionMismatch", "only SOAP 1.1 envelopes are accepted")
         raise XmlError("not a SOAP 1.1 envelope")
-    if optional(envelope, "soap", "Header") is not None:
-        raise XmlError("SOAP headers are not accepted")
+    header = optional(envelope, "soap", "Header")
+    if header is not None:
+        if envelope[0] is not header:
+            raise XmlError("the SOAP Header must come first in the envelope")
+        # An entry addressed to an intermediary (actor) should not reach us at
+        # all: one that did is refused like ours rather than let through.
+        if any(entry.get(qname("soap", "mustUnderstand")) in ("1", "true") for entry in header):
+            raise SoapError("MustUnderstand", "a SOAP header entry we must understand is not supported")
     body = one(envelope, "soap", "Body")
     if len(body) != 1:
         raise XmlError("the SOAP body must hold exactly one element")
@@ -187,8 +228,8 @@ def read_redirect(query: str, keys_of: Callable[[str], list[xmldsig.PublicKey]]
     if len(data) > INFLATE_LIMIT or inflater.unconsumed_tail:
         raise XmlError("SAMLRequest inflates past the limit")
     relay = urllib.parse.unquote_plus(raw["RelayState"]) if "RelayState" in raw else None
-    if relay is not None and len(relay.encode()) > 80:
-        raise XmlError("RelayState longer than 80 bytes")
+    if relay is not None and len(relay.encode()) > RELAY_STATE_LIMIT:
+        raise XmlError(f"RelayState longer than {RELAY_STATE_LIMIT} bytes")
     element = parse(data, INFLATE_LIMIT)
     if "Signature" not in raw:
         return element, relay, False
@@ -213,7 +254,7 @@ def read_redirect(query: str, keys_of: Callable[[str], list[xmldsig.PublicKey]]
 def read_authn_request(element: Element, destinations: Collection[str]) -> AuthnRequest:
     """`destinations`: the URLs our SSO endpoint is reached under."""
     request_id, issuer, issued = read_header(element, "AuthnRequest")
-    check_fresh(issued, "AuthnRequest")
+    check_fresh(issued, "AuthnRequest", AUTHN_REQUEST_LIFETIME)
     if element.get("Destination") is not None and element.get("Destination") not in destinations:
         raise XmlError("the AuthnRequest is for another destination")
     binding = element.get("ProtocolBinding")

@@ -1,12 +1,13 @@
 """The IdP's configuration and its registry of service providers.
 
-One JSON file (written by the `sso` role, checked with `dmzkit-sso
+One JSON file (written by the `saml_idp` role, checked with `dmzkit-sso
 check-config` before it replaces the old one) and one JSON file per SP in
 `providers_dir` (written by the `saml_sp` module). Keys and certificates
 are read here, once, at start.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
@@ -57,6 +58,13 @@ class Settings(FileSettings):
     # Other URLs the front channel is reached under (through a gateway's
     # portal, say): AuthnRequests addressed to them are accepted too.
     front_aliases: list[str] = field(default_factory=list)
+    # Reverse proxies (a gateway's portal) whose X-Forwarded-For names the
+    # browser: sign-in limits and the audit log go by the browser's address,
+    # not by the one address every portal user shares.
+    trusted_proxies: list[str] = field(default_factory=list)
+    # The OUs the CA gives people's certificates (their groups): only such a
+    # certificate signs its CN in. Empty: no sign-in by certificate.
+    person_certificate_units: list[str] = field(default_factory=list)
 
     @property
     def ars_url(self) -> str:
@@ -76,7 +84,13 @@ class Settings(FileSettings):
         check_url(self, "back_url")
         for alias in self.front_aliases:
             if not isinstance(alias, str) or not alias.startswith("https://") or alias.endswith("/"):
-                raise ConfigError(f"front_aliases: each must be an https:// URL without a trailing slash, got {alias!r}")
+                raise ConfigError(
+                    f"front_aliases: each must be an https:// URL without a trailing slash, got {alias!r}")
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_address(proxy)
+            except (TypeError, ValueError):
+                raise ConfigError(f"trusted_proxies: each must be an IP address, got {proxy!r}") from None
         check_listen(self, "front_listen")
         check_listen(self, "back_listen")
         if not 0 <= self.ars_index <= 9:
@@ -154,19 +168,34 @@ def provider_from_dict(raw: dict[str, Any], source: str) -> ServiceProvider:
     return ServiceProvider(entity_id, acs_url, signing, tls)
 
 
-def load_providers(directory: str) -> dict[str, ServiceProvider]:
-    """Every `*.json` in `directory`, by entityID."""
+def read_providers(directory: str) -> tuple[dict[str, ServiceProvider], list[ConfigError]]:
+    """Every valid `*.json` in `directory`, by entityID, and what is wrong
+    with each of the others: one broken registration must not keep a running
+    IdP from serving the rest."""
     providers: dict[str, ServiceProvider] = {}
+    problems: list[ConfigError] = []
     try:
         names = sorted(n for n in os.listdir(directory) if n.endswith(".json"))
     except OSError as e:
         raise ConfigError(f"cannot list {directory}: {e.strerror}") from None
     for name in names:
         path = os.path.join(directory, name)
-        provider = provider_from_dict(load_object(path), path)
-        if provider.entity_id in providers:
-            raise ConfigError(f"{path}: entity_id {provider.entity_id} is registered twice")
+        try:
+            provider = provider_from_dict(load_object(path), path)
+            if provider.entity_id in providers:
+                raise ConfigError(f"{path}: entity_id {provider.entity_id} is registered twice")
+        except ConfigError as e:
+            problems.append(e)
+            continue
         providers[provider.entity_id] = provider
+    return providers, problems
+
+
+def load_providers(directory: str) -> dict[str, ServiceProvider]:
+    """Every `*.json` in `directory`, by entityID; the first problem raised (check-config)."""
+    providers, problems = read_providers(directory)
+    if problems:
+        raise problems[0]
     return providers
 
 

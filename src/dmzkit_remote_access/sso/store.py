@@ -5,7 +5,8 @@ tickets and replay caches, shared by every IdP and proxy replica.
   ArtifactResolve deletes the record before anything else is checked, so
   a replay finds nothing (SAMLCore §3.5.3).
 - Tickets: 256 random bits, stored under their SHA-256, bound to a device
-  key; an idle lifetime renewed on use, capped by an absolute one.
+  key; an idle lifetime renewed on use, capped by an absolute one; when
+  and how the user authenticated, for the assertions the session answers.
 - Replay caches: an ID is accepted the first time only, for as long as it
   could still be valid.
 
@@ -53,10 +54,14 @@ class ArtifactRecord:
 @dataclass(frozen=True)
 class Ticket:
     user: str
-    # SHA-256 of the public key (SPKI) the ticket is bound to: presenting it needs that key.
+    # SHA-256 of the public key (SPKI) the ticket is bound to: presenting it
+    # needs that key. "" when no certificate was presented.
     device: str
+    # When the user authenticated (time.time()): the session's AuthnInstant.
     created: float
     expires: float
+    # How they authenticated (a SAML AuthnContextClassRef); "" where no one asks.
+    context: str = ""
 
 
 def _digest(secret: str) -> str:
@@ -112,12 +117,19 @@ class Store:
 
     # -- SSO tickets ---------------------------------------------------------------
 
-    async def issue_ticket(self, user: str, device: str, idle: float, absolute: float) -> str:
+    async def open_ticket(self, user: str, device: str, idle: float, absolute: float,
+                          context: str = "") -> tuple[str, Ticket]:
+        """A new ticket, and its token: the only way to present it."""
         token = secrets.token_urlsafe(TICKET_BYTES)
         now = time.time()
-        ticket = Ticket(user, device, now, now + absolute)
+        ticket = Ticket(user, device, now, now + absolute, context)
         ttl = max(1, int(min(idle, absolute) + 0.999))
         await self.redis.set(self._key("ticket", _digest(token)), json.dumps(asdict(ticket)), ex=ttl)
+        return token, ticket
+
+    async def issue_ticket(self, user: str, device: str, idle: float, absolute: float) -> str:
+        """A new ticket's token."""
+        token, _ = await self.open_ticket(user, device, idle, absolute)
         return token
 
     async def ticket(self, token: str) -> Ticket | None:
@@ -138,13 +150,6 @@ class Store:
         """Start the ticket's idle lifetime again, never past its absolute end."""
         left = ticket.expires - time.time()
         await self.redis.expire(self._key("ticket", _digest(token)), max(1, int(min(idle, left) + 0.999)))
-
-    async def use_ticket(self, token: str, idle: float) -> Ticket | None:
-        """The ticket if it is live; its idle lifetime starts again."""
-        ticket = await self.ticket(token)
-        if ticket is not None:
-            await self.renew_ticket(token, ticket, idle)
-        return ticket
 
     async def revoke_ticket(self, token: str) -> bool:
         return bool(await self.redis.delete(self._key("ticket", _digest(token))))

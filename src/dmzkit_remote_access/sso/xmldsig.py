@@ -117,7 +117,8 @@ def sign_bytes(key: PrivateKey, data: bytes) -> bytes:
 def _algorithm(element: Element, expected: tuple[str, ...], what: str) -> str:
     algorithm = element.get("Algorithm", "")
     if algorithm not in expected:
-        raise SignatureError(f"{what} {algorithm or '(none)'} is not allowed")
+        # repr, cut short: the sender's text goes into logs and SOAP faults.
+        raise SignatureError(f"{what} {algorithm[:100]!r} is not allowed")
     return algorithm
 
 
@@ -163,6 +164,19 @@ def verify(element: Element, keys: list[PublicKey]) -> Element:
         raise SignatureError(f"cannot canonicalize the signed element: {e}") from e
 
 
+def _remove_keeping_tail(node: Element) -> None:
+    """The enveloped-signature transform: the element goes, the text after it
+    stays (lxml's remove() would take that text, its tail, along)."""
+    parent = node.getparent()
+    if node.tail:
+        previous = node.getprevious()
+        if previous is not None:
+            previous.tail = (previous.tail or "") + node.tail
+        else:
+            parent.text = (parent.text or "") + node.tail
+    parent.remove(node)
+
+
 def _verify(element: Element, keys: list[PublicKey]) -> Element:
     signature = one(element, "ds", "Signature")
     info = one(signature, "ds", "SignedInfo")
@@ -184,7 +198,7 @@ def _verify(element: Element, keys: list[PublicKey]) -> Element:
     expected = _unb64(one(ref, "ds", "DigestValue").text or "")
 
     content = deepcopy(element)
-    content.remove(one(content, "ds", "Signature"))
+    _remove_keeping_tail(one(content, "ds", "Signature"))
     canonical = _c14n(content, prefixes)
     if not hmac.compare_digest(hashlib.sha256(canonical).digest(), expected):
         raise SignatureError("the digest does not match: the signed element was changed")

@@ -30,10 +30,13 @@ class Pki:
     ca_key: object
     ca_cert: object
 
-    def leaf(self, name: str, server: bool = False) -> tuple[Path, Path, int]:
-        key, cert = make_leaf(self.ca_key, self.ca_cert, name, server=server)
-        write_key(self.path / f"{name}.key", key)
-        (self.path / f"{name}.crt").write_bytes(pem(cert))
+    def leaf(self, name: str, server: bool = False, unit: str | None = None,
+             file: str | None = None) -> tuple[Path, Path, int]:
+        """A certificate named `name`; people's and desktops' carry an OU (`unit`)."""
+        key, cert = make_leaf(self.ca_key, self.ca_cert, name, server=server, unit=unit)
+        file = file or name
+        write_key(self.path / f"{file}.key", key)
+        (self.path / f"{file}.crt").write_bytes(pem(cert))
         return self.path / f"{name}.crt", self.path / f"{name}.key", cert.serial_number
 
     def revoke(self, *serials: int) -> None:
@@ -143,11 +146,29 @@ def test_html_page_names_the_user_escaped(pki, start_app):
 
 
 def test_user_certificate_wins_over_a_forged_header(pki, start_app):
-    pki.leaf("alice")
+    pki.leaf("alice", unit="staff")
     _, port = start_app()
     status, body = get(pki, port, "alice", headers={HEADER: "bob", "X_Dmzkit_User": "bob"})
     assert status == 200
     assert json.loads(body) == {"user": "alice", "via": "certificate"}
+
+
+def test_a_user_named_like_the_portal_vouches_for_nobody(pki, start_app):
+    """A person's certificate (OU: their group) with the portal's CN is a
+    user's, not the portal's: the identity header is ignored."""
+    pki.leaf("portal.test", unit="staff", file="named-like-the-portal")
+    _, port = start_app()
+    status, body = get(pki, port, "named-like-the-portal", headers={HEADER: "alice"})
+    assert status == 200
+    assert json.loads(body) == {"user": "portal.test", "via": "certificate"}
+
+
+def test_a_hosts_certificate_that_is_no_portal_names_no_user(pki, start_app):
+    pki.leaf("idp.test")
+    _, port = start_app()
+    status, body = get(pki, port, "idp.test", headers={HEADER: "alice"})
+    assert status == 403
+    assert "names no user" in body
 
 
 def test_portal_without_a_user_is_refused(pki, start_app):
@@ -160,13 +181,13 @@ def test_portal_without_a_user_is_refused(pki, start_app):
 
 def test_no_client_certificate_no_tls(pki, start_app):
     _, port = start_app()
-    pki.leaf("alice")
+    pki.leaf("alice", unit="staff")
     assert not refused(pki, port, "alice")
     assert refused(pki, port, None)
 
 
 def test_source_outside_the_gateway_is_refused(pki, start_app):
-    pki.leaf("alice")
+    pki.leaf("alice", unit="staff")
     _, port = start_app(allowed_sources=("198.18.1.11/32",))
     status, body = get(pki, port, "alice")
     assert status == 403
@@ -174,7 +195,7 @@ def test_source_outside_the_gateway_is_refused(pki, start_app):
 
 
 def test_a_revoked_certificate_is_refused_once_the_crl_is_read(pki, start_app):
-    _, _, serial = pki.leaf("alice")
+    _, _, serial = pki.leaf("alice", unit="staff")
     proc, port = start_app()
     assert get(pki, port, "alice")[0] == 200
     pki.revoke(serial)
@@ -186,7 +207,7 @@ def test_a_revoked_certificate_is_refused_once_the_crl_is_read(pki, start_app):
 
 
 def test_only_get(pki, start_app):
-    pki.leaf("alice")
+    pki.leaf("alice", unit="staff")
     _, port = start_app()
     assert get(pki, port, "alice", method="POST")[0] == 405
     assert get(pki, port, "alice", path="/elsewhere")[0] == 404

@@ -98,10 +98,14 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     (where / "ca.pem").write_bytes(pem(ca_cert))
     (where / "crl.pem").write_bytes(pem(make_crl(ca_key, ca_cert, NOW, NOW.replace(year=NOW.year + 1), serials=())))
     keys = {}
+    # People's certificates carry their group as OU, as the ca role issues
+    # them; a desktop's and a device's carry alice's CN but are not hers.
+    people = {"alice": "staff", "alice-laptop": "staff", "bob": "contractors", "alice-desktop": "desktops on vnc1"}
     for name, server in (("localhost", True), ("signing", False), ("sp-signing", False), ("sp-client", False),
                          ("proxy-signing", False), ("proxy-client", False), ("stranger", False), ("alice", False),
-                         ("alice-laptop", False), ("bob", False)):
-        keys[name], cert = make_leaf(ca_key, ca_cert, name, server=server)
+                         ("alice-laptop", False), ("bob", False), ("alice-desktop", False), ("alice-device", False)):
+        keys[name], cert = make_leaf(ca_key, ca_cert, name, server=server, unit=people.get(name),
+                                     common_name="alice" if name in ("alice-desktop", "alice-device") else None)
         write_key(where / f"{name}.key", keys[name])
         (where / f"{name}.pem").write_bytes(pem(cert))
     providers = where / "providers"
@@ -147,6 +151,7 @@ def idp_settings(pki: Pki, userdb: dict[str, str], redis_socket: Path, secret_fi
         "store_socket": str(redis_socket), "store_user": "default", "store_password_file": pki.path("store.secret"),
         "db_host": userdb["host"], "db_name": userdb["database"], "db_user": userdb["user"],
         "db_password_file": str(secret_file), "lockout_attempts": LOCKOUT,
+        "person_certificate_units": ["staff", "contractors"],
     })
 
 

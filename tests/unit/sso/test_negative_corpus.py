@@ -1,7 +1,8 @@
 """The negative corpus (saml.md §8 goal 5), against the IdP running on
 loopback and against the SP's checks of a Response the IdP really issued.
-Every item is refused: a 4xx or an empty ArtifactResponse from the IdP
-(never a 5xx), an XmlError from the SP's checks (never another exception)."""
+Every item is refused: a 4xx, a SOAP fault blaming the client or an empty
+ArtifactResponse from the IdP, an XmlError from the SP's checks (never
+another exception)."""
 from __future__ import annotations
 
 import base64
@@ -16,10 +17,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from dmzkit_remote_access.sso import assertion, protocol, xmldsig
 from dmzkit_remote_access.sso.idp import IdentityProvider
 from dmzkit_remote_access.sso.xml import NS, SOAP_LIMIT, XmlError, parse, serialize
-from test_idp import ACS, SP, Browser, ServiceProvider, artifact_of, sign_in
+from test_idp import ACS, SP, Browser, ServiceProvider, artifact_of, fault_of, sign_in
 from conftest import IDP, PASSWORD
 
-ENVELOPE = '<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body>{}</soap:Body></soap:Envelope>'
+ENVELOPE = ('<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body>{}</soap:Body>'
+            '</soap:Envelope>')
 ATTACKER = ec.generate_private_key(ec.SECP256R1())
 
 
@@ -77,8 +79,9 @@ def test_the_back_channel_refuses_and_burns_nothing(idp_run, pki, name: str, bui
             return refused, await sp.resolve(artifact)
         finally:
             await browser.session.close()
-    (status, answer), afterwards = idp_run(body)
-    assert 400 <= status < 500, (status, answer[:200])
+    (status, answer, _), afterwards = idp_run(body)
+    # A SOAP fault (SOAP 1.1 §6.2: HTTP 500) that blames the request.
+    assert status == 500 and fault_of(answer)[0] == "Client", (status, answer[:200])
     assert b"Traceback" not in answer
     # A refused request spends nothing: the artifact still resolves for its SP.
     assert afterwards is not None and afterwards.user == "alice"
@@ -87,7 +90,7 @@ def test_the_back_channel_refuses_and_burns_nothing(idp_run, pki, name: str, bui
 def test_an_oversized_body_gets_413(idp_run, pki) -> None:
     async def body(idp: IdentityProvider):
         return await ServiceProvider(idp, pki).post_ars(b"<x>" + b"a" * (SOAP_LIMIT * 2) + b"</x>")
-    status, _ = idp_run(body)
+    status, _, _ = idp_run(body)
     assert status == 413
 
 
@@ -109,7 +112,7 @@ def _issued(idp_run, pki) -> tuple[bytes, str, list]:
             _, _, headers = await sign_in(browser, sp, "alice", PASSWORD)
             resolve, resolve_id = protocol.artifact_resolve(SP, idp.settings.ars_url, artifact_of(headers)[0],
                                                             pki.sp_key)
-            _, answer = await sp.post_ars(resolve)
+            _, answer, _ = await sp.post_ars(resolve)
             keys = [idp.certificate.public_key()]
             message = protocol.read_artifact_response(answer, IDP, resolve_id, keys)
             return serialize(message), sp.request_id, keys

@@ -38,7 +38,8 @@ def resolved(message: bytes, resolve_id: str) -> bytes:
 
 def test_the_whole_exchange() -> None:
     url, request_id = sp_request()
-    element, relay, signed = protocol.read_redirect(urllib.parse.urlsplit(url).query, lambda issuer: [SP_KEY.public_key()])
+    element, relay, signed = protocol.read_redirect(urllib.parse.urlsplit(url).query,
+                                                    lambda issuer: [SP_KEY.public_key()])
     request = protocol.read_authn_request(element, {SSO_URL})
     assert (request.id, request.issuer, request.acs_url, relay, signed) == (request_id, SP, ACS, "app/inbox", True)
 
@@ -152,7 +153,7 @@ def _query(xml: bytes, **extra: str) -> str:
 @pytest.mark.parametrize(("query", "why"), [
     (lambda: _query(b"<x>" + b" " * 1_000_000 + b"</x>"), "inflates past the limit"),
     (lambda: "SAMLRequest=!!!", "deflated base64"),
-    (lambda: _query(b"<x/>", RelayState="r" * 81), "80 bytes"),
+    (lambda: _query(b"<x/>", RelayState="\u00e9" * 512 + "r"), "1024 bytes"),
     (lambda: sp_request()[0].split("?", 1)[1].replace("SigAlg=", "SigAlg=x"), "not allowed"),
     (lambda: sp_request()[0].split("?", 1)[1].replace("RelayState=app", "RelayState=evil"), "does not verify"),
     (lambda: "SAMLRequest=a&SAMLRequest=b", "twice"),
@@ -162,18 +163,67 @@ def test_redirect_queries_the_idp_refuses(query, why: str) -> None:
         protocol.read_redirect(query(), lambda issuer: [SP_KEY.public_key()])
 
 
+# A full return URL, as an SP sent it (114 bytes), and the most we take.
+@pytest.mark.parametrize("relay_state", [
+    "https://intranet.example.org/projects/2026/budget/overview"
+    "?tab=forecast&quarter=3&view=detailed&lang=de&x=1&ref=ab",
+    "\u00e9" * 511 + "&=",
+], ids=["return-url", "1024-bytes"])
+def test_a_relay_state_past_80_bytes_is_taken_as_sent(relay_state: str) -> None:
+    request, _ = protocol.authn_request(SP, SSO_URL, ACS)
+    url = protocol.redirect_url(SSO_URL, request, relay_state, SP_KEY)
+    _, relay, signed = protocol.read_redirect(urllib.parse.urlsplit(url).query, lambda issuer: [SP_KEY.public_key()])
+    assert relay == relay_state and signed
+
+
 def test_a_signed_request_from_an_sp_without_keys_fails_closed() -> None:
     with pytest.raises(xmldsig.SignatureError, match="no signing key"):
         protocol.read_redirect(sp_request()[0].split("?", 1)[1], lambda issuer: [])
 
 
-def test_soap_with_a_header_or_two_bodies_is_refused() -> None:
+def _with_header(*entries: dict[str, str]) -> bytes:
+    """An ArtifactResolve whose envelope has a Header, with one entry per dict of attributes."""
     soap, _ = protocol.artifact_resolve(SP, ARS_URL, Artifact.new(IDP, 0).encode(), SP_KEY)
     envelope = parse(soap, 65536)
-    envelope.insert(0, envelope.makeelement(f"{{{NS['soap']}}}Header"))
-    with pytest.raises(XmlError, match="headers"):
+    header = envelope.makeelement(f"{{{NS['soap']}}}Header")
+    for attributes in entries:
+        header.append(header.makeelement("{urn:example:extension}Entry", attributes))
+    envelope.insert(0, header)
+    return serialize(envelope)
+
+
+MUST_UNDERSTAND = f"{{{NS['soap']}}}mustUnderstand"
+
+
+@pytest.mark.parametrize("entries", [(), ({},), ({MUST_UNDERSTAND: "0"}, {"mustUnderstand": "1"})],
+                         ids=["empty", "optional-entry", "not-required"])
+def test_a_soap_header_that_asks_nothing_is_accepted(entries) -> None:
+    # SOAP 1.1 §4.2 allows a Header, SAMLBind §3.2.2.1 lets requesters add one;
+    # an unqualified mustUnderstand is not SOAP's.
+    assert protocol.read_artifact_resolve(_with_header(*entries)).issuer == SP
+
+
+@pytest.mark.parametrize("value", ["1", "true"])
+def test_a_header_entry_we_must_understand_is_a_must_understand_fault(value: str) -> None:
+    with pytest.raises(protocol.SoapError, match="must understand") as refusal:
+        protocol.read_artifact_resolve(_with_header({}, {MUST_UNDERSTAND: value}))
+    assert refusal.value.code == "MustUnderstand"
+
+
+def test_soap_with_a_misplaced_header_or_two_bodies_is_refused() -> None:
+    envelope = parse(_with_header(), 65536)
+    envelope.append(envelope[0])  # the Header after the Body (SOAP 1.1 §4.2: it comes first)
+    with pytest.raises(XmlError, match="first"):
         protocol.read_artifact_resolve(serialize(envelope))
-    envelope.remove(envelope[0])
+    envelope.remove(envelope[1])
     envelope[0].append(deepcopy(envelope[0][0]))
     with pytest.raises(XmlError, match="exactly one element"):
         protocol.read_artifact_resolve(serialize(envelope))
+
+
+def test_a_soap_1_2_envelope_is_a_version_mismatch() -> None:
+    soap, _ = protocol.artifact_resolve(SP, ARS_URL, Artifact.new(IDP, 0).encode(), SP_KEY)
+    soap12 = soap.replace(NS["soap"].encode(), b"http://www.w3.org/2003/05/soap-envelope")
+    with pytest.raises(protocol.SoapError, match="SOAP 1.1") as refusal:
+        protocol.read_artifact_resolve(soap12)
+    assert refusal.value.code == "VersionMismatch"

@@ -42,7 +42,8 @@ def ask(resolver: Resolver, requester: str, artifact: str, *, tls: str | None = 
 def run(with_store):
     """Run a coroutine against a Resolver for A and B on the test Redis."""
     def runner(body, ttl: float = 60.0):
-        return with_store(lambda store: body(Resolver(IDP, ARS, 0, IDP_KEY, store, {n: provider(n) for n in KEYS}, ttl)))
+        providers = {n: provider(n) for n in KEYS}
+        return with_store(lambda store: body(Resolver(IDP, ARS, 0, IDP_KEY, store, providers, ttl)))
     return runner
 
 

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from dmzkit_remote_access.sso.artifact import Artifact
-from dmzkit_remote_access.sso.store import ArtifactRecord, Store, StoreError
+from dmzkit_remote_access.sso.store import ArtifactRecord, Store, StoreError, Ticket
 
 IDP, SP = "https://idp.test/", "https://sp.test/"
 
@@ -63,13 +63,31 @@ def test_the_replay_cache_accepts_an_id_once(with_store) -> None:
     assert with_store(body) == [True, False, True]
 
 
+async def use(store: Store, token: str, idle: float) -> Ticket | None:
+    """Present a ticket as the IdP and the proxy do: read it, then renew it."""
+    ticket = await store.ticket(token)
+    if ticket is not None:
+        await store.renew_ticket(token, ticket, idle)
+    return ticket
+
+
+def test_a_ticket_keeps_when_and_how_its_user_authenticated(with_store) -> None:
+    async def body(store: Store) -> tuple[Ticket, Ticket | None]:
+        token, opened = await store.open_ticket("alice", "fp", idle=60, absolute=120, context="urn:x:password")
+        await asyncio.sleep(1.1)
+        return opened, await use(store, token, idle=60)
+    opened, later = with_store(body)
+    assert later == opened and later.context == "urn:x:password" and later.device == "fp"
+    assert later.expires == later.created + 120 and time.time() - later.created >= 1.1
+
+
 def test_a_ticket_lives_while_used_and_dies_at_its_absolute_end(with_store) -> None:
     async def body(store: Store) -> list[str | None]:
         token = await store.issue_ticket("alice", "fp", idle=1, absolute=2.5)
         seen = []
         for _ in range(4):  # used every 0.8 s: the idle lifetime (1 s) never runs out
             await asyncio.sleep(0.8)
-            ticket = await store.use_ticket(token, idle=1)
+            ticket = await use(store, token, idle=1)
             seen.append(ticket.user if ticket else None)
         return seen
     assert with_store(body) == ["alice", "alice", "alice", None]  # 3.2 s > absolute 2.5 s
@@ -79,13 +97,12 @@ def test_an_idle_ticket_expires(with_store) -> None:
     async def body(store: Store) -> object:
         token = await store.issue_ticket("alice", "fp", idle=1, absolute=60)
         await asyncio.sleep(2.1)
-        return await store.use_ticket(token, idle=1)
+        return await use(store, token, idle=1)
     assert with_store(body) is None
 
 
 def test_a_revoked_ticket_is_gone(with_store) -> None:
     async def body(store: Store) -> tuple[bool, object, object]:
         token = await store.issue_ticket("alice", "fp", idle=60, absolute=60)
-        return await store.revoke_ticket(token), await store.use_ticket(token, idle=60), \
-            await store.use_ticket("x" * 500, idle=60)
+        return await store.revoke_ticket(token), await use(store, token, idle=60), await use(store, "x" * 500, idle=60)
     assert with_store(body) == (True, None, None)

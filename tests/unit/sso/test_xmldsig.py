@@ -75,10 +75,9 @@ def test_xmlsec1_verifies_our_signature(signer, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
 
 
-@needs_xmlsec1
-def test_we_verify_a_signature_made_by_xmlsec1(signer, tmp_path: Path) -> None:
-    key, cert = signer
-    template = signed_assertion(signer)
+def xmlsec1_signed(signer, tmp_path: Path, template: etree._Element) -> etree._Element:
+    """`template` (with our Signature in it, values blanked) signed by xmlsec1, as written."""
+    key, _ = signer
     for tag in ("DigestValue", "SignatureValue"):
         template.find(f".//ds:{tag}", NS).text = ""
     (tmp_path / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -87,8 +86,65 @@ def test_we_verify_a_signature_made_by_xmlsec1(signer, tmp_path: Path) -> None:
     subprocess.run([XMLSEC1, "--sign", "--privkey-pem", str(tmp_path / "key.pem"),
                     "--id-attr:ID", "urn:oasis:names:tc:SAML:2.0:assertion:Assertion",
                     "--output", str(tmp_path / "s.xml"), str(tmp_path / "t.xml")], check=True, capture_output=True)
-    signed = parse((tmp_path / "s.xml").read_bytes(), 65536)
-    assert xmldsig.verify(signed, [key.public_key()]).findtext(".//saml:NameID", namespaces=NS) == "alice"
+    return parse((tmp_path / "s.xml").read_bytes(), 65536)
+
+
+@needs_xmlsec1
+def test_we_verify_a_signature_made_by_xmlsec1(signer, tmp_path: Path) -> None:
+    signed = xmlsec1_signed(signer, tmp_path, signed_assertion(signer))
+    assert xmldsig.verify(signed, [signer[0].public_key()]).findtext(".//saml:NameID", namespaces=NS) == "alice"
+
+
+def pretty(element: etree._Element) -> etree._Element:
+    """As another SP writes it: indented, text between every element."""
+    etree.indent(element)
+    return element
+
+
+@needs_xmlsec1
+def test_a_pretty_printed_document_signed_by_xmlsec1_verifies(signer, tmp_path: Path) -> None:
+    signed = xmlsec1_signed(signer, tmp_path, pretty(signed_assertion(signer)))
+    assert signed.find("ds:Signature", NS).tail == "\n  "
+    verified = xmldsig.verify(signed, [signer[0].public_key()])
+    # The enveloped-signature transform takes the Signature element, not the text after it.
+    assert b"</saml:Issuer>\n  \n  <saml:Subject>" in etree.tostring(verified)
+
+
+def text_around_the_signature(signer, first: bool = False) -> etree._Element:
+    """Signed by us over an indented document, whose text before the Signature
+    is then shared with the Signature's tail: the enveloped transform gives
+    the same text. With `first`, no Issuer: the Signature is the first child."""
+    key, _ = signer
+    xml = ASSERTION.replace("<saml:Issuer>https://idp.test/</saml:Issuer>", "") if first else ASSERTION
+    element = xmldsig.sign(pretty(parse(xml.encode(), 4096)), key)
+    signature = element.find("ds:Signature", NS)
+    before = element if first else signature.getprevious()
+    text = before.text if first else before.tail
+    signature.tail = text[1:]
+    if first:
+        before.text = text[:1]
+    else:
+        before.tail = text[:1]
+    return element
+
+
+@pytest.mark.parametrize("first", [False, True], ids=["after-issuer", "first-child"])
+def test_text_after_the_signature_is_part_of_what_was_signed(signer, first: bool) -> None:
+    assert xmldsig.verify(text_around_the_signature(signer, first), [signer[0].public_key()]) is not None
+
+
+@pytest.mark.parametrize("how", ["more-text", "moved-text", "moved-signature"])
+def test_text_around_the_signature_cannot_change(signer, how: str) -> None:
+    element = text_around_the_signature(signer)
+    issuer, signature = element[0], element[1]
+    if how == "more-text":
+        signature.tail += " "
+    elif how == "moved-text":  # the same characters, now inside the Issuer's text
+        issuer.text, signature.tail = issuer.text + signature.tail, ""
+    else:  # the Signature, with its tail, at the end
+        element.append(signature)
+    with pytest.raises(xmldsig.SignatureError, match="digest"):
+        xmldsig.verify(element, [signer[0].public_key()])
 
 
 def test_a_changed_name_is_refused(signer) -> None:

@@ -158,6 +158,19 @@ def test_the_desktop_browser_signs_in_to_the_bs_app_with_the_desktop_certificate
     assert "CN=alice,OU=desktops on vnc1" in cert.replace(", ", ",")
 
 
+def test_a_desktops_certificate_does_not_open_the_desktop(lab):
+    """Each desktop's certificate carries its user's CN, and its key sits on
+    this DMZ host: at the desktops' portal it is refused (403), as a person's
+    certificate of another OU would be; only the user's own opens the desktop."""
+    backup = lab[BACKUP]
+    desktop = "/home/alice/.pki/dmzkit/vnc1-desktop-alice"
+    code = backup.host.check_output(
+        f"curl -sS -o /dev/null -w '%{{http_code}}' --max-time 10 --cacert /etc/dmzkit-pki/ca-chain.pem "
+        f"--cert {desktop}.crt --key {desktop}.key "
+        f"--resolve vnc1.lab.dmzkit.test:443:{backup.address('dmz')} https://vnc1.lab.dmzkit.test/")
+    assert code == "403"
+
+
 def test_power_loss_the_backup_takes_over_and_the_user_gets_the_desktops(lab, wire, healthy_gateway):
     backup_mac = mac(lab, BACKUP, STANDBY)
     cut = time.monotonic()

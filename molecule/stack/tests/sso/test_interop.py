@@ -99,8 +99,9 @@ def test_the_idp_refuses_another_sps_artifact_another_certificate_and_an_expired
     outcome = run_pysaml2(tmp_path, saml_idp_info["metadata"], "refusals", foreign_artifact=foreign, artifact_ttl=ttl)
     # Another SP's artifact: nothing (and it is spent: deleted before the check).
     assert outcome["foreign"] == {"status": 200, "has_response": False}
-    # This SP's artifact over another client certificate: a SOAP fault; the
-    # artifact is not spent, and resolves over the SP's own certificate.
-    assert outcome["other_certificate"] == {"status": 400, "has_response": False}
+    # This SP's artifact over another client certificate: a SOAP fault (HTTP
+    # 500, SOAP 1.1 §6.2); the artifact is not spent, and resolves over the
+    # SP's own certificate.
+    assert outcome["other_certificate"] == {"status": 500, "has_response": False}
     assert outcome["then_own_certificate"] == {"status": 200, "has_response": True}
     assert outcome["expired"] == {"status": 200, "has_response": False}
