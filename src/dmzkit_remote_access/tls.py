@@ -31,9 +31,27 @@ def server_context(certificate: str, private_key: str, ca_chain: str, crl: str |
     return context
 
 
-def client_context(ca_chain: str, certificate: str | None = None, private_key: str | None = None) -> ssl.SSLContext:
+def client_context(ca_chain: str, certificate: str | None = None, private_key: str | None = None, *,
+                   crl: str) -> ssl.SSLContext:
+    """A client of the collection's servers (the IdP's channels, its
+    PostgreSQL): the server's certificate must chain to `ca_chain` and not
+    be on `crl`, the issuing CA's CRL (crl.pem of the ca role's `trust`).
+
+    Only the leaf is checked, as server_context checks client certificates:
+    the services are not given the root's CRL (root-crl.pem), which could
+    revoke only the issuing CA itself. Without a current CRL of the issuing
+    CA no server is trusted: a missing file stops the service at start, one
+    past its next update fails every handshake (the CRL job keeps it fresh).
+
+    The CRL is read here, once, when the service starts. The CRL job of the
+    `trust` entry point (dmzkit-crl fetch, and the role's handler when
+    Ansible installs one) restarts every unit registered in reload.d when a
+    new CRL arrives (systemctl try-reload-or-restart; the services' units
+    have no ExecReload), and the clients are made again with the servers."""
     context = ssl.create_default_context(cafile=ca_chain)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_verify_locations(crl)
+    context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
     if certificate:
         context.load_cert_chain(certificate, private_key)
     return context

@@ -215,7 +215,7 @@ async def running(settings: Settings) -> AsyncIterator[tuple[str, int]]:
         idp = Partner(sso.idp_entity_id, sso.idp_sso_url, sso.idp_ars_url,
                       (load_certificate(sso.idp_signing_certificate).public_key(),))
         back = aiohttp.ClientSession(connector=aiohttp.TCPConnector(
-            ssl=client_context(settings.ca_chain, sso.client_certificate, sso.client_key)))
+            ssl=client_context(settings.ca_chain, sso.client_certificate, sso.client_key, crl=settings.crl)))
         sealer = Sealer(load_session_key(sso.session_key_file))
         sign_on = SignOn(sso, ArtifactConsumer(idp, load_signing_key(sso.signing_key), back, SeenIds().first_use),
                          sealer)

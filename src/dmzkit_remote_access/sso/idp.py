@@ -334,7 +334,7 @@ async def running(settings: Settings) -> AsyncIterator[IdentityProvider]:
     metadata = SignedMetadata(settings, certificate, key)
     redis = Redis(unix_socket_path=settings.store_socket, username=settings.store_user,
                   password=read_secret(settings.store_password_file))
-    database_tls = None if settings.db_host.startswith("/") else client_context(settings.ca_chain)
+    database_tls = None if settings.db_host.startswith("/") else client_context(settings.ca_chain, crl=settings.crl)
     pool = await asyncpg.create_pool(host=settings.db_host, port=settings.db_port, database=settings.db_name,
                                      user=settings.db_user, password=read_secret(settings.db_password_file),
                                      ssl=database_tls, min_size=1, max_size=8)

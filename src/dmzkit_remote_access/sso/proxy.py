@@ -263,9 +263,9 @@ async def running(settings: ProxySettings) -> AsyncIterator[Proxy]:
     app_secrets = {app.name: read_secret(app.secret_file) for app in settings.apps}
     redis = Redis(unix_socket_path=settings.store_socket, username=settings.store_user,
                   password=read_secret(settings.store_password_file))
-    front = aiohttp.TCPConnector(ssl=client_context(settings.ca_chain))
+    front = aiohttp.TCPConnector(ssl=client_context(settings.ca_chain, crl=settings.crl))
     back = aiohttp.ClientSession(connector=aiohttp.TCPConnector(
-        ssl=client_context(settings.ca_chain, settings.client_certificate, settings.client_key)))
+        ssl=client_context(settings.ca_chain, settings.client_certificate, settings.client_key, crl=settings.crl)))
     runner: web.AppRunner | None = None
     try:
         proxy = Proxy(settings, key, idp_keys, Store(redis, prefix="dmzkit:proxy:"), front, back, app_secrets)
