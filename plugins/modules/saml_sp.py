@@ -14,13 +14,18 @@ description:
     HTTP-Artifact ACS, the keys its ArtifactResolve requests are signed with,
     and the client certificates it uses on the mutual-TLS back channel.
   - Takes them from the SP's metadata (O(metadata)), or given one by one.
-    Only HTTPS ACS URLs and RSA (2048 bits or more) or P-256 keys are
-    accepted; anything else fails before a file is touched.
+  - The IdP's own code judges the registration before it replaces the old
+    one, in check mode too (C(dmzkit-sso check-provider) on the new file),
+    so what the IdP would refuse at start is refused here, in its words,
+    before a file is touched. Among others, the ACS must be HTTPS, and a signing key RSA
+    of 2048 bits or more or ECDSA on P-256, the keys the IdP verifies
+    signatures with.
   - Restart the IdP to apply (the C(sso) role's handler does).
 author: dmzkit maintainers (@dmzkit)
 requirements:
   - cryptography
   - lxml (with O(metadata))
+  - the IdP installed on the target (role C(saml_idp))
 options:
   name:
     description: Name of the registration (its file name), letters, digits, C(.), C(_), C(-).
@@ -55,6 +60,12 @@ options:
     description: The IdP's registry.
     type: path
     default: /etc/dmzkit-sso/providers
+  executable:
+    description:
+      - The IdP's command, as role C(saml_idp) installs it; the registration is checked with its
+        C(check-provider).
+    type: path
+    default: /opt/dmzkit/venv/bin/dmzkit-sso
 extends_documentation_fragment:
   - dmzkit.remote_access.attributes
 """
@@ -94,12 +105,12 @@ import re
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible_collections.dmzkit.remote_access.plugins.module_utils._io import write_file
+from ansible_collections.dmzkit.remote_access.plugins.module_utils._io import Candidate, file_attributes
+from ansible_collections.dmzkit.remote_access.plugins.module_utils._service import run_service
 
 try:
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec, rsa
     CRYPTOGRAPHY_ERROR = None
 except ImportError:
     x509 = None
@@ -169,7 +180,9 @@ def serialization_pem(der):
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
-def checked_certificates(pems, what, signing):
+def normalized_certificates(pems, what):
+    """The certificates as the IdP reads them back: PEM, one each. Whether
+    they may sign is the IdP's to say (check-provider)."""
     if not pems:
         raise Refused(f"{what}: at least one certificate is needed")
     out = []
@@ -178,10 +191,6 @@ def checked_certificates(pems, what, signing):
             cert = x509.load_pem_x509_certificate(pem.encode())
         except ValueError:
             raise Refused(f"{what}: not a PEM certificate")
-        key = cert.public_key()
-        if signing and not ((isinstance(key, rsa.RSAPublicKey) and key.key_size >= 2048)
-                            or (isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == "secp256r1")):
-            raise Refused(f"{what}: only RSA keys of 2048 bits or more and P-256 keys sign")
         out.append(cert.public_bytes(serialization.Encoding.PEM).decode())
     return out
 
@@ -191,15 +200,11 @@ def registration(params):
         entity_id, acs_url, signing = from_metadata(params["metadata"])
     else:
         entity_id, acs_url, signing = params["entity_id"], params["acs_url"], params["signing_certificates"] or []
-    if not entity_id:
-        raise Refused("the SP has no entityID")
-    if not (acs_url or "").startswith("https://"):
-        raise Refused(f"the ACS must be an https:// URL, got {acs_url!r}")
     return {
         "entity_id": entity_id,
         "acs_url": acs_url,
-        "signing_certificates": checked_certificates(signing, "signing_certificates", True),
-        "tls_certificates": checked_certificates(params["tls_certificates"] or [], "tls_certificates", False),
+        "signing_certificates": normalized_certificates(signing, "signing_certificates"),
+        "tls_certificates": normalized_certificates(params["tls_certificates"] or [], "tls_certificates"),
     }
 
 
@@ -224,6 +229,7 @@ def main():
             signing_certificates=dict(type="list", elements="str"),
             tls_certificates=dict(type="list", elements="str"),
             directory=dict(type="path", default="/etc/dmzkit-sso/providers"),
+            executable=dict(type="path", default="/opt/dmzkit/venv/bin/dmzkit-sso"),
         ),
         mutually_exclusive=[("metadata", "entity_id"), ("metadata", "acs_url"), ("metadata", "signing_certificates")],
         required_if=[("state", "present", ("tls_certificates",))],
@@ -259,9 +265,13 @@ def main():
                 module.fail_json(msg=f"{wanted['entity_id']} is already registered as {other[:-5]}")
 
     changed = before != wanted
-    if changed:
-        # Certificates and URLs only: readable by the IdP's service user.
-        write_file(module, path, (json.dumps(wanted, indent=2, sort_keys=True) + "\n").encode(), default_mode="0644")
+    # Certificates and URLs only: readable by the IdP's service user.
+    attributes = file_attributes(module, path, "0644")
+    with Candidate(module, path, (json.dumps(wanted, indent=2, sort_keys=True) + "\n").encode()) as candidate:
+        # The IdP's own loader judges it, as the IdP would at start.
+        run_service(module, [p["executable"], "check-provider", "%s"], candidate.name, path, "saml_idp")
+        if changed and not module.check_mode:
+            candidate.install(attributes)
     module.exit_json(changed=changed, path=path, entity_id=wanted["entity_id"], acs_url=wanted["acs_url"],
                      diff={"before": before or {}, "after": wanted})
 

@@ -4,6 +4,7 @@
     dmzkit-sso proxy [--config FILE]
     dmzkit-sso check-config FILE
     dmzkit-sso check-proxy-config FILE
+    dmzkit-sso check-provider FILE
     dmzkit-sso metadata [--config FILE]
 """
 from __future__ import annotations
@@ -13,9 +14,10 @@ import asyncio
 import logging
 import sys
 
-from ..config import ConfigError
+from ..config import ConfigError, load_object
 from ..daemon import Notifier, until_stopped
-from .settings import ProxySettings, Settings, load_certificate, load_providers, load_signing_pair
+from .settings import (ProxySettings, Settings, load_certificate, load_providers, load_signing_pair,
+                       provider_from_dict)
 
 DEFAULT_CONFIG = "/etc/dmzkit-sso/idp.json"
 DEFAULT_PROXY_CONFIG = "/etc/dmzkit-sso-proxy/proxy.json"
@@ -32,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("config")
     check_proxy = commands.add_parser("check-proxy-config", help="validate the proxy's configuration and exit")
     check_proxy.add_argument("config")
+    check_provider = commands.add_parser("check-provider", help="validate one SP's registration file and exit")
+    check_provider.add_argument("file")
     metadata = commands.add_parser("metadata", help="print the IdP's signed metadata")
     metadata.add_argument("--config", default=DEFAULT_CONFIG)
     args = parser.parse_args(argv)
@@ -39,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command in ("proxy", "check-proxy-config"):
             return proxy_command(args.command, args.config)
+        if args.command == "check-provider":
+            provider_from_dict(load_object(args.file), args.file)
+            print(f"{args.file}: ok")
+            return 0
         settings = Settings.load(args.config)
         if args.command == "check-config":
             load_signing_pair(settings)

@@ -116,8 +116,18 @@ def load_signing_key(path: str) -> xmldsig.PrivateKey:
         raise ConfigError(f"{path} is not an unencrypted PEM private key") from None
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
         raise ConfigError(f"{path}: only RSA and ECDSA keys sign")
-    xmldsig.method_of(key)  # refuses RSA under 2048 bits and keys neither RSA nor ECDSA
+    check_key_policy(key, path)
     return key
+
+
+def check_key_policy(key: xmldsig.PrivateKey | xmldsig.PublicKey, what: str) -> None:
+    """xmldsig's key policy (RSA >= 2048 bits, or ECDSA P-256) as a
+    ConfigError naming `what`: check-config then says what is wrong
+    instead of failing with a traceback."""
+    try:
+        xmldsig.method_of(key)
+    except xmldsig.SignatureError as e:
+        raise ConfigError(f"{what}: {e}") from None
 
 
 def load_certificate(path: str) -> x509.Certificate:
@@ -160,10 +170,7 @@ def provider_from_dict(raw: dict[str, Any], source: str) -> ServiceProvider:
         raise ConfigError(f"{source}: acs_url must be an https:// URL")
     signing = [c.public_key() for c in _certificates(raw, "signing_certificates", source)]
     for key in signing:
-        try:
-            xmldsig.method_of(key)
-        except xmldsig.SignatureError as e:
-            raise ConfigError(f"{source}: signing certificate: {e}") from None
+        check_key_policy(key, f"{source}: signing certificate")
     tls = frozenset(spki_sha256(c.public_key()) for c in _certificates(raw, "tls_certificates", source))
     return ServiceProvider(entity_id, acs_url, signing, tls)
 

@@ -2,8 +2,11 @@
 
 The profile (saml.md §5): one Reference, to the signed element's own ID, which
 must be unique in the document; transforms enveloped-signature then exclusive
-c14n without comments; SHA-256 digests; RSA-SHA256 (2048 bits or more) or
-ECDSA-SHA256. Anything else is refused, not negotiated. Keys come from
+c14n without comments; SHA-256 digests; RSA-SHA256 (PKCS#1 v1.5, 2048 bits
+or more) or ECDSA-SHA256 on P-256. Anything else is refused, not negotiated.
+That key policy is `method_of`, the one place it is written: the IdP's and
+the proxy's own keys, the SPs' registered keys (settings.py, and through it
+the saml_sp module) and every verification go through it. Keys come from
 configuration (metadata), never from the message: KeyInfo is written for
 the reader's benefit and ignored on verification. `verify` returns the
 signed element re-parsed from the canonical bytes that were digested, so
@@ -31,6 +34,9 @@ SHA256 = "http://www.w3.org/2001/04/xmlenc#sha256"
 RSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
 ECDSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256"
 MIN_RSA_BITS = 2048
+# The one curve: the collection makes its ECDSA keys on it (roles saml_idp
+# and ca), and SHA-256, the only digest here, matches its strength.
+ECDSA_CURVE = "secp256r1"
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
@@ -61,11 +67,15 @@ def _ds(parent: Element, local: str, **attributes: str) -> Element:
 
 
 def method_of(key: PrivateKey | PublicKey) -> str:
+    """The signature method `key` signs or verifies with; raises for a key
+    outside the policy: RSA of 2048 bits or more, or ECDSA on P-256."""
     if isinstance(key, rsa.RSAPrivateKey | rsa.RSAPublicKey):
         if key.key_size < MIN_RSA_BITS:
             raise SignatureError(f"RSA keys below {MIN_RSA_BITS} bits are refused")
         return RSA_SHA256
     if isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey):
+        if key.curve.name != ECDSA_CURVE:
+            raise SignatureError(f"ECDSA keys on {key.curve.name} are refused: only P-256 ({ECDSA_CURVE})")
         return ECDSA_SHA256
     raise SignatureError("only RSA and ECDSA keys are supported")
 

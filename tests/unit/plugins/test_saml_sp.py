@@ -5,36 +5,56 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from saml2 import BINDING_HTTP_ARTIFACT
 from saml2.config import SPConfig
 from saml2.metadata import entity_descriptor
 from adhoc import run_module
 from testpki import NOW, make_ca, make_leaf, pem, write_key
 
-from dmzkit_remote_access.sso.settings import load_providers
+from dmzkit_remote_access.config import ConfigError
+from dmzkit_remote_access.sso.settings import load_providers, provider_from_dict
 
 CA_KEY, CA_CERT = make_ca("unit ca")
 SIGNING = pem(make_leaf(CA_KEY, CA_CERT, "sp signing")[1]).decode()
 TLS = pem(make_leaf(CA_KEY, CA_CERT, "sp client")[1]).decode()
+TOP = Path(__file__).resolve().parents[3]
 
 
-def module(directory: Path, *flags: str, **args: object) -> dict:
-    return run_module("saml_sp", {"directory": str(directory), **args}, *flags)
+@pytest.fixture(scope="module")
+def idp_command(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The IdP's command as service_venv installs it, running this
+    checkout's code: the module checks with its check-provider."""
+    command = tmp_path_factory.mktemp("venv") / "dmzkit-sso"
+    command.write_text(f"#!/bin/sh\nPYTHONPATH={TOP / 'src'} exec {sys.executable} -m dmzkit_remote_access.sso \"$@\"\n")
+    command.chmod(0o755)
+    return str(command)
 
 
-def register(directory: Path, *flags: str, **changes: object) -> dict:
-    args = {"name": "portal", "entity_id": "https://portal.test/sp", "acs_url": "https://portal.test/acs",
-            "signing_certificates": [SIGNING], "tls_certificates": [TLS]}
-    return module(directory, *flags, **{**args, **changes})
+@pytest.fixture
+def module(idp_command: str) -> Callable[..., dict]:
+    def run(directory: Path, *flags: str, **args: object) -> dict:
+        return run_module("saml_sp", {"directory": str(directory), "executable": idp_command, **args}, *flags)
+    return run
 
 
-def test_check_mode_then_apply_then_nothing_to_do(tmp_path: Path) -> None:
+@pytest.fixture
+def register(module: Callable[..., dict]) -> Callable[..., dict]:
+    def run(directory: Path, *flags: str, **changes: object) -> dict:
+        args = {"name": "portal", "entity_id": "https://portal.test/sp", "acs_url": "https://portal.test/acs",
+                "signing_certificates": [SIGNING], "tls_certificates": [TLS]}
+        return module(directory, *flags, **{**args, **changes})
+    return run
+
+
+def test_check_mode_then_apply_then_nothing_to_do(tmp_path: Path, register) -> None:
     checked = register(tmp_path, "--check")
     assert checked["changed"] and not (tmp_path / "portal.json").exists()
     applied = register(tmp_path)
@@ -44,7 +64,7 @@ def test_check_mode_then_apply_then_nothing_to_do(tmp_path: Path) -> None:
     assert provider.acs_url == "https://portal.test/acs" and len(provider.tls_keys) == 1
 
 
-def test_pysaml2_metadata_gives_the_artifact_acs_and_signing_key(tmp_path: Path) -> None:
+def test_pysaml2_metadata_gives_the_artifact_acs_and_signing_key(tmp_path: Path, module) -> None:
     key, cert = make_leaf(CA_KEY, CA_CERT, "pysaml2 signing")
     write_key(tmp_path / "sp.key", key)
     (tmp_path / "sp.crt").write_bytes(pem(cert))
@@ -72,18 +92,20 @@ def test_pysaml2_metadata_gives_the_artifact_acs_and_signing_key(tmp_path: Path)
     ({"name": "../escape"}, "name must be"),
     ({"metadata": "<x/>"}, "mutually exclusive"),
 ])
-def test_bad_input_is_refused_before_any_change(tmp_path: Path, changes: dict, why: str) -> None:
+def test_bad_input_is_refused_before_any_change(tmp_path: Path, changes: dict, why: str, register) -> None:
     result = register(tmp_path, **changes)
     assert result.get("failed") and why in result["msg"], result
     assert list(tmp_path.iterdir()) == []
 
 
-def test_small_rsa_and_doctype_metadata_are_refused(tmp_path: Path) -> None:
-    weak = rsa.generate_private_key(65537, 1024)
-    cert = (x509.CertificateBuilder().subject_name(CA_CERT.subject).issuer_name(CA_CERT.subject)
-            .public_key(weak.public_key()).serial_number(1).not_valid_before(NOW)
-            .not_valid_after(NOW + dt.timedelta(days=1)).sign(CA_KEY, hashes.SHA256()))
-    small = register(tmp_path, signing_certificates=[pem(cert).decode()])
+def certificate_of(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> str:
+    return pem(x509.CertificateBuilder().subject_name(CA_CERT.subject).issuer_name(CA_CERT.subject)
+               .public_key(key.public_key()).serial_number(1).not_valid_before(NOW)
+               .not_valid_after(NOW + dt.timedelta(days=1)).sign(CA_KEY, hashes.SHA256())).decode()
+
+
+def test_small_rsa_and_doctype_metadata_are_refused(tmp_path: Path, module, register) -> None:
+    small = register(tmp_path, signing_certificates=[certificate_of(rsa.generate_private_key(65537, 1024))])
     assert small.get("failed") and "2048" in small["msg"]
     doctype = module(tmp_path, name="x", tls_certificates=[TLS],
                      metadata='<!DOCTYPE x [<!ENTITY e "e">]><md:EntityDescriptor '
@@ -107,13 +129,13 @@ def sp_metadata(index: str = "0", certificate: str = "MIIB") -> str:
     (sp_metadata(certificate="not*base64"), "not base64"),
     (sp_metadata(certificate="MIIB"), "not a certificate"),
 ])
-def test_broken_metadata_is_refused_with_a_reason(tmp_path: Path, metadata: str, why: str) -> None:
+def test_broken_metadata_is_refused_with_a_reason(tmp_path: Path, metadata: str, why: str, module) -> None:
     result = module(tmp_path, name="portal", tls_certificates=[TLS], metadata=metadata)
     assert result.get("failed") and why in result["msg"] and "Traceback" not in result.get("module_stderr", ""), result
     assert list(tmp_path.iterdir()) == []
 
 
-def test_one_entity_id_is_registered_once_and_absent_removes(tmp_path: Path) -> None:
+def test_one_entity_id_is_registered_once_and_absent_removes(tmp_path: Path, module, register) -> None:
     register(tmp_path)
     twin = register(tmp_path, name="twin")
     assert twin.get("failed") and "already registered as portal" in twin["msg"]
@@ -122,8 +144,30 @@ def test_one_entity_id_is_registered_once_and_absent_removes(tmp_path: Path) -> 
     assert not module(tmp_path, name="portal", state="absent")["changed"]
 
 
-def test_the_registration_is_readable_by_the_idp_and_nothing_else_is_left(tmp_path: Path) -> None:
+def test_the_registration_is_readable_by_the_idp_and_nothing_else_is_left(tmp_path: Path,
+                                                                           register) -> None:
     assert register(tmp_path)["changed"]
     assert (tmp_path / "portal.json").stat().st_mode & 0o777 == 0o644
     assert register(tmp_path, acs_url="https://portal.test/acs2")["changed"]
     assert [p.name for p in tmp_path.iterdir()] == ["portal.json"]
+
+
+def test_a_p384_key_is_refused_as_the_idp_refuses_it(tmp_path: Path, register) -> None:
+    """One policy (RSA >= 2048 or P-256, what the IdP verifies), applied by
+    the IdP's own code: the module refuses in the words of the IdP's loader."""
+    p384 = certificate_of(ec.generate_private_key(ec.SECP384R1()))
+    result = register(tmp_path, signing_certificates=[p384])
+    with pytest.raises(ConfigError, match="P-256") as idp:
+        provider_from_dict({"entity_id": "https://portal.test/sp", "acs_url": "https://portal.test/acs",
+                            "signing_certificates": [p384], "tls_certificates": [TLS]},
+                           str(tmp_path / "portal.json"))
+    assert result.get("failed") and result["msg"] == f"dmzkit-sso: {idp.value}", result
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_without_the_idp_installed_nothing_is_registered(tmp_path: Path, module) -> None:
+    result = module(tmp_path, name="portal", entity_id="https://portal.test/sp",
+                    acs_url="https://portal.test/acs", signing_certificates=[SIGNING], tls_certificates=[TLS],
+                    executable=str(tmp_path / "venv" / "bin" / "dmzkit-sso"))
+    assert result.get("failed") and "install the service first (role saml_idp)" in result["msg"], result
+    assert list(tmp_path.iterdir()) == []

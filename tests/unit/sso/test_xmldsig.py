@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 import shutil
 import subprocess
 from copy import deepcopy
@@ -15,7 +16,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from lxml import etree
 
+from dmzkit_remote_access.config import ConfigError
 from dmzkit_remote_access.sso import xmldsig
+from dmzkit_remote_access.sso.settings import load_providers, load_signing_key, read_providers
 from dmzkit_remote_access.sso.xml import NS, parse, qname
 from testpki import NOW, make_ca, make_leaf
 
@@ -40,11 +43,15 @@ def signer(request: pytest.FixtureRequest) -> tuple[xmldsig.PrivateKey, x509.Cer
     if request.param == "ecdsa":
         return make_leaf(ca_key, ca_cert, "idp.test")
     key = rsa.generate_private_key(65537, 2048)
-    cert = (x509.CertificateBuilder().subject_name(ca_cert.subject).issuer_name(ca_cert.subject)
+    return key, certificate_of(key, ca_key, ca_cert)
+
+
+def certificate_of(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, ca_key: ec.EllipticCurvePrivateKey,
+                   ca_cert: x509.Certificate) -> x509.Certificate:
+    return (x509.CertificateBuilder().subject_name(ca_cert.subject).issuer_name(ca_cert.subject)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(NOW - dt.timedelta(days=1)).not_valid_after(NOW + dt.timedelta(days=1))
             .sign(ca_key, hashes.SHA256()))
-    return key, cert
 
 
 def signed_assertion(signer) -> etree._Element:
@@ -250,3 +257,51 @@ def test_the_signature_value_is_raw_r_and_s_for_ecdsa() -> None:
     element = xmldsig.sign(parse(ASSERTION.encode(), 4096), key)
     assert len(base64.b64decode(element.findtext("ds:Signature/ds:SignatureValue", namespaces=NS))) == 64
     assert qname("ds", "Signature") == element[1].tag
+
+
+# -- the key policy: RSA of 2048 bits or more, or ECDSA on P-256 -----------------
+# Defined once, in xmldsig.method_of; the IdP's settings (its own signing key,
+# the SPs' registrations) and the saml_sp module (through the IdP's loader)
+# apply it, so a key is refused everywhere the same way.
+
+P384 = ec.generate_private_key(ec.SECP384R1())
+RSA1024 = rsa.generate_private_key(65537, 1024)
+
+
+def test_ecdsa_keys_on_other_curves_than_p256_neither_sign_nor_verify() -> None:
+    with pytest.raises(xmldsig.SignatureError, match="P-256"):
+        xmldsig.method_of(P384.public_key())
+    with pytest.raises(xmldsig.SignatureError, match="P-256"):
+        xmldsig.sign(parse(ASSERTION.encode(), 4096), P384)
+
+
+def registration(tmp_path: Path, key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> Path:
+    """A registration as the saml_sp module writes it, with `key` signing."""
+    ca_key, ca_cert = make_ca("sp ca")
+    pem = certificate_of(key, ca_key, ca_cert).public_bytes(serialization.Encoding.PEM).decode()
+    client = make_leaf(ca_key, ca_cert, "sp client")[1].public_bytes(serialization.Encoding.PEM).decode()
+    path = tmp_path / "portal.json"
+    path.write_text(json.dumps({"entity_id": "https://portal.test/sp", "acs_url": "https://portal.test/acs",
+                                "signing_certificates": [pem], "tls_certificates": [client]}))
+    return path
+
+
+@pytest.mark.parametrize("key", [P384, RSA1024], ids=["p384", "rsa1024"])
+def test_the_registry_refuses_an_sp_key_outside_the_policy(tmp_path: Path, key) -> None:
+    path = registration(tmp_path, key)
+    with pytest.raises(xmldsig.SignatureError) as policy:
+        xmldsig.method_of(key.public_key())
+    providers, problems = read_providers(str(tmp_path))
+    assert providers == {}
+    assert [str(p) for p in problems] == [f"{path}: signing certificate: {policy.value}"]
+    with pytest.raises(ConfigError, match="signing certificate"):
+        load_providers(str(tmp_path))
+
+
+@pytest.mark.parametrize("key", [P384, RSA1024], ids=["p384", "rsa1024"])
+def test_a_signing_key_outside_the_policy_is_a_configuration_error(tmp_path: Path, key) -> None:
+    """check-config tells it (a ConfigError), rather than failing with a traceback."""
+    (tmp_path / "signing.key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    with pytest.raises(ConfigError, match=f"{tmp_path / 'signing.key'}: .*(P-256|2048)"):
+        load_signing_key(str(tmp_path / "signing.key"))
