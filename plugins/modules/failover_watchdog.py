@@ -19,6 +19,24 @@ description:
     Every setting is validated there, and only there.
   - Restarting the service is the caller's business (the C(failover_watchdog)
     role notifies a handler); a restart keeps a VIP the watchdog holds.
+  - The commands of O(fence) and O(hooks) are argv, and their arguments never
+    come back in the result. The diff shows each command's program and its
+    arguments as C(********), marked C(changed) in parentheses where one
+    differs, and RV(changed_settings) names the settings that differ, so a
+    run tells what it changed without showing the values. Their arguments are masked in the
+    result's C(invocation) too; they are not C(no_log) options, as Ansible
+    would then blank out every occurrence of each argument (C(off), C(on), a
+    path) anywhere in the result, and a secret does not belong there anyway.
+  - No secret belongs on a command line. The watchdog runs O(fence) and
+    O(hooks) with the arguments given, so any local user sees them in C(ps)
+    (C(/proc/PID/cmdline)) while the command runs, and the module's own
+    invocation is logged to the host's journal as Ansible logs every
+    module's. A command that needs a secret reads it from a file instead,
+    one only root can read (C(0600)), named by its path in the arguments, or
+    a credential of the watchdog's unit (role variable
+    C(failover_watchdog_credentials), systemd C(LoadCredential)), which the
+    command finds in the directory C($CREDENTIALS_DIRECTORY) it inherits from
+    the watchdog.
 author: dmzkit maintainers (@dmzkit)
 options:
   path:
@@ -129,12 +147,16 @@ options:
         type: list
         elements: str
         default: []
-        description: Command (argv, no shell) that cuts the primary off.
+        description:
+          - Command (argv, no shell) that cuts the primary off.
+          - No secret in its arguments (see above); they are not returned.
       "on":
         type: list
         elements: str
         default: []
-        description: Command that reconnects it.
+        description:
+          - Command that reconnects it.
+          - No secret in its arguments (see above); they are not returned.
       timeout:
         type: float
         default: 5
@@ -145,7 +167,10 @@ options:
     elements: str
     default: []
   hooks:
-    description: Commands (argv) run on C(on_takeover), C(on_handback), C(on_yield), C(on_fault), C(on_conflict).
+    description:
+      - Commands (argv) run on C(on_takeover), C(on_handback), C(on_yield), C(on_fault), C(on_conflict),
+        C(on_forged_claim).
+      - No secret in their arguments (see above); they are not returned.
     type: dict
     default: {}
   metrics_listen:
@@ -172,25 +197,66 @@ EXAMPLES = r"""
     app_ca_file: /etc/dmzkit-pki/ca-chain.pem
     fence:
       mode: required
-      "off": [/usr/local/sbin/dmzkit-fence, "off"]
+      # The switch's token is read from a root-only file, not given here.
+      "off": [/usr/local/sbin/dmzkit-fence, --token-file, /etc/dmzkit-fence/token, "off"]
 """
 
 RETURN = r"""
-config:
-  description: The configuration as written.
+path:
+  description: The configuration file.
   returned: success
-  type: dict
+  type: str
+  sample: /etc/dmzkit-failover-watchdog/config.json
+changed_settings:
+  description:
+    - The settings whose value differs from the file's, C(fence) and C(hooks) among them when any of their
+      commands changed; empty when only the file's mode or owner changed. Names only, never values.
+  returned: success
+  type: list
+  elements: str
+  sample: [fence, hold_down]
 """
 
+import copy
 import json
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.dmzkit.remote_access.plugins.module_utils._io import Candidate, file_attributes, read_bytes
 from ansible_collections.dmzkit.remote_access.plugins.module_utils._service import run_service
 
+MASK = "********"
 SETTINGS = ("interface", "vip", "routing_table", "gateway", "vip6", "vip6_is_router", "primary_macs", "primary_mgmt",
             "witness", "profile", "interval", "misses", "app_port", "app_server_name", "app_ca_file", "app_interval",
             "failback", "hold_down", "damping", "fence", "services", "hooks", "metrics_listen")
+
+
+def masked_argv(argv: object, old: object = None) -> object:
+    """A command for the result: its program, and each argument as MASK.
+    Compared with `old` (the command it replaces, [] for none), an argument
+    that differs is "MASK (changed)"."""
+    if argv == []:
+        return []  # no command
+    if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
+        return MASK  # not a command line: check-config refuses it, and nothing of it is shown
+
+    def argument(n: int, value: str) -> str:
+        same = old is None or (isinstance(old, list) and n < len(old) and old[n] == value)
+        return MASK if same else f"{MASK} (changed)"
+    return [argv[0], *(argument(n, a) for n, a in enumerate(argv[1:], 1))]
+
+
+def masked(config: dict, other: dict | None = None) -> dict:
+    """The configuration with the arguments of its commands (fence, hooks)
+    masked; compared with `other`, an argument that differs says so."""
+    shown = dict(config)
+    for key, commands in (("fence", ("off", "on")), ("hooks", None)):
+        value, old = config.get(key), (other or {}).get(key)
+        if not isinstance(value, dict):
+            continue
+        old = old if isinstance(old, dict) else {}
+        shown[key] = {name: masked_argv(v, old.get(name, []) if other is not None else None)
+                      if commands is None or name in commands else v for name, v in value.items()}
+    return shown
 
 
 def main() -> None:
@@ -236,25 +302,37 @@ def main() -> None:
     )
     p = module.params
     # An empty string is an optional setting left out.
-    config = {k: p[k] for k in SETTINGS if p[k] not in (None, "")}
+    config = copy.deepcopy({k: p[k] for k in SETTINGS if p[k] not in (None, "")})
     config["primary_macs"] = sorted({m.lower() for m in p["primary_macs"]})
+    # Every result, failures included, reports module.params as its
+    # invocation: the commands' arguments are masked there from now on (as
+    # ansible.builtin.copy's action censors its content).
+    p.update(masked({"fence": p["fence"], "hooks": p["hooks"]}))
     text = json.dumps(config, indent=2, sort_keys=True) + "\n"
     path = p["path"]
     current = read_bytes(path)
+    try:
+        before = json.loads(current) if current is not None else {}
+    except ValueError:
+        before = None
+    if not isinstance(before, dict):
+        before = None  # not the module's: every setting is new, and the old text is not shown
     attributes = file_attributes(module, path, "0600")
     with Candidate(module, path, text.encode()) as candidate:
         # Checked where the file will live, by the code that will run it.
         run_service(module, [p["executable"], "check-config", "%s"], candidate.name, path, "failover_watchdog")
-        changed = current != text.encode()
-        if changed and not module.check_mode:
+        rewritten = current != text.encode()
+        if rewritten and not module.check_mode:
             candidate.install(attributes)
-    if not changed:
-        changed = module.set_fs_attributes_if_different(attributes, False)
+    changed = rewritten or module.set_fs_attributes_if_different(attributes, False)
 
-    result = {"changed": changed, "config": config}
+    # Names and masked commands only: the arguments of fence and hook commands never leave the host.
+    differs = [k for k in sorted(set(config) | set(before or {})) if before is None or before.get(k) != config.get(k)]
+    result = {"changed": changed, "path": path, "changed_settings": differs if rewritten else []}
     if module._diff:
-        result["diff"] = {"before": (current or b"").decode(errors="replace"), "after": text,
-                          "before_header": path, "after_header": path}
+        shown_before = "" if not before else json.dumps(masked(before), indent=2, sort_keys=True) + "\n"
+        shown_after = json.dumps(masked(config, before or {}), indent=2, sort_keys=True) + "\n"
+        result["diff"] = {"before": shown_before, "after": shown_after, "before_header": path, "after_header": path}
     module.exit_json(**result)
 
 

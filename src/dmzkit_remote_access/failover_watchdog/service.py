@@ -15,6 +15,7 @@ machine as a stranger's, which it never obeys (machine.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import logging
@@ -454,11 +455,13 @@ class Watchdog:
         if hook and hook in self.settings.hooks:
             self.spawn(self.run_argv(self.settings.hooks[hook], 10.0))
 
-    def write_state(self) -> None:
+    def write_state(self, stopped: tuple[str, str] | None = None) -> None:
+        """state.json; `stopped` is the (state, reason) the stop path leaves
+        behind, which no machine state says."""
         m = self.machine
         state = {
-            "state": m.state.value,
-            "reason": m.reason,
+            "state": stopped[0] if stopped else m.state.value,
+            "reason": stopped[1] if stopped else m.reason,
             "profile": self.settings.profile_name,
             "damped": m.damped(time.monotonic()),
             "takeovers_in_window": len(m.takeovers),
@@ -469,6 +472,33 @@ class Watchdog:
             "transitions": self.history,
         }
         write_atomically(os.path.join(self.settings.state_dir, "state.json"), json.dumps(state, indent=1).encode())
+
+    def leave(self) -> None:
+        """The stop path (SIGTERM, or a task beside the loop that failed):
+        the VIP stays where it is. Released, a dead primary's VIP would have
+        nobody; kept, a returning primary's guard waits while our MAC answers
+        for it, so there are never two holders. Nobody watches it until the
+        watchdog runs again (which keeps it until its first verdict): the
+        state file says so, and outlives the process (RuntimeDirectoryPreserve)."""
+        s = self.settings
+        try:
+            holding = s.vip in self.netlink.addresses(s.interface)
+        except OSError:  # cannot tell: say what the machine last did
+            holding = self.machine.state in (State.TAKEOVER, State.ACTIVE, State.HANDBACK)
+        if holding:
+            stopped = ("unmanaged", f"stopped holding {s.vip} on {s.interface}: it stays here, with no probes, "
+                                    "handback or defence, until the watchdog runs again")
+            log.warning("%s", stopped[1], extra={"STATE": stopped[0], "REASON": "stopped holding the VIP"})
+        else:
+            stopped = ("stopped", f"stopped; {s.vip} is not on {s.interface}, and no takeover until the watchdog "
+                                  "runs again")
+            log.info("%s", stopped[1], extra={"STATE": stopped[0], "REASON": "stopped"})
+        self.history = [*self.history[-19:], {"at": round(time.time(), 3), "from": self.machine.state.value,
+                                              "to": stopped[0], "reason": stopped[1]}]
+        try:
+            self.write_state(stopped)
+        except OSError as e:
+            log.error("cannot record the stop in %s: %s", self.settings.state_dir, e.strerror or e)
 
     @property
     def control_path(self) -> str:
@@ -514,9 +544,10 @@ class Watchdog:
                 log.critical("a task beside the loop failed: %r", error)
             failed = True
         finally:
+            self.notifier.notify(stopping=1)
+            self.leave()
             server.shutdown()
             server.server_close()
-            self.notifier.notify(stopping=1)
         if failed:
             raise SystemExit(1)
 
@@ -557,3 +588,5 @@ class Watchdog:
                 await asyncio.sleep(max(0.0, due - time.monotonic()))
         finally:
             control.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.control_path)  # the directory outlives us: `ctl` must not find a dead socket

@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -95,8 +96,9 @@ def segment(tmp_path: Path) -> Iterator[Segment]:
 
 @contextmanager
 def running_watchdog(segment: Segment, tmp_path: Path, environment: dict[str, str] | None = None,
-                     **settings: object) -> Iterator[Path]:
-    """The watchdog in the backup's namespace; yields its configuration file."""
+                     started: str = "standby", **settings: object) -> Iterator[Path]:
+    """The watchdog in the backup's namespace, once in state `started`;
+    yields its configuration file, and stops it (SIGTERM) at the end."""
     primary_mac = json.loads(segment.ip("primary", "-j", "link", "show", "eth0"))[0]["address"]
     config = tmp_path / "config.json"
     config.write_text(json.dumps({
@@ -107,12 +109,13 @@ def running_watchdog(segment: Segment, tmp_path: Path, environment: dict[str, st
     process = subprocess.Popen(ours(segment.ns("backup"), "run", "--config", str(config)),
                                env={**ENV, **(environment or {})}, stderr=subprocess.PIPE, text=True)
     try:
-        segment.wait(lambda: segment.state().get("state") == "standby", 5)
+        segment.wait(lambda: segment.state().get("state") == started, 5)
         yield config
     finally:
         process.terminate()
         _, stderr = process.communicate(timeout=10)
         assert "Traceback" not in stderr, stderr
+        assert process.returncode == 0, stderr
 
 
 @pytest.fixture
@@ -311,6 +314,31 @@ def test_systemd_hears_from_the_watchdog_while_a_slow_fence_runs(segment: Segmen
     assert max(gaps) < limit, f"no ping for {max(gaps):.2f} s while fencing"
 
 
+def test_a_stopped_watchdog_leaves_the_vip_where_it_is_and_says_so(segment: Segment, tmp_path: Path) -> None:
+    """`systemctl stop` (SIGTERM) neither takes nor releases the VIP: a dead
+    primary's VIP keeps its holder, and a guarded primary waits while the
+    backup's MAC answers for it. The state file (kept by the unit's
+    RuntimeDirectoryPreserve) says whether a VIP was left unwatched here."""
+    seg = segment
+    with running_watchdog(seg, tmp_path):
+        pass
+    state = seg.state()
+    assert state["state"] == "stopped" and not holds_vip(seg, "backup"), state
+    assert not (seg.state_dir / "control.sock").exists()
+    with running_watchdog(seg, tmp_path):
+        seg.ip("br", "link", "set", seg.port("p"), "down")  # the primary dies
+        seg.wait(lambda: seg.state().get("state") == "active", 3)
+    assert holds_vip(seg, "backup"), "a stop released the VIP of a dead primary"
+    state = seg.state()
+    assert state["state"] == "unmanaged" and f"{VIP}/24 on eth0" in state["reason"], state
+    assert state["transitions"][-1]["from"] == "active" and state["transitions"][-1]["to"] == "unmanaged", state
+    # Started again (a crash, a restart), it keeps the VIP of a primary still dead.
+    with running_watchdog(seg, tmp_path, started="active"):
+        time.sleep(1.0)  # verdicts: the primary is still dead
+        assert holds_vip(seg, "backup") and seg.state()["state"] == "active", seg.state()
+    assert seg.state()["state"] == "unmanaged" and holds_vip(seg, "backup")
+
+
 def test_an_unreadable_vpn_ca_file_stops_the_start_with_a_reason(tmp_path: Path) -> None:
     config = tmp_path / "config.json"
     config.write_text(json.dumps({
@@ -388,3 +416,92 @@ def test_a_forger_answering_for_a_dead_primarys_own_address_does_not_keep_it_ali
     assert took < 1.0, f"takeover took {took:.3f} s"
     assert seg.state()["forged_claims"] > 0  # alarmed
     assert metric(seg, 'dmzkit_failover_forged_claims_total{address="mgmt"}') > 0
+
+
+# -- its systemd unit (issue 15): service_venv's template, rendered by Ansible -------------------
+
+TOP = SRC.parent
+ROLES = TOP / "roles"
+
+
+def render_unit(tmp_path: Path, unit: object, **variables: object) -> dict[str, dict[str, list[str]]]:
+    """The shared unit template rendered by ansible-playbook for `unit`
+    (service_venv_unit, templated with the watchdog role's defaults and
+    vars), as {section: {key: [values]}}."""
+    playbook = tmp_path / "render.yml"
+    playbook.write_text(json.dumps([{
+        "hosts": "localhost", "gather_facts": False,
+        "vars_files": [str(ROLES / "failover_watchdog" / f) for f in ("defaults/main.yml", "vars/main.yml")]
+        + [str(ROLES / "service_venv" / "defaults" / "main.yml")],
+        "tasks": [{"ansible.builtin.debug": {"msg": "{{ lookup('ansible.builtin.template', '%s') }}"
+                                             % (ROLES / "service_venv" / "templates" / "service.service.j2")},
+                   "vars": {"service_venv_unit": unit, **variables}}],
+    }]), encoding="utf-8")
+    run = subprocess.run(["ansible-playbook", "-i", "localhost,", "-c", "local", str(playbook)],
+                         capture_output=True, text=True, check=False, timeout=120,
+                         env={"ANSIBLE_COLLECTIONS_PATH": str(TOP / ".venv/collections"), **os.environ,
+                              "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
+                              "ANSIBLE_LOCALHOST_WARNING": "0"})
+    assert run.returncode == 0, run.stdout + run.stderr
+    text = json.loads(run.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]["msg"]
+    verify(tmp_path, text)
+    sections: dict[str, dict[str, list[str]]] = {}
+    section = ""
+    for line in text.splitlines():
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1]
+        elif line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            sections.setdefault(section, {}).setdefault(key, []).append(value)
+    return sections
+
+
+def verify(tmp_path: Path, text: str) -> None:
+    """systemd's own reading of the unit, where systemd-analyze is at hand:
+    no unknown key, no bad value (the program and the units it needs are
+    this host's stand-ins)."""
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        return
+    unit = tmp_path / "dmzkit-verify.service"
+    lines = [line for line in text.splitlines() if not line.startswith("Requires=")]
+    unit.write_text("\n".join(line.replace("/opt/dmzkit/venv/bin/", "/bin/true ") if line.startswith("ExecStart=")
+                              else line for line in lines) + "\n", encoding="utf-8")
+    run = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, check=False, timeout=60)
+    complaints = [line for line in run.stderr.splitlines() if str(unit) in line]
+    assert run.returncode == 0 and not complaints, run.stderr
+
+
+def watchdog_unit() -> object:
+    """service_venv_unit as the failover_watchdog role passes it."""
+    import yaml  # only here: the service itself needs no YAML
+
+    tasks = yaml.safe_load((ROLES / "failover_watchdog" / "tasks" / "main.yml").read_text(encoding="utf-8"))
+    run = next(task for task in tasks if task["name"] == "Run the watchdog")
+    return run["vars"]["service_venv_unit"]
+
+
+def test_the_unit_restarts_the_watchdog_for_ever_and_keeps_its_state_after_a_stop(tmp_path: Path) -> None:
+    unit = render_unit(tmp_path, watchdog_unit(), failover_watchdog_vip="198.18.1.10/24",
+                       failover_watchdog_credentials=[
+                           {"name": "fence-token", "path": "/etc/dmzkit-fence/token"},
+                           {"name": "switch", "path": "/etc/credstore.encrypted/switch", "encrypted": True}])
+    assert unit["Unit"]["StartLimitIntervalSec"] == ["0"], unit["Unit"]  # 5 fast crashes do not leave it dead
+    assert unit["Service"]["Restart"] == ["always"] and unit["Service"]["RestartSec"] == ["1"]
+    assert unit["Service"]["RuntimeDirectoryPreserve"] == ["yes"], unit["Service"]  # "unmanaged" survives a stop
+    assert unit["Service"]["LoadCredential"] == ["fence-token:/etc/dmzkit-fence/token"]
+    assert unit["Service"]["LoadCredentialEncrypted"] == ["switch:/etc/credstore.encrypted/switch"]
+    assert "dmzkit-failover-watchdog run --config" in unit["Service"]["ExecStart"][0]
+
+
+def test_other_services_units_keep_systemds_defaults(tmp_path: Path) -> None:
+    unit = render_unit(tmp_path, {"name": "dmzkit-sso-idp", "description": "IdP", "command": ["dmzkit-sso", "idp"],
+                                  "runtime_directory": "dmzkit-sso"})
+    assert not {"StartLimitIntervalSec", "StartLimitBurst"} & set(unit["Unit"]), unit["Unit"]
+    assert not {"RuntimeDirectoryPreserve", "LoadCredential", "LoadCredentialEncrypted"} & set(unit["Service"])
+    assert unit["Service"]["Restart"] == ["on-failure"] and unit["Service"]["RuntimeDirectory"] == ["dmzkit-sso"]
+    bounded = render_unit(tmp_path, {"name": "x", "description": "x", "command": ["x"], "start_limit_interval_sec": 600,
+                                     "start_limit_burst": 20, "runtime_directory": "x",
+                                     "runtime_directory_preserve": "restart"})
+    assert (bounded["Unit"]["StartLimitIntervalSec"], bounded["Unit"]["StartLimitBurst"]) == (["600"], ["20"])
+    assert bounded["Service"]["RuntimeDirectoryPreserve"] == ["restart"]

@@ -74,3 +74,30 @@ def test_file_options_set_the_mode_and_a_loosened_file_is_narrowed_again(tmp_pat
 def test_a_missing_watchdog_is_named(tmp_path: Path, module: Callable[..., dict]) -> None:
     missing = module(tmp_path, executable=str(tmp_path / "nowhere"))
     assert missing.get("failed") and "install the service first (role failover_watchdog)" in missing["msg"], missing
+
+
+SECRET = "s3cr3t-fence-token"  # what a careless user puts on a fence's command line
+
+
+def test_argv_values_stay_out_of_the_result(tmp_path: Path, module: Callable[..., dict]) -> None:
+    """Fence and hook commands are argv: none of their arguments comes back in
+    the result (its config, its diff, its invocation), changed or refused."""
+    fence = {"mode": "required", "off": ["/usr/local/sbin/fence", "--token", SECRET, "off"]}
+    hooks = {"on_takeover": ["/usr/bin/logger", f"--password={SECRET}"]}
+    assert module(tmp_path)["changed"]
+    checked = module(tmp_path, "--check", "--diff", fence=fence, hooks=hooks)
+    assert checked["changed"] and SECRET not in json.dumps(checked), checked
+    shown = json.loads(checked["diff"]["after"])  # which command runs, not with what
+    assert shown["fence"] == {**fence, "off": ["/usr/local/sbin/fence", *["******** (changed)"] * 3], "on": [],
+                              "timeout": 5.0}, shown
+    written = module(tmp_path, "--diff", fence=fence, hooks=hooks)
+    assert written["changed"] and SECRET not in json.dumps(written), written
+    assert SECRET in (tmp_path / "etc" / "config.json").read_text()  # the watchdog still gets it
+    assert written["changed_settings"] == ["fence", "hooks"], written
+    # Only an argument changed: the diff says where, still without the values.
+    other = {**fence, "off": ["/usr/local/sbin/fence", "--token", SECRET + "2", "off"]}
+    again = module(tmp_path, "--diff", fence=other, hooks=hooks)
+    assert again["changed"] and again["changed_settings"] == ["fence"] and SECRET not in json.dumps(again), again
+    assert again["diff"]["before"] != again["diff"]["after"], again["diff"]
+    refused = module(tmp_path, "--diff", fence=other, hooks=hooks, vip="198.18.97.11/24")
+    assert refused.get("failed") and SECRET not in json.dumps(refused), refused
