@@ -16,6 +16,12 @@ the same hosts in the same run) it runs N drills:
    probe for the VIP (probed from the controller every 5 ms), on failover
    and on failback.
 
+Then forged ARP, from a MAC no host of the lab has, sent on the DMZ
+bridge: with the backup holding the VIP, gratuitous ARPs claiming it, 3 s
+apart (every yield is a false one; the time nobody answered for the VIP is
+measured); and drills as above while the stranger answers for the gateway's
+management address every 50 ms (a takeover it held back is a suppressed one).
+
 Then a soak: the watchdog at `default`, 2 % of the DMZ frames of both hosts
 dropped and both CPUs of the backup busy, for a bounded time; every
 takeover in it is a false one.
@@ -26,6 +32,7 @@ watchdog, the guard and the switch ports at the end. Prints a table.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import random
 import re
@@ -54,6 +61,8 @@ KEEPALIVED_CONF = "/run/dmzkit-bench-keepalived.conf"
 HOST_FIREWALL = "inet dmzkit_host"
 BENCH_RULE_COMMENT = "dmzkit-bench"
 ETH_P_ALL = 3
+# Locally administered: no host of the lab has it.
+STRANGER = "02:00:5e:10:de:ad"
 
 
 def sh(host: str, command: str, check: bool = True) -> str:
@@ -260,15 +269,84 @@ def drill(lab: Lab, figures: Figures, echo: EchoReplies, watch: VipWatch, handba
     time.sleep(0.5)
 
 
-def takeovers_and_stalls() -> tuple[int, int]:
-    """The watchdog's counters (its state file keeps only the last transitions)."""
+def counters() -> dict[str, float]:
+    """The watchdog's metrics (its state file keeps only the last transitions)."""
     text = sh(BACKUP, "python3 -c \"import urllib.request; "
                       "print(urllib.request.urlopen('http://127.0.0.1:9468/metrics').read().decode())\"")
-    samples = [line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#")]
-    takeovers = sum(float(v) for k, v in samples if k.startswith("dmzkit_failover_transitions_total")
-                    and 'to="takeover"' in k)
-    stalls = sum(float(v) for k, v in samples if k == "dmzkit_failover_scheduler_stall_total")
-    return int(takeovers), int(stalls)
+    return {k: float(v) for k, v in (line.rsplit(" ", 1) for line in text.splitlines()
+                                     if line and not line.startswith("#"))}
+
+
+def transitions_to(state: str) -> int:
+    return int(sum(v for k, v in counters().items()
+                   if k.startswith("dmzkit_failover_transitions_total") and f'to="{state}"' in k))
+
+
+def takeovers_and_stalls() -> tuple[int, int]:
+    return transitions_to("takeover"), int(counters().get("dmzkit_failover_scheduler_stall_total", 0))
+
+
+@dataclass
+class Forged:
+    claims: int = 0
+    false_yields: int = 0
+    unheld: float = 0.0
+    kept: bool = False
+    alarms: int = 0
+
+
+@contextmanager
+def answering_for(sock: arp.ArpSocket, address: str, seconds: float) -> Iterator[None]:
+    """The stranger says `address` is at its MAC every 50 ms, for at most `seconds`."""
+    stop = threading.Event()
+    reply = arp.frame(arp.OP_REPLY, STRANGER, STRANGER, ipaddress.IPv4Address(address),
+                      ipaddress.IPv4Address(address), target_mac=arp.BROADCAST)
+
+    def run() -> None:
+        end = time.monotonic() + seconds
+        while not stop.is_set() and time.monotonic() < end:
+            sock.send(reply)
+            stop.wait(0.05)
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def forged_arp(lab: Lab, sock: arp.ArpSocket, watch: VipWatch, echo: EchoReplies, claims: int,
+               drills: int) -> tuple[Forged, Figures]:
+    """Forged claims of the VIP held by the backup, then drills under forged
+    signs of life for the gateway."""
+    lab.watchdog("default")
+    forged = Forged(claims=claims)
+    lab.cable(False)
+    wait_for(lambda: holds(BACKUP) and lab.state() == "active", 30)
+    yields, alarms = transitions_to("yield"), counters().get('dmzkit_failover_forged_claims_total{address="vip"}', 0)
+    start = time.monotonic()
+    for _ in range(claims):
+        for frame in arp.announcements(STRANGER, ipaddress.IPv4Address(VIP)):
+            sock.send(frame)
+        time.sleep(3)
+    forged.unheld = sum(watch.period for _, macs in watch.holders(start) if not macs)
+    forged.false_yields = transitions_to("yield") - yields
+    forged.kept = holds(BACKUP) and lab.state() == "active"
+    forged.alarms = int(counters().get('dmzkit_failover_forged_claims_total{address="vip"}', 0) - alarms)
+    lab.cable(True)
+    sh(BACKUP, f"{WATCHDOG} ctl handback", check=False)
+    wait_for(lambda: holds(GATEWAY) and lab.state() == "standby", 60)
+    sh(BACKUP, f"{WATCHDOG} ctl reset", check=False)
+
+    figures = Figures("our watchdog, default, a stranger answering for the gateway's management address")
+    mgmt = json.loads(lab.config)["primary_mgmt"]
+    with pinging(drills * 11 + 60), answering_for(sock, mgmt, drills * 11 + 60):
+        for n in range(drills):
+            drill(lab, figures, echo, watch, True, 5)
+            print(f"forged {n + 1}/{drills}: {figures.failover[-1] if figures.failover else float('nan'):.3f} s",
+                  file=sys.stderr)
+    return forged, figures
 
 
 def soak(lab: Lab, seconds: int, loss: int) -> tuple[int, int]:
@@ -298,9 +376,12 @@ def main() -> int:
     parser.add_argument("--loss", type=int, default=2, help="percent of frames dropped in the soak (default 2)")
     parser.add_argument("--only", nargs="*", default=["default", "fast", "vrrp2", "vrrp3"],
                         help="configurations to run (default, fast, vrrp2, vrrp3)")
+    parser.add_argument("--forged", type=int, default=5,
+                        help="forged claims of the held VIP, and drills under forged signs of life (default 5, 0 = none)")
     args = parser.parse_args()
-    if not 0 < args.drills <= 500 or not 0 <= args.soak <= 3600 or not 0 <= args.loss <= 50:
-        parser.error("--drills 1..500, --soak 0..3600 s, --loss 0..50 %")
+    if (not 0 < args.drills <= 500 or not 0 <= args.soak <= 3600 or not 0 <= args.loss <= 50
+            or not 0 <= args.forged <= 100):
+        parser.error("--drills 1..500, --soak 0..3600 s, --loss 0..50 %, --forged 0..100")
     if not SWITCH.exists():
         parser.error(f"{SWITCH} is missing")
 
@@ -313,7 +394,7 @@ def main() -> int:
         "vrrp3": ("keepalived VRRPv3, advert 0.1 s", lambda: (lab.watchdog(None), lab.keepalived(3, 0.1)), False, 5),
     }
     echo = EchoReplies(lab.fw_port)
-    soak_figures = None
+    soak_figures = forged = None
     try:
         with VipWatch(bridge_of("dmzkit-dmz"), VIP) as watch:
             for key in args.only:
@@ -327,6 +408,9 @@ def main() -> int:
                               f"{figures.failover[-1] if figures.failover else float('nan'):.3f} s", file=sys.stderr)
                 results.append(figures)
                 lab.keepalived(None)
+            if args.forged:
+                forged, under_forgery = forged_arp(lab, watch.sock, watch, echo, args.forged, args.forged)
+                results.append(under_forgery)
             if args.soak:
                 soak_figures = soak(lab, args.soak, args.loss)
     finally:
@@ -337,6 +421,10 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|---|")
     for figures in results:
         print(figures.row())
+    if forged is not None:
+        print(f"\nforged ARP: {forged.claims} claims of the VIP the backup held, 3 s apart: "
+              f"{forged.false_yields} yields (false), VIP unanswered {forged.unheld:.3f} s, "
+              f"backup still active: {forged.kept}, {forged.alarms} counted as forged")
     if soak_figures is not None:
         print(f"\nsoak {args.soak} s, {args.loss} % loss on both DMZ ports, backup CPUs busy: "
               f"{soak_figures[0]} takeovers (false), {soak_figures[1]} scheduler stalls")
