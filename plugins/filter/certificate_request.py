@@ -85,20 +85,28 @@ import ipaddress
 from collections import Counter
 
 from ansible.errors import AnsibleFilterError
-from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
 from ansible_collections.dmzkit.remote_access.plugins.plugin_utils.general_names import split
 
+try:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.x509.oid import ExtensionOID
+except ImportError as exc:
+    # ansible-core requires cryptography: without it the filter says so when used.
+    CRYPTOGRAPHY_ERROR = str(exc)
+else:
+    CRYPTOGRAPHY_ERROR = None
+
+# The names profiles use, as dotted OIDs (RFC 5280, 4.1.2.4 and 4.2.1.12).
 _ATTRIBUTES = {
-    "commonName": NameOID.COMMON_NAME,
-    "organizationName": NameOID.ORGANIZATION_NAME,
-    "organizationalUnitName": NameOID.ORGANIZATIONAL_UNIT_NAME,
-    "countryName": NameOID.COUNTRY_NAME,
-    "stateOrProvinceName": NameOID.STATE_OR_PROVINCE_NAME,
-    "localityName": NameOID.LOCALITY_NAME,
-    "emailAddress": NameOID.EMAIL_ADDRESS,
+    "commonName": "2.5.4.3",
+    "organizationName": "2.5.4.10",
+    "organizationalUnitName": "2.5.4.11",
+    "countryName": "2.5.4.6",
+    "stateOrProvinceName": "2.5.4.8",
+    "localityName": "2.5.4.7",
+    "emailAddress": "1.2.840.113549.1.9.1",
 }
 _KEY_USAGES = {
     "digitalSignature": "digital_signature",
@@ -113,13 +121,13 @@ _KEY_USAGES = {
     "decipherOnly": "decipher_only",
 }
 _EXTENDED_KEY_USAGES = {
-    "serverAuth": ExtendedKeyUsageOID.SERVER_AUTH,
-    "clientAuth": ExtendedKeyUsageOID.CLIENT_AUTH,
-    "codeSigning": ExtendedKeyUsageOID.CODE_SIGNING,
-    "emailProtection": ExtendedKeyUsageOID.EMAIL_PROTECTION,
-    "timeStamping": ExtendedKeyUsageOID.TIME_STAMPING,
-    "OCSPSigning": ExtendedKeyUsageOID.OCSP_SIGNING,
-    "ipsecIKE": x509.ObjectIdentifier("1.3.6.1.5.5.7.3.17"),
+    "serverAuth": "1.3.6.1.5.5.7.3.1",
+    "clientAuth": "1.3.6.1.5.5.7.3.2",
+    "codeSigning": "1.3.6.1.5.5.7.3.3",
+    "emailProtection": "1.3.6.1.5.5.7.3.4",
+    "timeStamping": "1.3.6.1.5.5.7.3.8",
+    "OCSPSigning": "1.3.6.1.5.5.7.3.9",
+    "ipsecIKE": "1.3.6.1.5.5.7.3.17",
 }
 
 
@@ -131,7 +139,7 @@ def _name(subject: list[dict]) -> x509.Name:
         (key, value), = entry.items()
         if key not in _ATTRIBUTES:
             raise AnsibleFilterError(f"subject attribute '{key}' is not one of {', '.join(_ATTRIBUTES)}")
-        attributes.append(x509.NameAttribute(_ATTRIBUTES[key], str(value)))
+        attributes.append(x509.NameAttribute(x509.ObjectIdentifier(_ATTRIBUTES[key]), str(value)))
     return x509.Name(attributes)
 
 
@@ -161,11 +169,8 @@ def _key_usage(names: list[str]) -> x509.KeyUsage:
 def _extended_key_usage(names: list[str]) -> x509.ExtendedKeyUsage:
     oids = []
     for name in names:
-        if name in _EXTENDED_KEY_USAGES:
-            oids.append(_EXTENDED_KEY_USAGES[name])
-            continue
         try:
-            oids.append(x509.ObjectIdentifier(name))
+            oids.append(x509.ObjectIdentifier(_EXTENDED_KEY_USAGES.get(name, name)))
         except ValueError as exc:
             raise AnsibleFilterError(
                 f"extended key usage '{name}' is neither a dotted OID nor one of {', '.join(_EXTENDED_KEY_USAGES)}"
@@ -196,6 +201,8 @@ def _describe(key: object) -> str:
 def csr_deviations(pem: str, subject: list[dict], key_usage: list[str], extended_key_usage: list[str],
                    key_type: str, subject_alt_names: list[str] | None = None, key_curve: str | None = None,
                    key_size: int | None = None) -> list[str]:
+    if CRYPTOGRAPHY_ERROR is not None:
+        raise AnsibleFilterError(f"csr_deviations needs the cryptography library: {CRYPTOGRAPHY_ERROR}")
     expected_names = [_general_name(n) for n in subject_alt_names or []]
     wanted: dict[x509.ObjectIdentifier, tuple[bool, x509.ExtensionType]] = {
         ExtensionOID.BASIC_CONSTRAINTS: (True, x509.BasicConstraints(ca=False, path_length=None)),

@@ -144,8 +144,7 @@ def test_one_entity_id_is_registered_once_and_absent_removes(tmp_path: Path, mod
     assert not module(tmp_path, name="portal", state="absent")["changed"]
 
 
-def test_the_registration_is_readable_by_the_idp_and_nothing_else_is_left(tmp_path: Path,
-                                                                           register) -> None:
+def test_the_registration_is_readable_by_the_idp_and_nothing_else_is_left(tmp_path: Path, register) -> None:
     assert register(tmp_path)["changed"]
     assert (tmp_path / "portal.json").stat().st_mode & 0o777 == 0o644
     assert register(tmp_path, acs_url="https://portal.test/acs2")["changed"]

@@ -358,8 +358,8 @@ def test_an_artifact_resolves_once_and_only_for_its_sp_with_its_certificate(idp_
             await browser.session.close()
     (status, fault, _), first, replay = idp_run(body)
     # The wrong client certificate is refused with a SOAP fault, and burns nothing.
-    assert status == 500 and fault_of(fault) == ("Client", "ArtifactResolve refused: "
-                                                          "the TLS client certificate is not the requester's")
+    refused = ("Client", "ArtifactResolve refused: the TLS client certificate is not the requester's")
+    assert status == 500 and fault_of(fault) == refused
     assert first is not None and first.user == "alice"
     assert replay is None
 
@@ -399,8 +399,8 @@ MUST_UNDERSTAND = f'<x:Tx xmlns:x="urn:example:tx" xmlns:soap="{NS["soap"]}" soa
     ("must-understand", "MustUnderstand", "header entry we must understand"),
     ("store-down", "Server", "could not be answered now"),
 ])
-def test_a_refused_artifact_resolve_gets_a_soap_1_1_fault_with_http_500(idp_run, pki, case: str, code: str,
-                                                                       says: str) -> None:
+def test_a_refused_artifact_resolve_gets_a_soap_1_1_fault_with_http_500(
+        idp_run, pki, case: str, code: str, says: str) -> None:
     secret_detail = "/run/dmzkit/secret-socket-path"
 
     async def body(idp: IdentityProvider):
@@ -565,8 +565,8 @@ def test_a_login_form_lasts_as_long_as_the_sps_sign_in(idp_run, pki, monkeypatch
     assert in_time == 303 and login.user == "alice" and too_late == 400
 
 
-def test_a_broken_sp_registration_is_skipped_and_the_others_served(pki, accounts, redis_socket, tmp_path,
-                                                                  caplog, capsys) -> None:
+def test_a_broken_sp_registration_is_skipped_and_the_others_served(
+        pki, accounts, redis_socket, tmp_path, caplog, capsys) -> None:
     providers = tmp_path / "providers"
     shutil.copytree(pki.path("providers"), providers)
     (providers / "a-broken.json").write_text("{ not json")

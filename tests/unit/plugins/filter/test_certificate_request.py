@@ -34,7 +34,7 @@ def request(subject: x509.Name | None = None, names: list[x509.GeneralName] | No
     for value, critical in ((x509.SubjectAlternativeName(names), False),
                             (x509.BasicConstraints(ca=ca, path_length=None), True),
                             (usage, True), (purpose, False), (extra, False)):
-        if value is not None and type(value) is not drop:
+        if value is not None and not (drop and isinstance(value, drop)):
             builder = builder.add_extension(value, critical)
     return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode()
 
