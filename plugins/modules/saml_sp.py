@@ -11,8 +11,9 @@ version_added: 0.1.0
 description:
   - Writes the registration the IdP of the C(sso) role reads at start, one
     JSON file per SP in O(directory). It holds the SP's entityID, its
-    HTTP-Artifact ACS, the keys its ArtifactResolve requests are signed with,
-    and the client certificates it uses on the mutual-TLS back channel.
+    HTTP-Artifact ACS, where its single logout answers go (if it has such an
+    endpoint), the keys its ArtifactResolve and LogoutRequest messages are
+    signed with, and the client certificates it uses on the mutual-TLS back channel.
   - Takes them from the SP's metadata (O(metadata)), or given one by one.
   - The IdP's own code judges the registration before it replaces the old
     one, in check mode too (C(dmzkit-sso check-provider) on the new file),
@@ -39,14 +40,21 @@ options:
   metadata:
     description:
       - The SP's metadata (one C(md:EntityDescriptor) with an C(SPSSODescriptor)); its default
-        HTTP-Artifact C(AssertionConsumerService) and its signing C(KeyDescriptor)s are used.
-      - Exclusive with O(entity_id), O(acs_url) and O(signing_certificates).
+        HTTP-Artifact C(AssertionConsumerService), its HTTP-Redirect C(SingleLogoutService) if it has
+        one (its C(ResponseLocation), else its C(Location)) and its signing C(KeyDescriptor)s are used.
+      - Exclusive with O(entity_id), O(acs_url), O(slo_url) and O(signing_certificates).
     type: str
   entity_id:
     description: The SP's entityID.
     type: str
   acs_url:
     description: Its HTTP-Artifact assertion consumer service (HTTPS).
+    type: str
+  slo_url:
+    description:
+      - Where the IdP sends its signed LogoutResponse (HTTP-Redirect, HTTPS) when the SP signs a user
+        out with a LogoutRequest.
+      - Without it, the IdP shows the user a page of its own instead.
     type: str
   signing_certificates:
     description: PEM certificates of the keys that sign its requests.
@@ -96,6 +104,10 @@ acs_url:
   description: The ACS the IdP sends artifacts to.
   returned: when state is present
   type: str
+slo_url:
+  description: Where the IdP sends LogoutResponses, or null.
+  returned: when state is present
+  type: str
 """
 
 import base64
@@ -127,6 +139,7 @@ NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 MD = "urn:oasis:names:tc:SAML:2.0:metadata"
 DS = "http://www.w3.org/2000/09/xmldsig#"
 ARTIFACT = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Artifact"
+REDIRECT = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect"
 
 
 class Refused(ValueError):
@@ -134,7 +147,7 @@ class Refused(ValueError):
 
 
 def from_metadata(text):
-    """(entity_id, acs_url, signing certificates as PEM) of SP metadata."""
+    """(entity_id, acs_url, slo_url or None, signing certificates as PEM) of SP metadata."""
     parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
     try:
         root = etree.fromstring(text.encode(), parser)
@@ -151,6 +164,9 @@ def from_metadata(text):
     if not services:
         raise Refused("the SP has no HTTP-Artifact AssertionConsumerService")
     services.sort(key=lambda s: (s.get("isDefault") not in ("true", "1"), endpoint_index(s)))
+    # The IdP answers single logout the Redirect way only (SAMLMeta 2.2.2: responses to ResponseLocation).
+    logout = [s for s in sp[0].findall(f"{{{MD}}}SingleLogoutService") if s.get("Binding") == REDIRECT]
+    slo_url = (logout[0].get("ResponseLocation") or logout[0].get("Location")) if logout else None
     pems = []
     for descriptor in sp[0].findall(f"{{{MD}}}KeyDescriptor"):
         if descriptor.get("use", "signing") != "signing":
@@ -161,7 +177,7 @@ def from_metadata(text):
             except ValueError:
                 raise Refused("an X509Certificate is not base64")
             pems.append(serialization_pem(der))
-    return root.get("entityID", ""), services[0].get("Location", ""), pems
+    return root.get("entityID", ""), services[0].get("Location", ""), slo_url, pems
 
 
 def endpoint_index(service):
@@ -197,15 +213,20 @@ def normalized_certificates(pems, what):
 
 def registration(params):
     if params["metadata"]:
-        entity_id, acs_url, signing = from_metadata(params["metadata"])
+        entity_id, acs_url, slo_url, signing = from_metadata(params["metadata"])
     else:
-        entity_id, acs_url, signing = params["entity_id"], params["acs_url"], params["signing_certificates"] or []
-    return {
+        entity_id, acs_url, slo_url = params["entity_id"], params["acs_url"], params["slo_url"]
+        signing = params["signing_certificates"] or []
+    wanted = {
         "entity_id": entity_id,
         "acs_url": acs_url,
         "signing_certificates": normalized_certificates(signing, "signing_certificates"),
         "tls_certificates": normalized_certificates(params["tls_certificates"] or [], "tls_certificates"),
     }
+    # Only when there is one: a registration written before slo_url existed stays as it is.
+    if slo_url:
+        wanted["slo_url"] = slo_url
+    return wanted
 
 
 def read(path):
@@ -226,12 +247,14 @@ def main():
             metadata=dict(type="str"),
             entity_id=dict(type="str"),
             acs_url=dict(type="str"),
+            slo_url=dict(type="str"),
             signing_certificates=dict(type="list", elements="str"),
             tls_certificates=dict(type="list", elements="str"),
             directory=dict(type="path", default="/etc/dmzkit-sso/providers"),
             executable=dict(type="path", default="/opt/dmzkit/venv/bin/dmzkit-sso"),
         ),
-        mutually_exclusive=[("metadata", "entity_id"), ("metadata", "acs_url"), ("metadata", "signing_certificates")],
+        mutually_exclusive=[("metadata", "entity_id"), ("metadata", "acs_url"), ("metadata", "slo_url"),
+                            ("metadata", "signing_certificates")],
         required_if=[("state", "present", ("tls_certificates",))],
         supports_check_mode=True,
     )
@@ -273,7 +296,7 @@ def main():
         if changed and not module.check_mode:
             candidate.install(attributes)
     module.exit_json(changed=changed, path=path, entity_id=wanted["entity_id"], acs_url=wanted["acs_url"],
-                     diff={"before": before or {}, "after": wanted})
+                     slo_url=wanted.get("slo_url"), diff={"before": before or {}, "after": wanted})
 
 
 if __name__ == "__main__":

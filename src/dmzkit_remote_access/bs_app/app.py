@@ -15,9 +15,14 @@ With single sign-on configured the app is also a SAML SP (HTTP-Artifact
 binding): the user is whoever the IdP says, and a browser without the
 app's session is sent to the IdP first. `/saml2/acs` takes the artifact
 back, resolves it over mutual TLS and opens the session: a sealed cookie,
-bound to the sign-in the same browser started.
+bound to the sign-in the same browser started. Nothing can revoke such a
+cookie, so it is short (session_seconds): then the app asks the IdP again,
+which answers at once while its session lives and the user may sign in,
+and asks for a sign-in otherwise. `POST /logout` ends the cookie and sends
+the browser to the IdP's single logout; `/saml2/slo` takes its answer.
 
-Routes: `GET /` (a page naming the user), `GET /whoami` (JSON).
+Routes: `GET /` (a page naming the user), `GET /whoami` (JSON); with single
+sign-on `GET /saml2/acs`, `POST /logout`, `GET /saml2/slo`.
 """
 from __future__ import annotations
 
@@ -47,12 +52,13 @@ log = logging.getLogger("dmzkit.bs_app")
 
 SESSION_COOKIE = "dmzkit_bs_session"
 SIGN_IN_COOKIE = "dmzkit_bs_sign_in"
-# A sign-in must come back from the IdP within this time.
+SIGN_OUT_COOKIE = "dmzkit_bs_sign_out"
+# A sign-in (or a sign-out) must come back from the IdP within this time.
 SIGN_IN_SECONDS = 600
 # Assertion IDs remembered at most; past it, sign-ins are refused until
 # some expire (the memory bound of the replay cache).
 SEEN_LIMIT = 100_000
-SESSION, SIGN_IN = b"dmzkit bs_app: session", b"dmzkit bs_app: sign-in"
+SESSION, SIGN_IN, SIGN_OUT = b"dmzkit bs_app: session", b"dmzkit bs_app: sign-in", b"dmzkit bs_app: sign-out"
 
 
 @dataclass(frozen=True)
@@ -114,11 +120,12 @@ class SignOn:
         self.sealer = sealer
         self.sp = Relying(settings.entity_id, settings.acs_url)
 
-    def _open(self, request: web.Request, cookie: str, purpose: bytes) -> dict | None:
+    def _open(self, request: web.Request, cookie: str, purpose: bytes, live: bool = True) -> dict | None:
+        """What we sealed into `cookie`, if it is ours; with `live`, only until its time is up."""
         raw = request.cookies.get(cookie)
         value = self.sealer.unseal(raw, purpose) if raw else None
         record = json.loads(value) if value else None
-        return record if record and record["until"] > time.time() else None
+        return record if record and (record["until"] > time.time() or not live) else None
 
     def _seal(self, purpose: bytes, seconds: float, **fields: str) -> str:
         return self.sealer.seal(json.dumps({**fields, "until": time.time() + seconds}).encode(), purpose)
@@ -160,6 +167,40 @@ class SignOn:
         response.del_cookie(SIGN_IN_COOKIE, path="/saml2/acs")
         return response
 
+    async def logout(self, request: web.Request) -> web.Response:
+        """End the app's session, and send the browser to the IdP to end its own.
+        Only with the session cookie, which SameSite=Lax keeps from another
+        site's form: nobody else can sign the user out."""
+        # Past its time too: a user idle for a while who signs out means the
+        # IdP session, which lives longer.
+        session = self._open(request, SESSION_COOKIE, SESSION, live=False)
+        if session is None:
+            return page(200, "Signed out", "<p>You are not signed in to this application.</p>")
+        location, request_id = self.consumer.logout(self.sp, session["user"])
+        log.info("%s signs out from %s", session["user"], request.remote)
+        response = web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store"})
+        response.del_cookie(SESSION_COOKIE, path="/")
+        response.set_cookie(SIGN_OUT_COOKIE, self._seal(SIGN_OUT, SIGN_IN_SECONDS, request_id=request_id),
+                            path="/saml2/slo", secure=True, httponly=True, samesite="Lax", max_age=SIGN_IN_SECONDS)
+        return response
+
+    async def logged_out(self, request: web.Request) -> web.Response:
+        """The IdP's LogoutResponse: whether it ended its session too."""
+        pending = self._open(request, SIGN_OUT_COOKIE, SIGN_OUT)
+        if pending is None:
+            return page(400, "Sign-out", "<p>No sign-out of this browser was waiting for this answer.</p>")
+        try:
+            self.consumer.logged_out(request.rel_url.raw_query_string, self.settings.slo_url, pending["request_id"])
+        except IdpFailed as e:
+            log.warning("sign-out from %s: %s", request.remote, e)
+            response = page(502, "Signed out of the application",
+                            "<p>The sign-in service did not confirm your sign-out there: sign out there too.</p>")
+        else:
+            response = page(200, "Signed out",
+                            "<p>You are signed out of the application and of the sign-in service.</p>")
+        response.del_cookie(SIGN_OUT_COOKIE, path="/saml2/slo")
+        return response
+
 
 def page(status: int, title: str, message: str) -> web.Response:
     return web.Response(
@@ -193,15 +234,18 @@ def application(settings: Settings, sign_on: SignOn | None) -> web.Application:
         if request.path == "/whoami":
             return web.json_response({"user": visitor.user, "via": visitor.via})
         how = {"portal": "the portal", "certificate": "your certificate", "saml": "single sign-on"}[visitor.via]
+        sign_out = '<form method="post" action="/logout"><button>Sign out</button></form>' if sign_on else ""
         return page(200, settings.title,
                     f"<p>Signed in as <strong id=\"user\">{html.escape(visitor.user)}</strong>"
-                    f" (identified by {how}).</p>")
+                    f" (identified by {how}).</p>{sign_out}")
 
     app = web.Application(middlewares=[gateway_only], client_max_size=16 * 1024)
     app.router.add_get("/", show)
     app.router.add_get("/whoami", show)
     if sign_on is not None:
         app.router.add_get("/saml2/acs", sign_on.acs)
+        app.router.add_post("/logout", sign_on.logout)
+        app.router.add_get("/saml2/slo", sign_on.logged_out)
     return app
 
 

@@ -10,6 +10,8 @@ from typing import Any
 from ..config import ConfigError, FileSettings, check_url, read_secret, typed
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+# session_seconds: long enough for a sign-in's redirects, short enough to bound revocation.
+SESSION_SECONDS = (30, 3600)
 
 
 @dataclass(frozen=True)
@@ -31,11 +33,19 @@ class SingleSignOn:
     client_key: str
     # 32 random bytes, hex: seals the app's session and sign-in cookies.
     session_key_file: str
-    session_seconds: float = 8 * 3600.0
+    # How long the app takes an assertion for. Its sealed cookie cannot be
+    # revoked: past this the app asks the IdP again, which answers at once
+    # for a live session and refuses a disabled user or an ended session.
+    # The bound on how long either keeps the app.
+    session_seconds: float = 300.0
 
     @property
     def acs_url(self) -> str:
         return f"{self.base_url}/saml2/acs"
+
+    @property
+    def slo_url(self) -> str:
+        return f"{self.base_url}/saml2/slo"
 
 
 @dataclass(frozen=True)
@@ -87,8 +97,9 @@ class Settings(FileSettings):
         if self.sso is not None:
             for name in ("base_url", "idp_sso_url", "idp_ars_url"):
                 check_url(self.sso, name)
-            if self.sso.session_seconds <= 0:
-                raise ConfigError("sso: session_seconds must be positive")
+            if not SESSION_SECONDS[0] <= self.sso.session_seconds <= SESSION_SECONDS[1]:
+                raise ConfigError(f"sso: session_seconds must be {SESSION_SECONDS[0]}-{SESSION_SECONDS[1]}: "
+                                  "a disabled or signed-out user keeps the app that long")
 
 
 def load_session_key(path: str) -> bytes:

@@ -8,8 +8,8 @@
 with the device certificate, keeps the SSO ticket in the credential file
 and prints a one-time token for the application. `token` prints a fresh
 token for any application with the kept ticket, no password. `logout` ends
-the ticket. The ticket is bound to the device certificate's key: the file
-alone opens nothing. Python's standard library only.
+the ticket and the IdP session behind it. The ticket is bound to the device
+certificate's key: the file alone opens nothing. Python's standard library only.
 """
 from __future__ import annotations
 

@@ -8,6 +8,10 @@ Front channel (TLS, client certificate optional):
   (303), unless the SP asks for ForceAuthn; anyone else gets the login form.
 - `POST /saml2/login`: the form, with a password checked against the user
   database, or with the certificate the browser presented.
+- `GET /saml2/slo`: a LogoutRequest (HTTP-Redirect, signed by a registered
+  SP) ends the browser's session if it is the named user's; the SP gets a
+  signed LogoutResponse at its registered SLO URL, or the user a page.
+- `GET|POST /saml2/logout`: the user's own sign-out, a form (CSRF-checked).
 - `GET /saml2/metadata`: signed metadata.
 
 Back channel (mutual TLS, client certificate required):
@@ -103,6 +107,9 @@ class IdentityProvider:
         app = web.Application(client_max_size=FORM_LIMIT, middlewares=[security_headers])
         app.router.add_get("/saml2/sso", self.sso)
         app.router.add_post("/saml2/login", self.login)
+        app.router.add_get("/saml2/slo", self.single_logout)
+        app.router.add_get("/saml2/logout", self.logout_page)
+        app.router.add_post("/saml2/logout", self.logout)
         app.router.add_get("/saml2/metadata", self.serve_metadata)
         return app
 
@@ -113,12 +120,16 @@ class IdentityProvider:
 
     # -- front channel -----------------------------------------------------------
 
+    def signing_keys(self, issuer: str) -> list[xmldsig.PublicKey]:
+        """The keys a registered SP signs its Redirect messages with; none for anyone else."""
+        provider = self.providers.get(issuer)
+        return provider.signing_keys if provider is not None else []
+
     def pending(self, query: str) -> Pending:
         """The AuthnRequest in a Redirect query string, checked."""
         try:
-            element, relay_state, _ = protocol.read_redirect(
-                query, lambda issuer: self.providers[issuer].signing_keys if issuer in self.providers else [])
-            request = protocol.read_authn_request(element, self.settings.sso_urls)
+            element, relay_state, _ = protocol.read_redirect(query, self.signing_keys)
+            request = protocol.read_authn_request(element, self.settings.front_urls("/saml2/sso"))
         except XmlError as e:
             log.info("AuthnRequest refused: %s", e)
             raise Refused(400, "The sign-in request is not valid.") from None
@@ -151,23 +162,35 @@ class IdentityProvider:
                 log.warning("trusted proxy %s sent no usable X-Forwarded-For", request.remote)
         return request.remote
 
-    async def session_user(self, request: web.Request) -> tuple[Account, Ticket] | None:
-        """The user of the browser's IdP session and its ticket, if the session
-        is live and presented from the device it was opened on."""
-        token = request.cookies.get(SESSION_COOKIE)
+    async def session_ticket(self, request: web.Request) -> tuple[str, Ticket] | None:
+        """The browser's IdP session, its token and ticket, if it is live and
+        presented from the device it was opened on; untouched."""
+        token = request.cookies.get(SESSION_COOKIE, "")
         ticket = await self.store.ticket(token) if token else None
         # A ticket that does not say how its user authenticated (one of an
         # older version) cannot vouch for them.
         if ticket is None or not ticket.context:
             return None
-        # Checked before renewal: a copied cookie tried elsewhere must not keep the session alive.
+        # A copied cookie tried elsewhere must neither keep the session alive nor end it.
         if not same(device_of(peer_certificate(request.transport)), ticket.device):
             log.warning("IdP session of %s presented from another device, from %s", ticket.user, self.source(request))
             return None
-        await self.store.renew_ticket(token, ticket, self.settings.session_idle)
-        # A disabled or deleted user's session ends at their next request.
+        return token, ticket
+
+    async def session_user(self, request: web.Request) -> tuple[Account, Ticket] | None:
+        """The user of the browser's IdP session and its ticket, the session renewed."""
+        session = await self.session_ticket(request)
+        if session is None:
+            return None
+        token, ticket = session
         account = await self.directory.account(ticket.user)
-        return (account, ticket) if account else None
+        if account is None:
+            # A disabled or deleted user's session ends at their next request,
+            # for good: enabled again, they sign in again.
+            await self.store.revoke_ticket(token)
+            return None
+        await self.store.renew_ticket(token, ticket, self.settings.session_idle)
+        return account, ticket
 
     async def sso(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -184,15 +207,14 @@ class IdentityProvider:
         return self.form(request, pending)
 
     def form(self, request: web.Request, pending: Pending, status: int = 200, error: str = "") -> web.Response:
-        csrf = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(32)
+        csrf = csrf_token(request)
         person = self.person(peer_certificate(request.transport))
         offer = ""
         if person is not None:
             offer = (f'<p><button name="method" value="certificate">Continue as {html.escape(person)}</button> '
                      "(your certificate)</p><p>or</p>")
         body = (
-            f'<form method="post" action="/saml2/login">{offer}'
-            f'<input type="hidden" name="csrf" value="{html.escape(csrf)}">'
+            f'<form method="post" action="/saml2/login">{offer}{csrf_field(csrf)}'
             f'<input type="hidden" name="request" value="{html.escape(pending.query)}">'
             '<p><label>User name <input name="username" autocomplete="username" required></label></p>'
             '<p><label>Password <input type="password" name="password" autocomplete="current-password">'
@@ -206,13 +228,12 @@ class IdentityProvider:
         acs = urllib.parse.urlsplit(pending.acs_url)
         response.headers["Content-Security-Policy"] = (
             f"default-src 'none'; form-action 'self' {acs.scheme}://{acs.netloc}")
-        response.set_cookie(CSRF_COOKIE, csrf, path="/", secure=True, httponly=True, samesite="Strict")
+        keep_csrf(response, csrf)
         return response
 
     async def login(self, request: web.Request) -> web.StreamResponse:
         form = await request.post()
-        cookie = request.cookies.get(CSRF_COOKIE, "")
-        if not cookie or not same(str(form.get("csrf", "")), cookie):
+        if not csrf_checked(request, form):
             return page(403, "Sign-in refused", "Open the application again and sign in from there.")
         try:
             pending = self.pending(str(form.get("request", "")))
@@ -243,8 +264,9 @@ class IdentityProvider:
                                                      self.settings.session_idle, self.settings.session_absolute,
                                                      context)
         response = await self.answer(pending, account, ticket)
-        response.set_cookie(SESSION_COOKIE, token, path="/", secure=True, httponly=True, samesite="Lax",
-                            max_age=int(self.settings.session_absolute))
+        # No Max-Age: the ticket in Redis alone says when the session ends
+        # (idle, absolute, signed out); the cookie goes with the browser.
+        response.set_cookie(SESSION_COOKIE, token, path="/", secure=True, httponly=True, samesite="Lax")
         return response
 
     async def answer(self, pending: Pending, account: Account, ticket: Ticket) -> web.Response:
@@ -265,6 +287,72 @@ class IdentityProvider:
         separator = "&" if "?" in pending.acs_url else "?"
         location = pending.acs_url + separator + urllib.parse.urlencode(query)
         return web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store"})
+
+    async def end_session(self, request: web.Request, session: tuple[str, Ticket], detail: dict) -> None:
+        token, ticket = session
+        await self.store.revoke_ticket(token)
+        await self.directory.audit(ticket.user, "logout", True, self.source(request), detail)
+        log.info("%s signed out at the IdP (%s)", ticket.user, detail)
+
+    async def single_logout(self, request: web.Request) -> web.Response:
+        """SAMLProf §4.4 at the IdP, without propagation: the browser's session
+        ends if it is the user the SP names, and the SP is answered. The
+        other SPs' sessions run to their own ends (docs/sso.md)."""
+        try:
+            element, relay_state, signed = protocol.read_redirect(request.rel_url.raw_query_string,
+                                                                  self.signing_keys)
+            # SAMLProf §4.4.4.1 wants the requester authenticated; unsigned,
+            # any page could sign users out with an <img>.
+            if not signed:
+                raise XmlError("an unsigned LogoutRequest")
+            logout = protocol.read_logout_request(element, self.settings.front_urls("/saml2/slo"))
+        except XmlError as e:
+            log.info("LogoutRequest refused: %s", e)
+            return page(400, "Sign-out refused", "The sign-out request is not valid.")
+        provider = self.providers[logout.issuer]  # it verified with this SP's keys
+        # A signed URL can leak (a log, a Referer): once used, it ends nothing again.
+        if not await self.store.first_use("logout-request", f"{provider.entity_id} {logout.id}",
+                                          protocol.accepted_for()):
+            log.info("LogoutRequest %s from %s replayed", logout.id, provider.entity_id)
+            return page(400, "Sign-out refused", "The sign-out request is not valid.")
+        session = await self.session_ticket(request)
+        # No session (any more) is a success too: the user is signed out.
+        ended = session is None or session[1].user == logout.name_id
+        if not ended:
+            log.warning("LogoutRequest from %s names another user than the session's, which stays", provider.entity_id)
+        status = (protocol.SUCCESS,) if ended else (protocol.REQUESTER, protocol.UNKNOWN_PRINCIPAL)
+        if provider.slo_url is None:
+            response = (page(200, "Signed out", "You are signed out of the sign-in service.") if ended else
+                        page(200, "Not signed out", "This browser is signed in as another user, who stays signed in."))
+        else:
+            answer = protocol.logout_response(self.settings.entity_id, provider.slo_url, logout.id, status)
+            location = protocol.redirect_url(provider.slo_url, answer, relay_state, self.key, "SAMLResponse")
+            response = web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store"})
+        if session is not None and ended:
+            await self.end_session(request, session, {"sp": provider.entity_id})
+            end_cookie(response)
+        return response
+
+    async def logout_page(self, request: web.Request) -> web.Response:
+        csrf = csrf_token(request)
+        response = page(200, "Sign out", f'<form method="post" action="/saml2/logout">{csrf_field(csrf)}'
+                                         "<p><button>Sign out</button></p></form>", raw=True)
+        keep_csrf(response, csrf)
+        return response
+
+    async def logout(self, request: web.Request) -> web.Response:
+        """The user's own sign-out: only from our page (another site's form
+        would sign them out against their will)."""
+        form = await request.post()
+        if not csrf_checked(request, form):
+            return page(403, "Sign-out refused", "Open the sign-out page again and sign out from there.")
+        response = page(200, "Signed out", "You are signed out of the sign-in service. Applications you opened "
+                                           "keep you signed in until they next check with it: sign out of them too.")
+        session = await self.session_ticket(request)
+        if session is not None:
+            await self.end_session(request, session, {"via": "sign-out page"})
+            end_cookie(response)
+        return response
 
     async def serve_metadata(self, request: web.Request) -> web.Response:
         return web.Response(body=self.metadata.at(protocol.now()), content_type="application/samlmetadata+xml")
@@ -292,6 +380,31 @@ def soap_fault(code: str, reason: str) -> web.Response:
     """SOAP 1.1 §6.2: a fault goes out with HTTP 500."""
     return web.Response(status=500, body=protocol.soap_fault(code, reason), content_type="text/xml",
                         headers={"Cache-Control": "no-store"})
+
+
+def csrf_token(request: web.Request) -> str:
+    """The double-submit token for a form: the browser's, or a new one."""
+    return request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(32)
+
+
+def csrf_field(token: str) -> str:
+    return f'<input type="hidden" name="csrf" value="{html.escape(token)}">'
+
+
+def keep_csrf(response: web.Response, token: str) -> None:
+    response.set_cookie(CSRF_COOKIE, token, path="/", secure=True, httponly=True, samesite="Strict")
+
+
+def csrf_checked(request: web.Request, form) -> bool:
+    """Whether a posted form carries the browser's own token: it came from our page."""
+    cookie = request.cookies.get(CSRF_COOKIE, "")
+    return bool(cookie) and same(str(form.get("csrf", "")), cookie)
+
+
+def end_cookie(response: web.Response) -> None:
+    """Drop the session cookie. aiohttp's del_cookie cannot say Secure, and
+    browsers refuse a __Host- cookie without it, even an expired one."""
+    response.set_cookie(SESSION_COOKIE, "", path="/", secure=True, httponly=True, samesite="Lax", max_age=0)
 
 
 def device_of(certificate: x509.Certificate | None) -> str:

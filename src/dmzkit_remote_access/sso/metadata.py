@@ -1,6 +1,6 @@
 """The IdP's SAML metadata (SAMLMeta §2.4.3), signed, with a short validUntil
-renewed while the IdP runs: what an SP needs to send AuthnRequests, resolve
-artifacts and check assertions."""
+renewed while the IdP runs: what an SP needs to send AuthnRequests and
+LogoutRequests, resolve artifacts and check assertions."""
 from __future__ import annotations
 
 import base64
@@ -31,6 +31,8 @@ def idp_metadata(settings: Settings, certificate: x509.Certificate, key: xmldsig
     etree.SubElement(data, qname("ds", "X509Certificate")).text = base64.b64encode(der).decode()
     etree.SubElement(idp, qname("md", "ArtifactResolutionService"), Binding=protocol.SOAP_BINDING,
                      Location=settings.ars_url, index=str(settings.ars_index), isDefault="true")
+    etree.SubElement(idp, qname("md", "SingleLogoutService"), Binding=protocol.REDIRECT_BINDING,
+                     Location=settings.slo_url)
     etree.SubElement(idp, qname("md", "NameIDFormat")).text = NAMEID_UNSPECIFIED
     etree.SubElement(idp, qname("md", "SingleSignOnService"), Binding=protocol.REDIRECT_BINDING,
                      Location=settings.sso_url)

@@ -3,6 +3,8 @@
 - AuthnRequest over the HTTP-Redirect binding (SAMLBind §3.4): DEFLATE +
   base64 in the query, signed over the query string when the SP signs;
   the inflated size is capped (DEFLATE bombs).
+- LogoutRequest / LogoutResponse (single logout, SAMLProf §4.4) over the
+  same binding, always signed.
 - ArtifactResolve / ArtifactResponse in a SOAP 1.1 envelope (SAMLBind §3.2):
   both signed with the enveloped profile of xmldsig.py.
 
@@ -30,6 +32,7 @@ SOAP_BINDING = "urn:oasis:names:tc:SAML:2.0:bindings:SOAP"
 SUCCESS = "urn:oasis:names:tc:SAML:2.0:status:Success"
 REQUESTER = "urn:oasis:names:tc:SAML:2.0:status:Requester"
 REQUEST_DENIED = "urn:oasis:names:tc:SAML:2.0:status:RequestDenied"
+UNKNOWN_PRINCIPAL = "urn:oasis:names:tc:SAML:2.0:status:UnknownPrincipal"
 # What a SAML SOAP requester sends (SAMLBind 3.2.3.1; OpenSAML and others send the SOAPAction).
 SOAP_HEADERS = {"Content-Type": "text/xml", "SOAPAction": "http://www.oasis-open.org/committees/security"}
 # The inflated AuthnRequest of a Redirect: far above any real one, far below a bomb.
@@ -99,6 +102,19 @@ def new_message(local: str, issuer: str, **attributes: str) -> tuple[Element, st
     element = node("samlp", local, ID=message_id, Version="2.0", IssueInstant=instant(now()), **attributes)
     node("saml", "Issuer", element).text = issuer
     return element, message_id
+
+
+def add_status(element: Element, codes: tuple[str, ...]) -> None:
+    """A Status: the top-level code and its nested second-level codes, outermost first."""
+    parent = node("samlp", "Status", element)
+    for code in codes:
+        parent = node("samlp", "StatusCode", parent, Value=code)
+
+
+def read_status(element: Element) -> tuple[str, ...]:
+    """The status codes of a response, outermost first."""
+    code = one(one(element, "samlp", "Status"), "samlp", "StatusCode")
+    return tuple(str(c.get("Value")) for c in code.iter(qname("samlp", "StatusCode")))
 
 
 def read_header(element: Element, local: str) -> tuple[str, str, dt.datetime]:
@@ -185,11 +201,13 @@ def _query(pairs: list[tuple[str, str]]) -> str:
     return "&".join(f"{k}={urllib.parse.quote_plus(v)}" for k, v in pairs)
 
 
-def redirect_url(location: str, request: Element, relay_state: str | None, key: xmldsig.PrivateKey | None) -> str:
-    """The Redirect binding: deflated, base64, URL-encoded; signed over the query when a key is given."""
+def redirect_url(location: str, message: Element, relay_state: str | None, key: xmldsig.PrivateKey | None,
+                 parameter: str = "SAMLRequest") -> str:
+    """The Redirect binding: deflated, base64, URL-encoded as `parameter`
+    (SAMLRequest or SAMLResponse); signed over the query when a key is given."""
     compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
-    deflated = compressor.compress(serialize(request)) + compressor.flush()
-    pairs = [("SAMLRequest", base64.b64encode(deflated).decode())]
+    deflated = compressor.compress(serialize(message)) + compressor.flush()
+    pairs = [(parameter, base64.b64encode(deflated).decode())]
     if relay_state is not None:
         pairs.append(("RelayState", relay_state))
     if key is not None:
@@ -210,23 +228,24 @@ def _raw_query_values(query: str) -> dict[str, str]:
     return values
 
 
-def read_redirect(query: str, keys_of: Callable[[str], list[xmldsig.PublicKey]]
+def read_redirect(query: str, keys_of: Callable[[str], list[xmldsig.PublicKey]], parameter: str = "SAMLRequest"
                   ) -> tuple[Element, str | None, bool]:
-    """The AuthnRequest of a Redirect query, its RelayState, and whether it was
-    signed with one of the keys `keys_of` gives for the request's issuer (an
-    invalid or unexpected signature raises)."""
+    """The message of a Redirect query (in `parameter`: SAMLRequest or
+    SAMLResponse), its RelayState, and whether it was signed with one of the
+    keys `keys_of` gives for the message's issuer (an invalid or unexpected
+    signature raises)."""
     raw = _raw_query_values(query)
-    if "SAMLRequest" not in raw:
-        raise XmlError("no SAMLRequest in the query")
-    value = urllib.parse.unquote_plus(raw["SAMLRequest"])
+    if parameter not in raw:
+        raise XmlError(f"no {parameter} in the query")
+    value = urllib.parse.unquote_plus(raw[parameter])
     try:
         deflated = base64.b64decode(value, validate=True)
         inflater = zlib.decompressobj(-15)
         data = inflater.decompress(deflated, INFLATE_LIMIT + 1)
     except (ValueError, zlib.error) as e:  # binascii.Error, or text that is not ASCII
-        raise XmlError("SAMLRequest is not deflated base64") from e
+        raise XmlError(f"{parameter} is not deflated base64") from e
     if len(data) > INFLATE_LIMIT or inflater.unconsumed_tail:
-        raise XmlError("SAMLRequest inflates past the limit")
+        raise XmlError(f"{parameter} inflates past the limit")
     relay = urllib.parse.unquote_plus(raw["RelayState"]) if "RelayState" in raw else None
     if relay is not None and len(relay.encode()) > RELAY_STATE_LIMIT:
         raise XmlError(f"RelayState longer than {RELAY_STATE_LIMIT} bytes")
@@ -239,15 +258,16 @@ def read_redirect(query: str, keys_of: Callable[[str], list[xmldsig.PublicKey]]
         raise xmldsig.SignatureError(f"signature algorithm {algorithm[:100]!r} is not allowed")
     keys = keys_of(text(one(element, "saml", "Issuer")))
     if not keys:
-        raise xmldsig.SignatureError("a signed request from an SP with no signing key configured")
-    order = [n for n in ("SAMLRequest", "RelayState", "SigAlg") if n in raw]
+        raise xmldsig.SignatureError("a signed message from an issuer with no signing key configured")
+    # SAMLBind §3.4.4.1: the signature covers these, in this order, as sent.
+    order = [n for n in (parameter, "RelayState", "SigAlg") if n in raw]
     signed_input = "&".join(f"{n}={raw[n]}" for n in order).encode()
     try:
         signature = base64.b64decode(urllib.parse.unquote_plus(raw["Signature"]), validate=True)
     except ValueError as e:  # binascii.Error, or text that is not ASCII
         raise xmldsig.SignatureError("bad base64 in the signature") from e
     if not any(xmldsig.verify_bytes(k, algorithm, signed_input, signature) for k in keys):
-        raise xmldsig.SignatureError("the request's signature does not verify with the SP's keys")
+        raise xmldsig.SignatureError("the message's signature does not verify with its issuer's keys")
     return element, relay, True
 
 
@@ -262,6 +282,57 @@ def read_authn_request(element: Element, destinations: Collection[str]) -> Authn
         raise XmlError("only the HTTP-Artifact binding is offered for responses")
     return AuthnRequest(request_id, issuer, element.get("AssertionConsumerServiceURL"),
                         element.get("IsPassive") in ("true", "1"), element.get("ForceAuthn") in ("true", "1"))
+
+
+# -- LogoutRequest / LogoutResponse over HTTP-Redirect ------------------------------
+
+@dataclass(frozen=True)
+class LogoutRequest:
+    id: str
+    issuer: str
+    name_id: str
+
+
+def logout_request(issuer: str, destination: str, name_id: str) -> tuple[Element, str]:
+    """A LogoutRequest for `name_id`'s session (SAMLCore §3.7.1)."""
+    element, request_id = new_message("LogoutRequest", issuer, Destination=destination)
+    node("saml", "NameID", element).text = name_id
+    return element, request_id
+
+
+def read_logout_request(element: Element, destinations: Collection[str]) -> LogoutRequest:
+    """`destinations`: the URLs our SLO endpoint is reached under. A signed
+    Redirect message must name its Destination (SAMLBind §3.4.5.2): nobody
+    can take one meant for another IdP here."""
+    request_id, issuer, issued = read_header(element, "LogoutRequest")
+    check_fresh(issued, "LogoutRequest")
+    if element.get("Destination") not in destinations:
+        raise XmlError("the LogoutRequest is for another destination")
+    until = element.get("NotOnOrAfter")
+    if until is not None and parse_instant(until, "NotOnOrAfter") <= now() - CLOCK_SKEW:
+        raise XmlError("the LogoutRequest has expired")
+    # BaseID and EncryptedID are not issued here, so never asked for.
+    return LogoutRequest(request_id, issuer, text(one(element, "saml", "NameID")))
+
+
+def logout_response(issuer: str, destination: str, in_response_to: str,
+                    status: tuple[str, ...] = (SUCCESS,)) -> Element:
+    element, _ = new_message("LogoutResponse", issuer, Destination=destination, InResponseTo=in_response_to)
+    add_status(element, status)
+    return element
+
+
+def read_logout_response(element: Element, idp: str, destination: str, in_response_to: str) -> tuple[str, ...]:
+    """The status codes of the IdP's answer to our LogoutRequest `in_response_to`."""
+    _, issuer, issued = read_header(element, "LogoutResponse")
+    if issuer != idp:
+        raise XmlError("the LogoutResponse comes from another issuer")
+    check_fresh(issued, "LogoutResponse")
+    if element.get("Destination") != destination:
+        raise XmlError("the LogoutResponse is addressed to another endpoint")
+    if element.get("InResponseTo") != in_response_to:
+        raise XmlError("the LogoutResponse answers another request")
+    return read_status(element)
 
 
 # -- ArtifactResolve / ArtifactResponse -------------------------------------------
@@ -296,9 +367,7 @@ def artifact_response(issuer: str, in_response_to: str, message: bytes | None, k
     SAMLCore §3.5.3 wants an empty response, not an error). `status` is the
     top-level code and its nested second-level codes, outermost first."""
     element, _ = new_message("ArtifactResponse", issuer, InResponseTo=in_response_to)
-    parent = node("samlp", "Status", element)
-    for code in status:
-        parent = node("samlp", "StatusCode", parent, Value=code)
+    add_status(element, status)
     if message is not None:
         element.append(parse(message, SOAP_LIMIT))
     xmldsig.sign(element, key)
@@ -315,10 +384,9 @@ def read_artifact_response(data: bytes, idp: str, in_response_to: str, keys: lis
     check_fresh(issued, "ArtifactResponse")
     if element.get("InResponseTo") != in_response_to:
         raise XmlError("the ArtifactResponse answers another request")
-    code = one(one(element, "samlp", "Status"), "samlp", "StatusCode")
-    if code.get("Value") != SUCCESS:
-        detail = [c.get("Value") for c in code.iter(qname("samlp", "StatusCode"))]
-        raise XmlError(f"the IdP answered {' / '.join(str(d) for d in detail)[:300]!r}")
+    status = read_status(element)
+    if status[0] != SUCCESS:
+        raise XmlError(f"the IdP answered {' / '.join(status)[:300]!r}")
     rest = [c for c in element if c.tag not in (qname("saml", "Issuer"), qname("samlp", "Status"))]
     if len(rest) > 1:
         raise XmlError("more than one message in the ArtifactResponse")

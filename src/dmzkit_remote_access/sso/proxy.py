@@ -12,7 +12,9 @@ certificate, which the SSO ticket is bound to):
 - `POST /v1/sso {app}` with `Authorization: Bearer <ticket>`, from the same
   device: the IdP session the login opened gives a *fresh* artifact for
   `app`, resolved and validated the same way; answers `{user, app_token}`.
-- `POST /v1/logout` with the ticket: the ticket and its IdP session are gone.
+- `POST /v1/logout` with the ticket: the ticket is gone, and so is its IdP
+  session (a signed LogoutRequest on the IdP's front channel, the IdP's
+  signed LogoutResponse checked).
 - `POST /v1/introspect` (an application server, HTTP Basic with the app's
   secret; RFC 7662 form `token=`): `{active, username}`, once per token.
   Dovecot's `oauth2` passdb asks here.
@@ -101,6 +103,13 @@ class Proxy:
 
     # -- SAML, as the SP of each application ---------------------------------------
 
+    def browser(self, idp_session: str | None) -> aiohttp.ClientSession:
+        """A browser of the IdP's front channel, holding the IdP session if there is one."""
+        jar = aiohttp.CookieJar(unsafe=True)
+        if idp_session:
+            jar.update_cookies({SESSION_COOKIE: idp_session}, URL(self.settings.idp_sso_url))
+        return aiohttp.ClientSession(connector=self.front, connector_owner=False, cookie_jar=jar)
+
     async def sign_in(self, app: ProxyApp, idp_session: str | None, username: str = "", password: str = ""
                       ) -> tuple[assertion.Login, str]:
         """Through the IdP's front channel: an AuthnRequest for `app`, the
@@ -108,10 +117,7 @@ class Proxy:
         the validated login and the IdP session cookie."""
         sp = Relying(app.entity_id, self.settings.acs_url(app))
         location, request_id = self.consumer.request(sp)
-        jar = aiohttp.CookieJar(unsafe=True)
-        if idp_session:
-            jar.update_cookies({SESSION_COOKIE: idp_session}, URL(self.settings.idp_sso_url))
-        async with aiohttp.ClientSession(connector=self.front, connector_owner=False, cookie_jar=jar) as browser:
+        async with self.browser(idp_session) as browser:
             async with browser.get(URL(location, encoded=True), allow_redirects=False) as r:
                 status, page, answer = r.status, await r.text(), r.headers.get("Location", "")
             if status != 303:
@@ -128,7 +134,7 @@ class Proxy:
                     raise SignInRefused("wrong user name or password, or the account is locked")
                 if status != 303:
                     raise IdpFailed(f"the IdP answered {status} to the login")
-            cookies = jar.filter_cookies(URL(self.settings.idp_sso_url))
+            cookies = browser.cookie_jar.filter_cookies(URL(self.settings.idp_sso_url))
             session = cookies[SESSION_COOKIE].value if SESSION_COOKIE in cookies else idp_session or ""
         target = urllib.parse.urlsplit(answer)
         if urllib.parse.urlunsplit(target._replace(query="")) != sp.acs_url:
@@ -137,6 +143,25 @@ class Proxy:
         if len(artifacts) != 1:
             raise IdpFailed("no artifact in the IdP's answer")
         return await self.consumer.resolve(sp, artifacts[0], request_id), session
+
+    async def sign_out(self, user: str, idp_session: str) -> None:
+        """End `user`'s IdP session through the IdP's single logout, as the SP
+        of the first application: every one of them is the proxy, with one
+        key, and the IdP ends the session of the user named, whoever asks."""
+        app = self.settings.apps[0]
+        location, request_id = self.consumer.logout(Relying(app.entity_id, self.settings.acs_url(app)), user)
+        try:
+            async with self.browser(idp_session) as browser:
+                async with browser.get(URL(location, encoded=True), allow_redirects=False) as r:
+                    status, answer = r.status, r.headers.get("Location", "")
+        except (aiohttp.ClientError, OSError) as e:
+            raise IdpFailed(f"the IdP's front channel failed: {e}") from None
+        if status != 303:
+            raise IdpFailed(f"the IdP answered {status} to the LogoutRequest")
+        target = urllib.parse.urlsplit(answer)
+        if urllib.parse.urlunsplit(target._replace(query="")) != self.settings.slo_url(app):
+            raise IdpFailed("the IdP sent its LogoutResponse somewhere else")
+        self.consumer.logged_out(target.query, self.settings.slo_url(app), request_id)
 
     async def app_token(self, app: ProxyApp, user: str) -> str:
         token = secrets.token_urlsafe(32)
@@ -228,7 +253,16 @@ class Proxy:
         if record is None:
             return answer(401, error="no valid ticket for this device")
         await self.store.revoke_ticket(ticket)
-        await self.store.take_value("idp-session", ticket)
+        sealed = await self.store.take_value("idp-session", ticket)
+        idp_session = unseal(ticket, sealed) if sealed else None
+        # The IdP session would outlive the ticket (the IdP's idle time),
+        # good for anyone who got its cookie.
+        if idp_session is not None:
+            try:
+                await self.sign_out(record.user, idp_session)
+            except IdpFailed as e:
+                log.warning("%s signed out, but the IdP session may live on: %s", record.user, e)
+                return answer(502, error="signed out here; the IdP could not end its session")
         log.info("%s signed out", record.user)
         return answer(200, user=record.user)
 

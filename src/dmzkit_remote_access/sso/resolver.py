@@ -36,6 +36,8 @@ class ServiceProvider:
     signing_keys: list[xmldsig.PublicKey]
     # SHA-256 of the SPKI of each client certificate it may use on the back channel.
     tls_keys: frozenset[str] = field(default_factory=frozenset)
+    # Where its LogoutResponses go (HTTP-Redirect); None: the IdP says "signed out" itself.
+    slo_url: str | None = None
 
 
 @dataclass

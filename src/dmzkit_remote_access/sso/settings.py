@@ -75,9 +75,12 @@ class Settings(FileSettings):
         return f"{self.base_url}/saml2/sso"
 
     @property
-    def sso_urls(self) -> frozenset[str]:
-        """Every URL an AuthnRequest may name as its Destination."""
-        return frozenset(f"{base}/saml2/sso" for base in (self.base_url, *self.front_aliases))
+    def slo_url(self) -> str:
+        return f"{self.base_url}/saml2/slo"
+
+    def front_urls(self, path: str) -> frozenset[str]:
+        """Every URL of `path` on the front channel: what a request may name as its Destination."""
+        return frozenset(f"{base}{path}" for base in (self.base_url, *self.front_aliases))
 
     def check(self) -> None:
         check_url(self, "base_url")
@@ -160,19 +163,21 @@ def _certificates(raw: dict[str, Any], name: str, source: str) -> list[x509.Cert
 
 
 def provider_from_dict(raw: dict[str, Any], source: str) -> ServiceProvider:
-    unknown = set(raw) - {"entity_id", "acs_url", "signing_certificates", "tls_certificates"}
+    unknown = set(raw) - {"entity_id", "acs_url", "slo_url", "signing_certificates", "tls_certificates"}
     if unknown:
         raise ConfigError(f"{source}: unknown settings: {', '.join(sorted(unknown))}")
-    entity_id, acs_url = raw.get("entity_id"), raw.get("acs_url")
+    entity_id, acs_url, slo_url = raw.get("entity_id"), raw.get("acs_url"), raw.get("slo_url")
     if not isinstance(entity_id, str) or not entity_id:
         raise ConfigError(f"{source}: entity_id is required")
     if not isinstance(acs_url, str) or not acs_url.startswith("https://"):
         raise ConfigError(f"{source}: acs_url must be an https:// URL")
+    if slo_url is not None and (not isinstance(slo_url, str) or not slo_url.startswith("https://")):
+        raise ConfigError(f"{source}: slo_url must be an https:// URL")
     signing = [c.public_key() for c in _certificates(raw, "signing_certificates", source)]
     for key in signing:
         check_key_policy(key, f"{source}: signing certificate")
     tls = frozenset(spki_sha256(c.public_key()) for c in _certificates(raw, "tls_certificates", source))
-    return ServiceProvider(entity_id, acs_url, signing, tls)
+    return ServiceProvider(entity_id, acs_url, signing, tls, slo_url)
 
 
 def read_providers(directory: str) -> tuple[dict[str, ServiceProvider], list[ConfigError]]:
@@ -244,6 +249,9 @@ class ProxySettings(FileSettings):
 
     def acs_url(self, app: ProxyApp) -> str:
         return f"{self.base_url}/v1/acs/{app.name}"
+
+    def slo_url(self, app: ProxyApp) -> str:
+        return f"{self.base_url}/v1/slo/{app.name}"
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ProxySettings:

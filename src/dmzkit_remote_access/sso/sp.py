@@ -2,9 +2,11 @@
 SAML proxy's C/S applications, the B/S application): an AuthnRequest for
 the browser to carry to the IdP, then the artifact it comes back with,
 resolved over mutual TLS and validated (saml.md §4) before anyone is
-signed in."""
+signed in; and a LogoutRequest that ends the user's IdP session, with the
+IdP's signed answer checked."""
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -32,6 +34,12 @@ class Partner:
     sso_url: str
     ars_url: str
     keys: tuple[xmldsig.PublicKey, ...]
+
+    @property
+    def slo_url(self) -> str:
+        """The collection's IdP serves its SingleLogoutService beside its SSO
+        endpoint, on the site its SPs' browsers reach it at."""
+        return urllib.parse.urljoin(self.sso_url, "slo")
 
 
 @dataclass(frozen=True)
@@ -86,3 +94,24 @@ class ArtifactConsumer:
         if not await self.first_use(login.assertion_id, REPLAY_WINDOW_S):
             raise IdpFailed("a replayed assertion")
         return login
+
+    def logout(self, sp: Relying, user: str) -> tuple[str, str]:
+        """The IdP's SLO URL with a signed LogoutRequest from `sp` for `user`'s
+        session, and the request's ID (the LogoutResponse must answer it)."""
+        element, request_id = protocol.logout_request(sp.entity_id, self.idp.slo_url, user)
+        return protocol.redirect_url(self.idp.slo_url, element, None, self.key), request_id
+
+    def logged_out(self, query: str, slo_url: str, request_id: str) -> None:
+        """Check the IdP's LogoutResponse in `query` (Redirect, as sent to
+        `slo_url`); IdpFailed unless the IdP signed it and ended the session."""
+        def keys_of(issuer: str) -> list[xmldsig.PublicKey]:
+            return list(self.idp.keys) if issuer == self.idp.entity_id else []
+        try:
+            element, _, signed = protocol.read_redirect(query, keys_of, "SAMLResponse")
+            if not signed:
+                raise XmlError("an unsigned LogoutResponse")
+            status = protocol.read_logout_response(element, self.idp.entity_id, slo_url, request_id)
+        except XmlError as e:
+            raise IdpFailed(f"the IdP's LogoutResponse was refused: {e}") from None
+        if status[0] != protocol.SUCCESS:
+            raise IdpFailed(f"the IdP answered {' / '.join(status)[:300]!r} to the LogoutRequest")

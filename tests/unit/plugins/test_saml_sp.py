@@ -13,7 +13,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from saml2 import BINDING_HTTP_ARTIFACT
+from saml2 import BINDING_HTTP_ARTIFACT, BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
 from saml2.config import SPConfig
 from saml2.metadata import entity_descriptor
 from adhoc import run_module
@@ -25,6 +25,7 @@ from dmzkit_remote_access.sso.settings import load_providers, provider_from_dict
 CA_KEY, CA_CERT = make_ca("unit ca")
 SIGNING = pem(make_leaf(CA_KEY, CA_CERT, "sp signing")[1]).decode()
 TLS = pem(make_leaf(CA_KEY, CA_CERT, "sp client")[1]).decode()
+SIGNING_DER = "".join(SIGNING.splitlines()[1:-1])
 TOP = Path(__file__).resolve().parents[3]
 
 
@@ -71,9 +72,11 @@ def test_pysaml2_metadata_gives_the_artifact_acs_and_signing_key(tmp_path: Path,
     config = SPConfig()
     config.load({
         "entityid": "https://pysaml2.test/sp",
-        "service": {"sp": {"endpoints": {"assertion_consumer_service": [
-            ("https://pysaml2.test/post", "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST"),
-            ("https://pysaml2.test/artifact", BINDING_HTTP_ARTIFACT)]}}},
+        "service": {"sp": {"endpoints": {
+            "assertion_consumer_service": [("https://pysaml2.test/post", BINDING_HTTP_POST),
+                                           ("https://pysaml2.test/artifact", BINDING_HTTP_ARTIFACT)],
+            "single_logout_service": [("https://pysaml2.test/slo-post", BINDING_HTTP_POST),
+                                      ("https://pysaml2.test/slo", BINDING_HTTP_REDIRECT)]}}},
         "cert_file": str(tmp_path / "sp.crt"), "key_file": str(tmp_path / "sp.key"),
     })
     registry = tmp_path / "providers"
@@ -81,12 +84,47 @@ def test_pysaml2_metadata_gives_the_artifact_acs_and_signing_key(tmp_path: Path,
     result = module(registry, name="pysaml2", metadata=str(entity_descriptor(config)), tls_certificates=[TLS])
     assert result["changed"], result
     assert result["acs_url"] == "https://pysaml2.test/artifact"
+    # The IdP answers a LogoutRequest the Redirect way only.
+    assert result["slo_url"] == "https://pysaml2.test/slo"
     stored = json.loads((registry / "pysaml2.json").read_text())
     assert stored["signing_certificates"] == [pem(cert).decode()]
+    assert load_providers(str(registry))["https://pysaml2.test/sp"].slo_url == "https://pysaml2.test/slo"
+
+
+def test_an_slo_url_is_kept_only_when_given(tmp_path: Path, register) -> None:
+    """Registrations without one stay as they were: re-running changes nothing."""
+    assert register(tmp_path)["changed"]
+    assert "slo_url" not in json.loads((tmp_path / "portal.json").read_text())
+    assert load_providers(str(tmp_path))["https://portal.test/sp"].slo_url is None
+    with_slo = register(tmp_path, slo_url="https://portal.test/slo")
+    assert with_slo["changed"] and with_slo["slo_url"] == "https://portal.test/slo"
+    assert load_providers(str(tmp_path))["https://portal.test/sp"].slo_url == "https://portal.test/slo"
+    assert not register(tmp_path, slo_url="https://portal.test/slo")["changed"]
+
+
+@pytest.mark.parametrize("services, slo_url", [
+    ('<md:SingleLogoutService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect" '
+     'Location="https://portal.test/slo"/>', "https://portal.test/slo"),
+    # Responses go to ResponseLocation when there is one (SAMLMeta §2.2.2).
+    ('<md:SingleLogoutService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect" '
+     'Location="https://portal.test/slo" ResponseLocation="https://portal.test/slo-done"/>',
+     "https://portal.test/slo-done"),
+    ('<md:SingleLogoutService Binding="urn:oasis:names:tc:SAML:2.0:bindings:SOAP" '
+     'Location="https://portal.test/soap"/>', None),
+])
+def test_the_slo_url_comes_from_the_redirect_single_logout_service(tmp_path: Path, module, services: str,
+                                                                   slo_url: str | None) -> None:
+    metadata = sp_metadata(certificate=SIGNING_DER).replace("<md:AssertionConsumerService", services
+                                                            + "<md:AssertionConsumerService")
+    result = module(tmp_path, name="portal", tls_certificates=[TLS], metadata=metadata)
+    assert result["changed"], result
+    assert result["slo_url"] == slo_url
+    assert load_providers(str(tmp_path))["https://portal.test/sp"].slo_url == slo_url
 
 
 @pytest.mark.parametrize("changes, why", [
     ({"acs_url": "http://portal.test/acs"}, "https://"),
+    ({"slo_url": "http://portal.test/slo"}, "slo_url must be an https:// URL"),
     ({"signing_certificates": ["not a certificate"]}, "not a PEM certificate"),
     ({"tls_certificates": []}, "at least one certificate"),
     ({"name": "../escape"}, "name must be"),

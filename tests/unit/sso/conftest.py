@@ -110,12 +110,13 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
         (where / f"{name}.pem").write_bytes(pem(cert))
     providers = where / "providers"
     providers.mkdir()
-    registrations = {"sp": ("https://sp.test/sp", "https://sp.test/acs", "sp"),
-                     "bs-app": (BS_APP, "https://app.test/saml2/acs", "sp")} | {
-        f"proxy-{name}": (entity, f"{PROXY_BASE}/v1/acs/{name}", "proxy") for name, entity in PROXY_APPS.items()}
-    for file, (entity, acs, owner) in registrations.items():
+    registrations = {"sp": ("https://sp.test/sp", "https://sp.test/acs", "https://sp.test/slo", "sp"),
+                     "bs-app": (BS_APP, "https://app.test/saml2/acs", "https://app.test/saml2/slo", "sp")} | {
+        f"proxy-{name}": (entity, f"{PROXY_BASE}/v1/acs/{name}", f"{PROXY_BASE}/v1/slo/{name}", "proxy")
+        for name, entity in PROXY_APPS.items()}
+    for file, (entity, acs, slo, owner) in registrations.items():
         (providers / f"{file}.json").write_text(json.dumps({
-            "entity_id": entity, "acs_url": acs,
+            "entity_id": entity, "acs_url": acs, "slo_url": slo,
             "signing_certificates": [(where / f"{owner}-signing.pem").read_text()],
             "tls_certificates": [(where / f"{owner}-client.pem").read_text()],
         }))

@@ -10,17 +10,22 @@ import dataclasses
 import json
 import re
 import ssl
+import time
 import urllib.parse
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import pytest
 from yarl import URL
 
-from conftest import BS_APP, PASSWORD, Pki, free_port
+import local_servers
+from conftest import BS_APP, PASSWORD, Pki, add_user, free_port
+from dmzkit_remote_access.bs_app import app as bs_app
 from dmzkit_remote_access.bs_app.__main__ import main
 from dmzkit_remote_access.bs_app.app import running
 from dmzkit_remote_access.bs_app.settings import Settings
+from dmzkit_remote_access.config import ConfigError
 from dmzkit_remote_access.sso.idp import IdentityProvider
 
 # How the app's browsers name it (the portal, in the lab); the test maps it
@@ -67,7 +72,12 @@ class Browser:
         async with self.session.get(target, allow_redirects=False) as r:
             return r.status, await r.text(), r.headers.get("Location", "")
 
-    async def sign_in(self, password: str = PASSWORD) -> tuple[int, str, str]:
+    async def post(self, url: str, form: dict[str, str] | None = None) -> tuple[int, str, str]:
+        async with self.session.post(self.where(url if "://" in url else self.app + url), data=form or {},
+                                     allow_redirects=False) as r:
+            return r.status, await r.text(), r.headers.get("Location", "")
+
+    async def sign_in(self, password: str = PASSWORD, user: str = "alice") -> tuple[int, str, str]:
         """Open the app, sign in at the IdP; the IdP's answer (to the ACS)."""
         status, _, to_idp = await self.get("/whoami")
         assert status == 303 and to_idp.startswith("https://localhost:"), (status, to_idp)
@@ -75,9 +85,27 @@ class Browser:
         assert status == 200
         fields = {name: value.replace("&amp;", "&") for name, value in HIDDEN.findall(form)}
         login = urllib.parse.urljoin(to_idp, "/saml2/login")
-        async with self.session.post(login, allow_redirects=False,
-                                     data=fields | {"username": "alice", "password": password, "method": "password"}) as r:
-            return r.status, await r.text(), r.headers.get("Location", "")
+        return await self.post(login, fields | {"username": user, "password": password, "method": "password"})
+
+    async def open_app(self, user: str = "alice") -> None:
+        """Signed in to the app: at the IdP, then through the ACS."""
+        status, _, to_acs = await self.sign_in(user=user)
+        assert status == 303, to_acs
+        assert (await self.get(to_acs))[0] == 303
+
+    async def whoami(self) -> str | None:
+        """Who the app says is signed in, following it to the IdP and back when
+        the IdP answers at once; None when the IdP wants a sign-in."""
+        status, answer, to_idp = await self.get("/whoami")
+        if status == 303:
+            status, answer, to_acs = await self.get(to_idp)
+            if status != 303:
+                assert status == 200 and "Sign in" in answer
+                return None
+            assert (await self.get(to_acs))[0] == 303
+            status, answer, _ = await self.get("/whoami")
+        assert status == 200, answer
+        return json.loads(answer)["user"]
 
     async def close(self) -> None:
         await self.session.close()
@@ -209,3 +237,125 @@ def test_bad_sso_settings_are_refused_by_the_check(tmp_path, pki, capsys) -> Non
     path.write_text(json.dumps(settings))
     assert main(["--check", "--config", str(path)]) == 2
     assert "base_url must be an https:// URL" in capsys.readouterr().err
+
+
+class Clock:
+    """time as the app sees it, `ahead` seconds in the future (monotonic untouched)."""
+
+    monotonic = staticmethod(time.monotonic)
+
+    def __init__(self) -> None:
+        self.ahead = 0.0
+
+    def time(self) -> float:
+        return time.time() + self.ahead
+
+
+async def set_enabled(userdb: dict[str, str], name: str, enabled: bool) -> None:
+    conn = await asyncpg.connect(host=userdb["host"], user="postgres", database="dmzkit")
+    try:
+        await conn.execute("UPDATE dmzkit.users SET enabled = $2 WHERE username = $1", name, enabled)
+    finally:
+        await conn.close()
+
+
+def test_a_disabled_user_loses_the_app_within_its_session_seconds(
+        idp_run, pki, tmp_path, accounts, monkeypatch) -> None:
+    """The sealed cookie cannot be revoked, so it is short: past
+    session_seconds the app asks the IdP again, which answers at once for a
+    live session and not at all for a disabled user or an ended session."""
+    user, bound = "erin", 300  # the default bound, as docs/sso.md states it
+    add_user(accounts, user, PASSWORD)
+    clock = Clock()
+    monkeypatch.setattr(bs_app, "time", clock)
+
+    async def body(browser: Browser):
+        await browser.open_app(user)
+        sealed = [c for c in browser.session.cookie_jar if c.key == "dmzkit_bs_session"][0].value
+        clock.ahead = bound - 5
+        within = await browser.get("/whoami")
+        clock.ahead = bound + 1
+        # Asked again past the bound: the IdP session is live, no password.
+        again = await browser.whoami()
+        await set_enabled(accounts, user, False)
+        clock.ahead = 2 * bound + 2
+        return sealed, within, again, await browser.whoami()
+
+    try:
+        sealed, (status, within, _), again, disabled = with_app(idp_run, pki, tmp_path, body)
+    finally:
+        local_servers.remove_user(accounts, user)
+    assert status == 200 and json.loads(within)["user"] == user
+    assert again == user and disabled is None
+    session = json.loads(bs_app.Sealer(bytes.fromhex("ab" * 32)).unseal(sealed, bs_app.SESSION))
+    assert session["until"] - time.time() <= bound, session
+
+
+def test_signing_out_of_the_app_ends_its_session_and_the_idps(idp_run, pki, tmp_path) -> None:
+    async def body(browser: Browser):
+        await browser.open_app()
+        status, _, to_idp = await browser.post("/logout")
+        assert status == 303, to_idp
+        app_after = await browser.get("/whoami")
+        status, _, to_app = await browser.get(to_idp)
+        assert status == 303, to_app
+        return to_idp, app_after, to_app, await browser.get(to_app), await browser.whoami()
+
+    to_idp, (app_after, _, _), to_app, (status, page, _), whoami = with_app(idp_run, pki, tmp_path, body)
+    assert "/saml2/slo?SAMLRequest=" in to_idp and app_after == 303
+    assert to_app.startswith(f"{APP_BASE}/saml2/slo?SAMLResponse=")
+    assert status == 200 and "Signed out" in page
+    # The IdP session is over too: the app's next visit there needs a sign-in.
+    assert whoami is None
+
+
+def test_a_sign_out_without_the_apps_session_changes_nothing(idp_run, pki, tmp_path) -> None:
+    """A form on another site can post here, but SameSite=Lax keeps the
+    session cookie from coming with it: nothing is signed out."""
+    async def body(browser: Browser):
+        await browser.open_app()
+        cookies = browser.session.cookie_jar
+        session = [c for c in cookies if c.key == "dmzkit_bs_session"][0].value
+        cookies.clear()
+        async with browser.session.post(browser.app + "/logout", allow_redirects=False) as r:
+            answer = r.status, r.headers.get("Location"), r.headers.get("Set-Cookie")
+        cookies.update_cookies({"dmzkit_bs_session": session}, URL(browser.app))
+        return answer, await browser.get("/whoami")
+
+    (status, location, set_cookie), (after, _, _) = with_app(idp_run, pki, tmp_path, body)
+    assert status == 200 and location is None and set_cookie is None
+    assert after == 200
+
+
+@pytest.mark.parametrize("tamper", ["no sign-out", "unsigned", "another request"])
+def test_a_sign_out_answer_the_app_cannot_check_is_not_taken_for_one(idp_run, pki, tmp_path, tamper) -> None:
+    async def body(browser: Browser):
+        await browser.open_app()
+        _, _, to_idp = await browser.post("/logout")
+        _, _, to_app = await browser.get(to_idp)
+        if tamper == "no sign-out":
+            browser.session.cookie_jar.clear()
+        elif tamper == "unsigned":
+            to_app = re.sub(r"&SigAlg=.*", "", to_app)
+        else:  # the answer to another sign-out of this browser
+            await browser.open_app()
+            await browser.post("/logout")
+        return await browser.get(to_app)
+
+    status, page, _ = with_app(idp_run, pki, tmp_path, body)
+    assert status == (400 if tamper == "no sign-out" else 502) and "Signed out</h1>" not in page
+
+
+@pytest.mark.parametrize("seconds", [8 * 3600, 10])
+def test_an_app_session_the_idp_cannot_end_in_time_is_refused(tmp_path, pki, seconds) -> None:
+    settings = {
+        "listen_address": "127.0.0.1", "port": 8443,
+        "certificate": "x", "private_key": "x", "ca_chain": "x", "crl": "x",
+        "trusted_portals": [], "allowed_sources": ["127.0.0.1/32"], "identity_header": "X-Dmzkit-User", "title": "t",
+        "sso": {"entity_id": BS_APP, "base_url": "https://app.test", "idp_entity_id": "x",
+                "idp_sso_url": "https://i/saml2/sso", "idp_ars_url": "https://i/saml2/ars",
+                "idp_signing_certificate": "x", "signing_key": "x", "client_certificate": "x", "client_key": "x",
+                "session_key_file": "x", "session_seconds": seconds},
+    }
+    with pytest.raises(ConfigError, match="session_seconds must be 30-3600"):
+        Settings.from_dict(settings)

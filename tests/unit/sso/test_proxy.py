@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import os
 import ssl
 import subprocess
@@ -21,7 +22,7 @@ from dmzkit_remote_access.sso.idp import running as idp_running
 from dmzkit_remote_access.config import ConfigError
 from dmzkit_remote_access.sso.proxy import running as proxy_running, seal, unseal
 from dmzkit_remote_access.sso.settings import ProxySettings
-from dmzkit_remote_access.sso.store import _digest
+from dmzkit_remote_access.sso.store import Store, _digest
 
 SRC = Path(__file__).resolve().parents[3] / "src"
 
@@ -115,6 +116,40 @@ def test_the_ticket_is_worth_nothing_on_another_device_or_after_logout(stack, pk
     stolen, still, out, after = stack(body)
     assert stolen[0] == 401 and "ticket" in stolen[1]["error"]
     assert still == 200 and out == 200 and after[0] == 401
+
+
+def test_logout_ends_the_idp_session_behind_the_ticket(stack, pki) -> None:
+    """The proxy signs in at the IdP as a browser would, with a session of
+    its own there: logging out ends that session too, not the ticket only."""
+    async def body(proxy):
+        laptop = Device(pki, proxy, "alice-laptop")
+        _, login = await laptop.call("/v1/login", {"app": "mail", "username": "alice", "password": PASSWORD})
+        idp_session = unseal(login["ticket"], await proxy.store.get_value("idp-session", login["ticket"]))
+        idp_store = Store(proxy.store.redis)  # the IdP's keys, as the IdP reads them
+        before = await idp_store.ticket(idp_session)
+        out = await laptop.call("/v1/logout", {}, login["ticket"])
+        return before, out, await idp_store.ticket(idp_session)
+    before, (status, out), after = stack(body)
+    assert before is not None and before.user == "alice"
+    assert status == 200 and out == {"user": "alice"}
+    assert after is None
+
+
+def test_a_logout_the_idp_does_not_confirm_is_reported(pki, accounts, redis_socket, tmp_path) -> None:
+    async def main():
+        async with idp_running(idp_settings(pki, accounts, redis_socket, tmp_path / "db.secret")) as idp:
+            # The proxy signs out as its first application: registered without an slo_url, the
+            # IdP shows a page instead of a LogoutResponse the proxy could check.
+            first = PROXY_APPS["mail"]
+            idp.providers[first] = dataclasses.replace(idp.providers[first], slo_url=None)
+            async with proxy_running(proxy_settings(pki, redis_socket, idp)) as proxy:
+                laptop = Device(pki, proxy, "alice-laptop")
+                _, login = await laptop.call("/v1/login", {"app": "mail", "username": "alice", "password": PASSWORD})
+                out = await laptop.call("/v1/logout", {}, login["ticket"])
+                return out, await laptop.call("/v1/sso", {"app": "mail"}, login["ticket"])
+    (status, out), (after, _) = asyncio.run(main())
+    assert status == 502 and out["error"] == "signed out here; the IdP could not end its session"
+    assert after == 401
 
 
 def test_a_ticket_tried_on_another_device_is_not_kept_alive(stack, pki) -> None:
