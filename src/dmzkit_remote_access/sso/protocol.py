@@ -324,15 +324,20 @@ def logout_response(issuer: str, destination: str, in_response_to: str,
 
 def read_logout_response(element: Element, idp: str, destination: str, in_response_to: str) -> tuple[str, ...]:
     """The status codes of the IdP's answer to our LogoutRequest `in_response_to`."""
-    _, issuer, issued = read_header(element, "LogoutResponse")
-    if issuer != idp:
-        raise XmlError("the LogoutResponse comes from another issuer")
-    check_fresh(issued, "LogoutResponse")
+    read_answer(element, "LogoutResponse", idp, in_response_to)
     if element.get("Destination") != destination:
         raise XmlError("the LogoutResponse is addressed to another endpoint")
-    if element.get("InResponseTo") != in_response_to:
-        raise XmlError("the LogoutResponse answers another request")
     return read_status(element)
+
+
+def read_answer(element: Element, kind: str, idp: str, in_response_to: str) -> None:
+    """Refuse a `kind` answer that is not `idp`'s fresh answer to our request `in_response_to`."""
+    _, issuer, issued = read_header(element, kind)
+    if issuer != idp:
+        raise XmlError(f"the {kind} comes from another issuer")
+    check_fresh(issued, kind)
+    if element.get("InResponseTo") != in_response_to:
+        raise XmlError(f"the {kind} answers another request")
 
 
 # -- ArtifactResolve / ArtifactResponse -------------------------------------------
@@ -378,12 +383,7 @@ def read_artifact_response(data: bytes, idp: str, in_response_to: str, keys: lis
     """The message in a signed ArtifactResponse from `idp` answering our
     request, or None for an empty one. Only the verified bytes are read."""
     element = xmldsig.verify(soap_body(data), keys)
-    _, issuer, issued = read_header(element, "ArtifactResponse")
-    if issuer != idp:
-        raise XmlError("the ArtifactResponse comes from another issuer")
-    check_fresh(issued, "ArtifactResponse")
-    if element.get("InResponseTo") != in_response_to:
-        raise XmlError("the ArtifactResponse answers another request")
+    read_answer(element, "ArtifactResponse", idp, in_response_to)
     status = read_status(element)
     if status[0] != SUCCESS:
         raise XmlError(f"the IdP answered {' / '.join(status)[:300]!r}")
