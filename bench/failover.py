@@ -22,6 +22,23 @@ apart (every yield is a false one; the time nobody answered for the VIP is
 measured); and drills as above while the stranger answers for the gateway's
 management address every 50 ms (a takeover it held back is a suppressed one).
 
+Then service-only death (issue 15, finding 7): with the gateway's link up,
+`systemctl kill -s KILL ocserv` at a random phase; the time from the kill to
+the first echo reply from the VIP sent by another MAC than the gateway's
+(the watchdog hears the gateway's VPN health agent say "down", fences the
+gateway at the lab switch, takes over), and the fence's share of it.
+
+Then a flood of TLS handshakes at the VIP from the client container, at the
+highest rate it can send (lab/flood.py, bounded in time and count, lab
+addresses only), in each mode in turn: `hello` (a ClientHello,
+the server's first byte, a RST), `hold` (the same, kept open), `idle`
+(connect, send nothing). The watchdog runs as deployed (`fence.mode:
+required` in the lab): every takeover and every fence in a flood is a false
+one. Beside the flood's own figures it shows that the flood bit: ocserv's
+"delaying accepts" and "reached maximum client limit", nginx's
+"worker_connections are not enough", the largest accept queues, the
+agent's busy reports and the largest gap between its reports.
+
 Then a soak: the watchdog at `default`, 2 % of the DMZ frames of both hosts
 dropped and both CPUs of the backup busy, for a bounded time; every
 takeover in it is a false one.
@@ -48,9 +65,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lab"))
+import flood as flooder  # noqa: E402
 from wire import SWITCH, VipWatch, arp, bridge_of, port_of  # noqa: E402
 
 VIP = "198.18.1.10"
+VPN_NAME = "vpn.lab.dmzkit.test"
 GATEWAY, BACKUP, CLIENT, FIREWALL = "gw1", "vnc1", "client1", "fw1"
 STANDBY = "standby0"
 WATCHDOG = "/opt/dmzkit/venv/bin/dmzkit-failover-watchdog"
@@ -224,6 +243,7 @@ class Lab:
     def restore(self) -> None:
         self.keepalived(None)
         self.cable(True)
+        sh(GATEWAY, "systemctl reset-failed ocserv.service; systemctl start ocserv.service nginx.service", check=False)
         self.run_ours(self.config)
 
 
@@ -277,9 +297,14 @@ def counters() -> dict[str, float]:
                                      if line and not line.startswith("#"))}
 
 
-def transitions_to(state: str) -> int:
-    return int(sum(v for k, v in counters().items()
+def transitions_in(c: dict[str, float], state: str) -> int:
+    """Transitions to `state` in a snapshot of the metrics."""
+    return int(sum(v for k, v in c.items()
                    if k.startswith("dmzkit_failover_transitions_total") and f'to="{state}"' in k))
+
+
+def transitions_to(state: str) -> int:
+    return transitions_in(counters(), state)
 
 
 def takeovers_and_stalls() -> tuple[int, int]:
@@ -349,6 +374,155 @@ def forged_arp(lab: Lab, sock: arp.ArpSocket, watch: VipWatch, echo: EchoReplies
     return forged, figures
 
 
+def handed_back(lab: Lab) -> None:
+    """The gateway serving again after a takeover: the operator's handback
+    (which unfences it first), then the damping counter cleared."""
+    sh(BACKUP, f"{WATCHDOG} ctl handback", check=False)
+    wait_for(lambda: holds(GATEWAY) and not holds(BACKUP), 30)
+    wait_for(lambda: lab.state() == "standby", 10)
+    sh(BACKUP, f"{WATCHDOG} ctl reset", check=False)
+
+
+@dataclass
+class Service:
+    figures: Figures
+    fence: list[float] = field(default_factory=list)
+
+    def row(self) -> str:
+        f = self.fence
+        return (f"fence's share: p50 {statistics.median(f):.3f} s, max {max(f):.3f} s" if f
+                else "fence's share: not measured")
+
+
+def service_drill(lab: Lab, service: Service, echo: EchoReplies, watch: VipWatch) -> None:
+    """ocserv killed on a live gateway; the first echo reply from another MAC."""
+    time.sleep(random.uniform(0.0, 1.0))
+    # The kill's moment on the host's monotonic clock (a container shares the kernel's).
+    code = ("import subprocess, time; t = time.monotonic(); "
+            "subprocess.run(['systemctl', 'kill', '-s', 'KILL', 'ocserv.service'], check=True); "
+            "print(t, time.monotonic())")
+    began, ended = map(float, sh(GATEWAY, f'python3 -c "{code}"').split())
+    killed = (began + ended) / 2
+    figures = service.figures
+    took = wait_for(lambda: echo.first_not_from(lab.gateway_mac, killed) is not None, 10)
+    first = echo.first_not_from(lab.gateway_mac, killed)
+    if not took or first is None:
+        figures.missed += 1
+        print(f"missed: watchdog {lab.state()!r}, backup holds the VIP: {holds(BACKUP)}", file=sys.stderr)
+    else:
+        figures.failover.append(first - killed)
+        fence = counters().get('dmzkit_failover_takeover_seconds{phase="fence"}')
+        if fence is not None:
+            service.fence.append(fence)
+    figures.dup_failover.append(watch.duplicate_time(killed))
+    sh(GATEWAY, "systemctl reset-failed ocserv.service; systemctl start ocserv.service")
+    wait_for(lambda: sh(GATEWAY, "systemctl is-active ocserv.service", check=False).strip() == "active", 30)
+    time.sleep(0.5)  # the agent's next reports say "up"
+    back = time.monotonic()
+    handed_back(lab)
+    figures.dup_failback.append(watch.duplicate_time(back))
+    time.sleep(1.0)
+
+
+def service_deaths(lab: Lab, echo: EchoReplies, watch: VipWatch, drills: int) -> Service:
+    lab.watchdog("default")
+    service = Service(Figures("service-only death (systemctl kill -s KILL ocserv, link up), default"))
+    with pinging(drills * 40 + 60):
+        for n in range(drills):
+            service_drill(lab, service, echo, watch)
+            f = service.figures.failover
+            print(f"service {n + 1}/{drills}: {f[-1] if f else float('nan'):.3f} s", file=sys.stderr)
+    return service
+
+
+class QueueSampler:
+    """The largest accept queue of each listener on the gateway, sampled
+    every 100 ms inside it (`ss -ltn`: Recv-Q of a listener)."""
+
+    def __init__(self, seconds: float) -> None:
+        loop = (f"end=$(( $(date +%s) + {int(seconds) + 1} )); "
+                "while [ $(date +%s) -lt $end ]; do ss -Hltn; sleep 0.1; done")
+        self.process = subprocess.Popen(["podman", "exec", GATEWAY, "sh", "-c", loop], stdout=subprocess.PIPE,
+                                        text=True)
+        self.largest: dict[str, int] = {}
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            fields = line.split()
+            if len(fields) >= 4 and fields[0] == "LISTEN" and fields[1].isdigit():
+                self.largest[fields[3]] = max(self.largest.get(fields[3], 0), int(fields[1]))
+
+    def close(self) -> dict[str, int]:
+        self.process.terminate()
+        self.process.wait()
+        self.thread.join(5)
+        return {k: v for k, v in self.largest.items() if k in ("127.0.0.1:4443", f"{VIP}:443")}
+
+
+def gateway_logs(since: float) -> dict[str, int]:
+    """What ocserv and nginx said about the load since `since` (Unix time)."""
+    ocserv = sh(GATEWAY, f"journalctl -u ocserv.service --since @{int(since)} -o cat --no-pager", check=False)
+    nginx = sh(GATEWAY, "cat /var/log/nginx/error.log", check=False)
+    return {"ocserv delaying accepts": ocserv.count("delaying accepts"),
+            "ocserv max clients": ocserv.count("reached maximum client limit"),
+            "nginx worker_connections": nginx.count("worker_connections are not enough")}
+
+
+def floods(lab: Lab, seconds: int, modes: list[str], processes: int) -> list[str]:
+    """Each mode in turn with the watchdog as deployed; a line of figures each."""
+    lab.watchdog("default")
+    if "health" not in json.loads(lab.config):
+        print("warning: the deployed watchdog hears no health agent (no `health` in its configuration)",
+              file=sys.stderr)
+    lines = []
+    for mode in modes:
+        before, since = counters(), time.time()
+        nginx_before = gateway_logs(since)["nginx worker_connections"]
+        sampler = QueueSampler(seconds + 5)
+        try:
+            flood = flooder.from_container(CLIENT, VIP, VPN_NAME, mode, seconds, processes)
+        finally:
+            queues = sampler.close()
+        conntrack = {name: Path(f"/proc/sys/net/netfilter/nf_conntrack_{name}").read_text().strip()
+                     for name in ("count", "max") if Path(f"/proc/sys/net/netfilter/nf_conntrack_{name}").exists()}
+        time.sleep(3.0)  # the watchdog's last verdicts on the flood
+        after, logs = counters(), gateway_logs(since)
+        logs["nginx worker_connections"] -= nginx_before
+        # From the watchdog's log, not its counters: a watchdog restarted
+        # during the flood (systemd's watchdog, a crash) starts them at 0.
+        said = sh(BACKUP, f"journalctl -u dmzkit-failover-watchdog --since @{int(since)} -o cat --no-pager",
+                  check=False).splitlines()
+        takeovers = sum(" -> takeover: " in line for line in said)
+        fences = sum(" -> fencing: " in line for line in said)
+        restarts = sum(line.startswith("Started dmzkit-failover-watchdog") for line in
+                       sh(BACKUP, f"journalctl -u dmzkit-failover-watchdog --since @{int(since)} -o cat --no-pager "
+                                  "SYSLOG_IDENTIFIER=systemd", check=False).splitlines())
+        verdicts = {v: int(after.get(f'dmzkit_failover_health_reports_total{{verdict="{v}"}}', 0)
+                           - before.get(f'dmzkit_failover_health_reports_total{{verdict="{v}"}}', 0))
+                    for v in ("up", "busy", "restarting", "down")}
+        lost = int(after.get("dmzkit_failover_health_lost_total", 0)
+                   - before.get("dmzkit_failover_health_lost_total", 0))
+        gap = after.get("dmzkit_failover_health_largest_gap_seconds", float("nan"))
+        carrier = "NO-CARRIER" not in sh(GATEWAY, "ip link show dev eth0", check=False)
+        held = holds(GATEWAY) and not holds(BACKUP) and carrier
+        lines.append(
+            f"flood {seconds} s {mode}: {flood['processes']} processes, {flood['offered_per_s']:,.0f} offered/s, "
+            f"{flood['answered_per_s']:,.0f} answered/s, first byte p99 {flood['first_byte_p99']} s, errors "
+            f"{flood['errors']}: {takeovers} takeovers, {fences} fences (goal 0 and 0), {restarts} watchdog restarts, "
+            f"gateway still serving: {held}; "
+            f"agent reports {verdicts}, {lost} sessions lost, largest gap {gap:.3f} s; {logs}; "
+            f"largest accept queues {queues}; the host's conntrack table at the end {conntrack}")
+        print(lines[-1], file=sys.stderr)
+        if not held:
+            lab.cable(True)
+            handed_back(lab)
+        time.sleep(5.0)  # ocserv lets go of the flood's workers
+    return lines
+
+
 def soak(lab: Lab, seconds: int, loss: int) -> tuple[int, int]:
     """Takeovers and stalls while frames are lost and the backup's CPUs are busy."""
     lab.watchdog("default")
@@ -378,10 +552,20 @@ def main() -> int:
                         help="configurations to run (default, fast, vrrp2, vrrp3)")
     parser.add_argument("--forged", type=int, default=5,
                         help="forged claims of the held VIP, and drills under forged signs of life (default 5, 0 = none)")
+    parser.add_argument("--service", type=int, default=20,
+                        help="service-only deaths: ocserv killed with the gateway's link up (default 20, 0 = none)")
+    parser.add_argument("--flood", type=int, default=60,
+                        help="seconds of handshake flood from the client per mode (default 60, at most 120, 0 = none)")
+    parser.add_argument("--flood-modes", nargs="+", choices=flooder.MODES, default=list(flooder.MODES),
+                        help="flood modes, run in turn (default: hello hold idle)")
+    parser.add_argument("--flood-processes", type=int, default=0,
+                        help="flooding processes in the client (default 0: one per CPU it has)")
     args = parser.parse_args()
     if (not 0 < args.drills <= 500 or not 0 <= args.soak <= 3600 or not 0 <= args.loss <= 50
-            or not 0 <= args.forged <= 100):
-        parser.error("--drills 1..500, --soak 0..3600 s, --loss 0..50 %, --forged 0..100")
+            or not 0 <= args.forged <= 100 or not 0 <= args.service <= 200 or not 0 <= args.flood <= 120
+            or not 0 <= args.flood_processes <= 64):
+        parser.error("--drills 1..500, --soak 0..3600 s, --loss 0..50 %, --forged 0..100, --service 0..200, "
+                     "--flood 0..120 s, --flood-processes 0..64")
     if not SWITCH.exists():
         parser.error(f"{SWITCH} is missing")
 
@@ -394,7 +578,8 @@ def main() -> int:
         "vrrp3": ("keepalived VRRPv3, advert 0.1 s", lambda: (lab.watchdog(None), lab.keepalived(3, 0.1)), False, 5),
     }
     echo = EchoReplies(lab.fw_port)
-    soak_figures = forged = None
+    soak_figures = forged = service = None
+    flood_lines: list[str] = []
     try:
         with VipWatch(bridge_of("dmzkit-dmz"), VIP) as watch:
             for key in args.only:
@@ -411,6 +596,11 @@ def main() -> int:
             if args.forged:
                 forged, under_forgery = forged_arp(lab, watch.sock, watch, echo, args.forged, args.forged)
                 results.append(under_forgery)
+            if args.service:
+                service = service_deaths(lab, echo, watch, args.service)
+                results.append(service.figures)
+            if args.flood:
+                flood_lines = floods(lab, args.flood, args.flood_modes, args.flood_processes)
             if args.soak:
                 soak_figures = soak(lab, args.soak, args.loss)
     finally:
@@ -425,6 +615,10 @@ def main() -> int:
         print(f"\nforged ARP: {forged.claims} claims of the VIP the backup held, 3 s apart: "
               f"{forged.false_yields} yields (false), VIP unanswered {forged.unheld:.3f} s, "
               f"backup still active: {forged.kept}, {forged.alarms} counted as forged")
+    if service is not None:
+        print(f"\nservice-only death: {service.row()}")
+    for line in flood_lines:
+        print(f"\n{line}")
     if soak_figures is not None:
         print(f"\nsoak {args.soak} s, {args.loss} % loss on both DMZ ports, backup CPUs busy: "
               f"{soak_figures[0]} takeovers (false), {soak_figures[1]} scheduler stalls")

@@ -94,19 +94,43 @@ options:
   misses:
     description: Override the profile's number of unanswered probes (>= 2).
     type: int
-  app_port:
-    description: The primary's VPN port on its management address; with a fence, "host up, VPN dead" leads to a takeover.
-    type: int
-  app_server_name:
-    description: Probe the VPN port with a TLS handshake for this name (needs O(app_ca_file)).
-    type: str
-  app_ca_file:
-    description: CA file the TLS probe checks the primary's certificate with.
-    type: path
-  app_interval:
-    description: Seconds between VPN probes.
-    type: float
-    default: 1.0
+  health:
+    description:
+      - The primary's VPN health agent (C(dmzkit-vpn-health)) on its management address. With a fence, a primary
+        whose host answers but whose agent reports the VPN down O(health.down_reports) times in a row, or whose
+        agent's connection stays silent for O(health.silent_after) seconds (a frozen host), is fenced, then taken
+        over. An agent that cannot be reached is never a reason to fence.
+      - Left out, no agent is heard and only a silent primary is taken over.
+    type: dict
+    suboptions:
+      port:
+        description: The agent's TCP port.
+        type: int
+        required: true
+      ca_file:
+        description: The CA chain the agent's certificate must chain to.
+        type: path
+        required: true
+      crl_file:
+        description: The issuing CA's CRL, read again at each connection.
+        type: path
+        required: true
+      certificate:
+        description: The watchdog's client certificate (with its chain), a host certificate of the same CA.
+        type: path
+        required: true
+      private_key:
+        description: Its private key.
+        type: path
+        required: true
+      down_reports:
+        description: Consecutive "down" reports that make the VPN dead, at least 2.
+        type: int
+        default: 2
+      silent_after:
+        description: Seconds of silence of an authenticated connection, the primary answering ARP, that make it frozen.
+        type: float
+        default: 2.0
   failback:
     description: C(auto) hands the VIP back after O(hold_down) of a healthy primary; C(manual) waits for an operator.
     type: str
@@ -183,7 +207,7 @@ extends_documentation_fragment:
 """
 
 EXAMPLES = r"""
-- name: Watch the gateway, fence it through the lab switch when its VPN dies
+- name: Watch the gateway, fence it through the lab switch when its health agent says its VPN died
   dmzkit.remote_access.failover_watchdog:
     interface: standby0
     vip: 198.18.1.10/24
@@ -192,9 +216,12 @@ EXAMPLES = r"""
     witness: 198.18.1.254
     routing_table: 100
     gateway: 198.18.1.254
-    app_port: 443
-    app_server_name: vpn.lab.dmzkit.test
-    app_ca_file: /etc/dmzkit-pki/ca-chain.pem
+    health:
+      port: 9470
+      ca_file: /etc/dmzkit-pki/ca-chain.pem
+      crl_file: /etc/dmzkit-pki/crl.pem
+      certificate: /etc/dmzkit-pki/vnc1-failover-watchdog.fullchain.pem
+      private_key: /etc/dmzkit-pki/vnc1-failover-watchdog.key
     fence:
       mode: required
       # The switch's token is read from a root-only file, not given here.
@@ -226,8 +253,7 @@ from ansible_collections.dmzkit.remote_access.plugins.module_utils._service impo
 
 MASK = "********"
 SETTINGS = ("interface", "vip", "routing_table", "gateway", "vip6", "vip6_is_router", "primary_macs", "primary_mgmt",
-            "witness", "profile", "interval", "misses", "app_port", "app_server_name", "app_ca_file", "app_interval",
-            "failback", "hold_down", "damping", "fence", "services", "hooks", "metrics_listen")
+            "witness", "profile", "interval", "misses", "health", "failback", "hold_down", "damping", "fence", "services", "hooks", "metrics_listen")
 
 
 def masked_argv(argv: object, old: object = None) -> object:
@@ -276,10 +302,15 @@ def main() -> None:
             profile=dict(type="str", choices=["conservative", "default", "fast"], default="default"),
             interval=dict(type="float"),
             misses=dict(type="int"),
-            app_port=dict(type="int"),
-            app_server_name=dict(type="str"),
-            app_ca_file=dict(type="path"),
-            app_interval=dict(type="float", default=1.0),
+            health=dict(type="dict", options=dict(
+                port=dict(type="int", required=True),
+                ca_file=dict(type="path", required=True),
+                crl_file=dict(type="path", required=True),
+                certificate=dict(type="path", required=True),
+                private_key=dict(type="path", required=True),
+                down_reports=dict(type="int", default=2),
+                silent_after=dict(type="float", default=2.0),
+            )),
             failback=dict(type="str", choices=["auto", "manual"], default="auto"),
             hold_down=dict(type="float", default=30.0),
             damping=dict(type="dict", default={}, options=dict(

@@ -91,9 +91,13 @@ class Observation:
     primary_dead: bool
     # At least one of them has gone unanswered for more than one interval.
     primary_silent: bool
-    # The host answers but its VPN port does not (only probed when app_port is set).
+    # The host answers but its VPN is dead, by its health agent's positive
+    # evidence (only with an agent configured: settings.health); app_reason
+    # says which evidence.
     app_dead: bool = False
-    # Management address and VPN port answer: the primary could take the VIP back.
+    app_reason: str = ""
+    # The management address answers and the health agent (if any) says the
+    # VPN is up: the primary could take the VIP back.
     primary_healthy: bool = False
     vip_holder: Holder = Holder.NOBODY
     # While we hold the VIP: one of the primary's MACs claimed it (ARP reply to our probe, or a GARP).
@@ -241,7 +245,8 @@ class Machine:
             if self.damped(obs.now):
                 return self._go(State.STANDBY, obs.now, "VPN dead, but takeovers are damped: operator action needed")
             # It still holds the VIP: only a fence can make the address free.
-            return self._go(State.FENCING, obs.now, "primary's VPN port dead while the host answers", Action.FENCE)
+            return self._go(State.FENCING, obs.now, f"primary's VPN dead while the host answers: {obs.app_reason}",
+                            Action.FENCE)
         if obs.primary_silent:
             if self.state is not State.SUSPECT:
                 return self._go(State.SUSPECT, obs.now, "a probe went unanswered")

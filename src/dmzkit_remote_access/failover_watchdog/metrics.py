@@ -53,6 +53,14 @@ class Metrics:
                                 "(RFC 5227, at most one per 10 s)", registry=r)
         self.fence_failures = Counter(f"{PREFIX}_fence_failures",
                                       "Fences run beside a takeover (of a silent primary) that failed", registry=r)
+        self.health_reports = Counter(f"{PREFIX}_health_reports",
+                                      "Reports of the primary's VPN health agent, by verdict", ["verdict"], registry=r)
+        self.health_lost = Counter(f"{PREFIX}_health_lost",
+                                   "Sessions with the primary's VPN health agent that ended (no verdict until the "
+                                   "next one)", registry=r)
+        self.health_gap = Gauge(f"{PREFIX}_health_largest_gap_seconds",
+                                "The longest silence between two reports of the health agent since the start",
+                                registry=r)
         self.last_transition = Gauge(f"{PREFIX}_last_transition_timestamp", "Unix time of the last state change",
                                      registry=r)
         r.register(_Current(self))

@@ -21,7 +21,6 @@ import json
 import logging
 import math
 import os
-import ssl
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -32,7 +31,8 @@ from ..files import write_atomically
 from ..net import arp, ndp
 from ..net.arp import DEFEND_INTERVAL
 from ..net.netlink import Rtnetlink, carrier
-from .decision import ProbeStream
+from .decision import HealthStream, ProbeStream
+from .health import HealthClient
 from .machine import Action, Holder, Machine, Observation, State, Step
 from .metrics import Metrics, serve
 from .settings import ConfigError, FenceMode, Settings
@@ -51,8 +51,8 @@ class Probes:
     vip: ProbeStream
     mgmt: ProbeStream
     witness: ProbeStream
-    app_failures: int = 0
-    app_ok: bool = True
+    # The primary's VPN health agent's reports (None: no agent configured).
+    health: HealthStream | None = None
     # The last claim of the VIP heard from the primary's MAC and from any other.
     primary_claimed_at: float | None = None
     foreign_claimed_at: float | None = None
@@ -68,25 +68,15 @@ class Probes:
     forged: int = 0
     sent_at: dict[str, float] = field(default_factory=dict)
 
-    def forget(self) -> None:
+    def forget(self, now: float) -> None:
         """Judge the primary afresh: what was missed while we held the VIP or
         were cut off says nothing about it now. A primary handed back the VIP
         a moment after its VPN restarted must not be fenced again for the
-        connection attempts that failed while it was down."""
+        reports of "down" it sent while it was down."""
         self.vip.reset()
         self.mgmt.reset()
-        self.app_failures = 0
-
-
-def app_tls_context(settings: Settings) -> ssl.SSLContext | None:
-    """The VPN probe's TLS client context, built once at start: a CA file
-    that cannot be read is a configuration error, not a probe that dies."""
-    if settings.app_server_name is None:
-        return None
-    try:
-        return ssl.create_default_context(cafile=settings.app_ca_file)
-    except OSError as e:  # ssl.SSLError is an OSError
-        raise ConfigError(f"app_ca_file {settings.app_ca_file}: {e.strerror or e}") from None
+        if self.health is not None:
+            self.health.reset(now)
 
 
 class Watchdog:
@@ -101,10 +91,15 @@ class Watchdog:
             witness=ProbeStream(self.witness_period, max(2, math.ceil(settings.witness_timeout / self.witness_period)),
                                 profile.rtt_budget),
         )
-        self.app_tls = app_tls_context(settings)
         self.machine = Machine(settings)
         self.metrics = Metrics([state.value for state in State], conflicts=lambda: self.machine.conflicts,
                                stalls=lambda: self.probes.vip.stalls)
+        self.health: HealthClient | None = None
+        if settings.health is not None:
+            self.probes.health = HealthStream(settings.health.down_reports, settings.health.silent_after)
+            self.health = HealthClient(str(settings.primary_mgmt), settings.health, self.probes.health, self.metrics)
+        # Why the primary's VPN counted as dead at the last look ("" while it does not).
+        self.vpn_dead = ""
         self.notifier = Notifier()
         self.sock = arp.ArpSocket(settings.interface)
         if self.sock.mac in settings.primary_macs:
@@ -208,6 +203,12 @@ class Watchdog:
         claimed, p.claims_seen = p.claims != p.claims_seen, p.claims
         stranger, p.stranger_claims_seen = p.stranger_claims != p.stranger_claims_seen, p.stranger_claims
         active = self.machine.state is State.ACTIVE
+        vpn_dead = (p.health.dead(now, mgmt_alive) if p.health is not None else None) or ""
+        if vpn_dead != self.vpn_dead and p.health is not None:
+            if vpn_dead:
+                log.warning("the primary's VPN is dead: %s (the agent's last word: %s %s)", vpn_dead, p.health.verdict,
+                            p.health.reason, extra={"REASON": vpn_dead})
+            self.vpn_dead = vpn_dead
         return Observation(
             now=now,
             link_up=carrier(s.interface),
@@ -216,31 +217,13 @@ class Watchdog:
             witness_ok=grace or not p.witness.is_dead(now, self.started),
             primary_dead=p.vip.is_dead(now, self.started) and p.mgmt.is_dead(now, self.started),
             primary_silent=not (p.vip.answered_within(now, silent_after) and p.mgmt.answered_within(now, silent_after)),
-            app_dead=s.app_port is not None and mgmt_alive and p.app_failures >= s.profile.misses,
-            primary_healthy=mgmt_alive and p.app_ok,
+            app_dead=bool(vpn_dead) and mgmt_alive,
+            app_reason=vpn_dead,
+            primary_healthy=mgmt_alive and (p.health is None or p.health.healthy(now)),
             vip_holder=self.vip_holder(now),
             claimed_by_primary=claimed and active,
             claimed_by_stranger=stranger and active,
         )
-
-    async def probe_app(self) -> None:
-        """Connect to the primary's VPN port on its management address, every
-        app_interval: TCP, or a full TLS handshake when a server name is set."""
-        s, p = self.settings, self.probes
-        assert s.app_port is not None
-        tls = self.app_tls
-        while True:
-            try:
-                _, writer = await asyncio.wait_for(
-                    asyncio.open_connection(str(s.primary_mgmt), s.app_port, ssl=tls,
-                                            server_hostname=s.app_server_name),
-                    s.app_interval / 2)
-                writer.close()
-                p.app_failures, p.app_ok = 0, True
-            except (OSError, TimeoutError):  # ssl.SSLError is an OSError
-                p.app_failures += 1
-                p.app_ok = False
-            await asyncio.sleep(s.app_interval)
 
     async def confirm_burst(self) -> tuple[bool, bool]:
         """Probe the VIP and the management address a few times, close together:
@@ -445,7 +428,9 @@ class Watchdog:
                  extra={"STATE": step.state.value, "REASON": step.reason})
         self.notifier.notify(status=f"{step.state.value}: {step.reason}")
         if step.state is State.STANDBY and step.previous in (State.HANDBACK, State.YIELD, State.FAULT):
-            self.probes.forget()
+            self.probes.forget(time.monotonic())
+            if self.health is not None:
+                self.health.restart()  # a connection that outlived a fence may be stale
         self.write_state()
         hook = {State.ACTIVE: "on_takeover", State.FAULT: "on_fault", State.YIELD: "on_conflict"}.get(step.state)
         if step.previous is State.HANDBACK and step.state is State.STANDBY:
@@ -458,7 +443,7 @@ class Watchdog:
     def write_state(self, stopped: tuple[str, str] | None = None) -> None:
         """state.json; `stopped` is the (state, reason) the stop path leaves
         behind, which no machine state says."""
-        m = self.machine
+        m, health = self.machine, self.probes.health
         state = {
             "state": stopped[0] if stopped else m.state.value,
             "reason": stopped[1] if stopped else m.reason,
@@ -469,6 +454,9 @@ class Watchdog:
             "forged_claims": self.probes.forged,
             "defences": m.defences,
             "scheduler_stalls": self.probes.vip.stalls,
+            # The primary's VPN health agent when this was written.
+            "health": None if health is None else {"state": health.state(time.monotonic()), "reason": health.reason,
+                                                   "largest_gap": round(health.largest_gap, 3)},
             "transitions": self.history,
         }
         write_atomically(os.path.join(self.settings.state_dir, "state.json"), json.dumps(state, indent=1).encode())
@@ -553,8 +541,8 @@ class Watchdog:
 
     async def loop(self) -> None:
         s = self.settings
-        if s.app_port is not None:
-            self.spawn(self.probe_app())
+        if self.health is not None:
+            self.spawn(self.health.run())
         self.spawn(self.refresh_announcements())
         if self.notifier.watchdog_interval:
             self.spawn(self.keep_systemd_watchdog_fed(self.notifier.watchdog_interval))
@@ -569,6 +557,8 @@ class Watchdog:
         try:
             while True:
                 now = self.ticked = time.monotonic()
+                if now - due > interval / 2 and self.probes.health is not None:
+                    self.probes.health.on_stall(now)  # a stalled loop did not hear the agent
                 self.read_replies()
                 await self.follow(self.machine.step(self.observe(now)))
                 now = time.monotonic()

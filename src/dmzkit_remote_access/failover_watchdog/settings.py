@@ -101,6 +101,37 @@ class Fence:
 
 
 @dataclass(frozen=True)
+class Health:
+    """The primary's VPN health agent: its port on the primary's management
+    address, and the files of mutual TLS (the agent's certificate must name
+    that address; the watchdog's is a host certificate of the same CA)."""
+    port: int
+    ca_file: str
+    crl_file: str
+    certificate: str
+    private_key: str
+    # Consecutive "down" reports that make the VPN dead: at least 2, so one
+    # report never moves the address.
+    down_reports: int = 2
+    # An authenticated connection with no report for this long, while the
+    # primary's host answers ARP, is a frozen primary (its kernel answers,
+    # no process runs). Longer than the agent's systemd watchdog (1 s), so an
+    # agent stalled alone is restarted (its connection lost: no verdict)
+    # before it counts as a frozen host.
+    silent_after: float = 2.0
+
+    def check(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"health.port must be a TCP port, got {self.port}")
+        if self.down_reports < 2:
+            raise ConfigError("health.down_reports must be at least 2: one report must never move the address")
+        if not 0.5 <= self.silent_after <= 60:
+            raise ConfigError(f"health.silent_after must be 0.5 to 60 s, got {self.silent_after}")
+        if not all((self.ca_file, self.crl_file, self.certificate, self.private_key)):
+            raise ConfigError("health needs ca_file, crl_file, certificate and private_key")
+
+
+@dataclass(frozen=True)
 class Damping:
     max_takeovers: int = 3
     window: float = 600.0
@@ -142,7 +173,7 @@ TIMING = frozenset(f for f in Timing.__dataclass_fields__)
 # management address (at most once per DEFEND_INTERVAL).
 HOOK_EVENTS = ("on_takeover", "on_handback", "on_yield", "on_fault", "on_conflict", "on_forged_claim")
 # Seconds that must be more than zero.
-POSITIVE = ("app_interval", "witness_timeout", "hold_down", "fault_recovery", "refresh_interval",
+POSITIVE = ("witness_timeout", "hold_down", "fault_recovery", "refresh_interval",
             "fence.timeout", "damping.window")
 
 
@@ -163,15 +194,10 @@ class Settings(FileSettings):
     gateway: ipaddress.IPv4Address | None = None
     vip6: ipaddress.IPv6Interface | None = None
     vip6_is_router: bool = False
-    # The primary's VPN port on its management address: "host up, VPN dead"
-    # only counts against the primary when a fence can take the VIP from it.
-    # With app_server_name the probe is a TLS handshake (certificate checked
-    # against app_ca_file), so a front end that still accepts TCP while the
-    # VPN server behind it is dead or frozen does not pass for alive.
-    app_port: int | None = None
-    app_interval: float = 1.0
-    app_server_name: str | None = None
-    app_ca_file: str | None = None
+    # The primary's VPN health agent (vpn_health) on its management address:
+    # "host up, VPN dead" counts against the primary only on the agent's
+    # positive evidence, and only when a fence can take the VIP from it.
+    health: Health | None = None
     witness_timeout: float = 1.0
     failback: Failback = Failback.AUTO
     hold_down: float = 30.0
@@ -222,10 +248,8 @@ class Settings(FileSettings):
             raise ConfigError(f"hooks may only name {', '.join(HOOK_EVENTS)}")
         for event, argv in self.hooks.items():
             check_argv(argv, f"hooks.{event}")
-        if self.app_port is not None and not 0 < self.app_port < 65536:
-            raise ConfigError(f"app_port must be a TCP port, got {self.app_port}")
-        if self.app_server_name is not None and (self.app_port is None or self.app_ca_file is None):
-            raise ConfigError("app_server_name needs app_port and app_ca_file: the TLS probe checks the certificate")
+        if self.health is not None:
+            self.health.check()
         if not all(self.services):
             raise ConfigError("services must be a list of systemd unit names")
         check_listen(self, "metrics_listen")

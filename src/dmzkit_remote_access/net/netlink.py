@@ -1,4 +1,5 @@
-"""Add, remove and list an interface's addresses over rtnetlink.
+"""Add, remove and list an interface's addresses over rtnetlink; list the
+TCP listeners over sock_diag.
 
 One request and its acknowledgement on a netlink socket: a fraction of a
 millisecond, where `ip addr add` costs a fork and ~2.5 ms (failover.md §8.8),
@@ -52,9 +53,11 @@ def _attrs(data: bytes) -> Iterator[tuple[int, bytes]]:
         offset += _align(length)
 
 
-class Rtnetlink:
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+class Netlink:
+    """One netlink socket of `protocol`: requests and their answers, in turn."""
+
+    def __init__(self, protocol: int) -> None:
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol)
         self.sock.bind((0, 0))
         self.seq = 0
 
@@ -81,6 +84,17 @@ class Rtnetlink:
                         raise NetlinkError(code, os.strerror(code))
                     return
                 yield msg_type, payload
+
+    def __enter__(self) -> Netlink:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+class Rtnetlink(Netlink):
+    def __init__(self) -> None:
+        super().__init__(socket.NETLINK_ROUTE)
 
     def _change(self, kind: int, flags: int, interface: str, address: Interface) -> None:
         family = socket.AF_INET if address.version == 4 else socket.AF_INET6
@@ -140,6 +154,37 @@ class Rtnetlink:
             raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
             if raw is not None:
                 found.add(ipaddress.ip_interface((ipaddress.ip_address(raw), prefix)))
+        return found
+
+
+NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY, TCP_LISTEN = 4, 20, 10
+# inet_diag_req_v2: family, protocol, ext, pad, states; then inet_diag_sockid
+# (sport, dport, src[16], dst[16], if, cookie[8]), all zero: any socket.
+_DIAG_REQ = struct.Struct("=BBBBI48x")
+# inet_diag_msg: family, state, timer, retrans; sockid (sport and dport in
+# network order, src, dst, if, cookie); expires, rqueue, wqueue, uid, inode.
+_DIAG_MSG = struct.Struct("=BBBB2H16s16sI8sIIIII")
+
+
+class SockDiag(Netlink):
+    """The kernel's socket tables, filtered in the kernel: what costs
+    `/proc/net/tcp` a line per socket (a flood's too) costs one message per
+    listener here."""
+
+    def __init__(self) -> None:
+        super().__init__(NETLINK_SOCK_DIAG)
+
+    def tcp_listeners(self) -> dict[str, int]:
+        """IPv4 TCP listening sockets, "address:port" -> the connections
+        waiting in its accept queue (a listener's rqueue)."""
+        found: dict[str, int] = {}
+        body = _DIAG_REQ.pack(socket.AF_INET, socket.IPPROTO_TCP, 0, 0, 1 << TCP_LISTEN)
+        for _kind, payload in self._request(SOCK_DIAG_BY_FAMILY, NLM_F_DUMP, body):
+            if len(payload) < _DIAG_MSG.size:
+                continue
+            fields = _DIAG_MSG.unpack_from(payload)
+            sport, src, rqueue = socket.ntohs(fields[4]), fields[6], fields[11]
+            found[f"{socket.inet_ntoa(src[:4])}:{sport}"] = rqueue
         return found
 
 

@@ -13,8 +13,10 @@ import os
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+from namespaces import Segment, new_segment
 
 VIP = ipaddress.IPv4Address("198.18.99.10")
 # A deleted namespace frees its veth asynchronously: never reuse a name.
@@ -58,3 +60,10 @@ def peer() -> Iterator[Peer]:
         yield Peer(namespace=namespace, ours=ours, theirs=theirs, mac=link[0]["address"])
     finally:
         subprocess.run(["ip", "netns", "delete", namespace], check=False)
+
+
+@pytest.fixture
+def segment(tmp_path: Path) -> Iterator[Segment]:
+    """A bridge with the primary's, the backup's and the witness's namespaces (namespaces.py)."""
+    with new_segment(tmp_path) as seg:
+        yield seg

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from dmzkit_remote_access.failover_watchdog.decision import ProbeStream
+from dmzkit_remote_access.failover_watchdog.decision import FROZEN, REPORTED_DOWN, HealthStream, ProbeStream
 
 INTERVAL = 0.1
 
@@ -122,3 +122,110 @@ def test_late_reply_with_kernel_timestamp_counts_for_its_time() -> None:
     s.on_reply(0.305)  # read at 0.9 s, stamped by the kernel at 0.305 s
     assert s.counted_sends == []
     assert not s.is_dead(0.9, started=0.0)
+
+
+# -- the primary's VPN, from its health agent's reports (issue 15, finding 7) ----------
+
+def health() -> HealthStream:
+    return HealthStream(down_reports=2, silent_after=2.0)
+
+
+def reports(h: HealthStream, start: float, *verdicts: str, every: float = 0.1) -> float:
+    """Reports from `start`, `every` apart; returns the time of the last."""
+    at = start
+    for n, verdict in enumerate(verdicts):
+        at = start + n * every
+        h.on_report(at, (h.seq or 0) + 1, verdict, f"{verdict} because")
+    return at
+
+
+def test_two_down_reports_in_a_row_make_the_vpn_dead() -> None:
+    h = health()
+    h.on_session(0.0)
+    last = reports(h, 0.1, "up", "down")
+    assert h.dead(last, host_alive=True) is None  # one report never moves the address
+    last = reports(h, last + 0.1, "down")
+    assert h.dead(last, host_alive=True) == REPORTED_DOWN
+    assert h.dead(last, host_alive=False) == REPORTED_DOWN  # evidence, whatever ARP says
+    reports(h, last + 0.1, "up")
+    assert h.dead(last + 0.1, host_alive=True) is None and h.healthy(last + 0.1)
+
+
+@pytest.mark.parametrize("between", ["up", "busy", "restarting"])
+def test_down_reports_must_follow_each_other(between: str) -> None:
+    h = health()
+    h.on_session(0.0)
+    last = reports(h, 0.1, "down", between, "down", between, "down")
+    assert h.dead(last, host_alive=True) is None
+
+
+def test_load_is_never_death_however_long_it_lasts() -> None:
+    """busy and restarting: alive. A flood follows the VIP; moving it helps nobody."""
+    h = health()
+    h.on_session(0.0)
+    last = reports(h, 0.1, *["busy"] * 300, *["restarting"] * 50)
+    assert h.dead(last, host_alive=True) is None
+    assert not h.healthy(last)  # but not healthy: no handback to a busy primary
+
+
+def test_a_silent_session_with_a_live_host_is_a_frozen_primary() -> None:
+    """The `podman pause` drill: the kernel answers ARP, no process runs."""
+    h = health()
+    h.on_session(0.0)
+    last = reports(h, 0.1, "up", "up")
+    assert h.dead(last + 1.9, host_alive=True) is None
+    assert h.dead(last + 2.0, host_alive=True) == FROZEN
+    assert h.dead(last + 2.0, host_alive=False) is None  # a silent host is the ARP rule's business
+    assert h.state(last + 2.0) == "silent" and not h.healthy(last + 2.0)
+
+
+def test_a_session_that_never_reports_counts_from_its_start() -> None:
+    h = health()
+    h.on_session(5.0)
+    assert h.dead(6.9, host_alive=True) is None and h.dead(7.0, host_alive=True) == FROZEN
+
+
+@pytest.mark.parametrize("after", [0.5, 2.0, 600.0])
+def test_no_session_is_no_verdict(after: float) -> None:
+    """Refused, reset, timed out, a failed handshake: no agent, or someone in
+    between. Never a fence, however long; never healthy either."""
+    h = health()
+    assert h.dead(after, host_alive=True) is None and not h.healthy(after) and h.state(after) == "none"
+    h.on_session(0.0)
+    reports(h, 0.1, "down", "down")
+    h.on_lost()
+    assert h.dead(after, host_alive=True) is None
+
+
+def test_a_stalled_loop_does_not_count_its_own_stall_as_the_agents_silence() -> None:
+    h = health()
+    h.on_session(0.0)
+    last = reports(h, 0.1, "up")
+    h.on_stall(last + 2.5)  # our loop woke 2.5 s late: the reports wait unread
+    assert h.dead(last + 2.6, host_alive=True) is None
+    assert h.dead(last + 2.5 + 2.0, host_alive=True) == FROZEN  # silent for 2 s of running time
+
+
+def test_judged_afresh_after_a_handback() -> None:
+    h = health()
+    h.on_session(0.0)
+    last = reports(h, 0.1, "down", "down")
+    h.reset(last + 10.0)
+    assert h.dead(last + 10.0, host_alive=True) is None
+    assert h.dead(last + 11.0, host_alive=True) is None
+    reports(h, last + 10.1, "down")
+    assert h.dead(last + 10.1, host_alive=True) is None  # one report since: not yet
+
+
+def test_a_report_seen_twice_counts_once_and_the_largest_gap_is_kept() -> None:
+    h = health()
+    h.on_session(0.0)
+    h.on_report(0.1, 7, "down", "")
+    h.on_report(0.2, 7, "down", "")  # the same report again
+    h.on_report(0.25, 6, "down", "")  # an older one
+    assert h.downs == 1 and h.dead(0.3, host_alive=True) is None
+    h.on_report(0.9, 8, "up", "")
+    assert h.largest_gap == pytest.approx(0.8)
+    h.on_lost()
+    h.on_report(1.0, 9, "down", "")  # no session: nothing
+    assert h.downs == 0

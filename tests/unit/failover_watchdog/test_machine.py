@@ -164,12 +164,14 @@ def test_required_fence_runs_before_the_address_is_added() -> None:
 
 
 def test_vpn_death_with_a_live_host_needs_a_required_fence() -> None:
-    app_dead = replace(HEALTHY, app_dead=True, primary_healthy=False)
+    app_dead = replace(HEALTHY, app_dead=True, app_reason="its health agent reports the VPN down",
+                       primary_healthy=False)
     no_fence = machine()
     assert no_fence.step(at(app_dead, 1.0)).state is State.STANDBY
     m = machine(fence={"mode": "required", "off": ["/bin/true"]})
     step = m.step(at(app_dead, 1.0))
     assert (step.state, step.actions) == (State.FENCING, (Action.FENCE,))
+    assert step.reason == "primary's VPN dead while the host answers: its health agent reports the VPN down"
     assert m.fenced(1.5, ok=True).actions == (Action.CONFIRM_BURST,)
     step = m.confirmed(1.6, replied=False)
     assert (step.state, step.actions) == (State.TAKEOVER, TAKEOVER)  # fenced once, not twice

@@ -5,127 +5,27 @@ Everything lives in namespaces this test makes and removes, on lab addresses.
 """
 from __future__ import annotations
 
-import itertools
 import json
-import os
 import shutil
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-SRC = Path(__file__).resolve().parents[3] / "src"
-VIP, MGMT, BACKUP, WITNESS = "198.18.99.10", "198.18.99.11", "198.18.99.21", "198.18.99.254"
-_TAGS = itertools.count()
-
-
-def sh(*args: str) -> str:
-    return subprocess.run(args, check=True, capture_output=True, text=True).stdout
-
-
-def ours(namespace: str, *args: str, package: str = "failover_watchdog") -> list[str]:
-    """A service's command line (the watchdog's run and ctl, the VIP guard) inside a namespace; run it with ENV."""
-    return ["ip", "netns", "exec", namespace, sys.executable, "-m", f"dmzkit_remote_access.{package}", *args]
-
-
-ENV = {**os.environ, "PYTHONPATH": str(SRC)}
-
-
-@dataclass
-class Segment:
-    tag: str
-    state_dir: Path
-
-    def ns(self, name: str) -> str:
-        return f"dmzkit-wd{self.tag}-{name}"
-
-    def ip(self, name: str, *args: str) -> str:
-        return sh("ip", "-n", self.ns(name), *args)
-
-    def port(self, name: str) -> str:
-        return f"p{self.tag}{name}"
-
-    def state(self) -> dict[str, object]:
-        try:
-            return json.loads((self.state_dir / "state.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
-
-    def wait(self, condition: Callable[[], bool], timeout: float) -> float:
-        """Seconds until `condition` held; fails the test after `timeout`."""
-        start = time.monotonic()
-        while time.monotonic() - start < timeout:
-            if condition():
-                return time.monotonic() - start
-            time.sleep(0.01)
-        pytest.fail(f"not within {timeout} s; watchdog state: {self.state()}")
-
-
-@pytest.fixture
-def segment(tmp_path: Path) -> Iterator[Segment]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root to make network namespaces")
-    seg = Segment(tag=f"{os.getpid() % 10000}{next(_TAGS)}", state_dir=tmp_path / "run")
-    names = ("br", "primary", "backup", "witness")
-    try:
-        for name in names:
-            sh("ip", "netns", "add", seg.ns(name))
-            seg.ip(name, "link", "set", "lo", "up")  # the metrics listener binds 127.0.0.1
-        seg.ip("br", "link", "add", "br0", "type", "bridge")
-        seg.ip("br", "link", "set", "br0", "up")
-        for name in names[1:]:
-            sh("ip", "-n", seg.ns("br"), "link", "add", seg.port(name[0]), "type", "veth",
-               "peer", "name", "eth0", "netns", seg.ns(name))
-            seg.ip("br", "link", "set", seg.port(name[0]), "master", "br0", "up")
-            seg.ip(name, "link", "set", "eth0", "up")
-        seg.ip("primary", "addr", "add", f"{MGMT}/24", "dev", "eth0")
-        seg.ip("primary", "addr", "add", f"{VIP}/24", "dev", "eth0")
-        seg.ip("witness", "addr", "add", f"{WITNESS}/24", "dev", "eth0")
-        yield seg
-    finally:
-        for name in names:
-            subprocess.run(["ip", "netns", "delete", seg.ns(name)], check=False)
-
-
-@contextmanager
-def running_watchdog(segment: Segment, tmp_path: Path, environment: dict[str, str] | None = None,
-                     started: str = "standby", **settings: object) -> Iterator[Path]:
-    """The watchdog in the backup's namespace, once in state `started`;
-    yields its configuration file, and stops it (SIGTERM) at the end."""
-    primary_mac = json.loads(segment.ip("primary", "-j", "link", "show", "eth0"))[0]["address"]
-    config = tmp_path / "config.json"
-    config.write_text(json.dumps({
-        "interface": "eth0", "vip": f"{VIP}/24", "primary_macs": [primary_mac],
-        "primary_mgmt": MGMT, "witness": WITNESS, "hold_down": 1, "damping": {"min_active": 0},
-        "state_dir": str(segment.state_dir), "metrics_listen": "127.0.0.1:9468", **settings,
-    }), encoding="utf-8")
-    process = subprocess.Popen(ours(segment.ns("backup"), "run", "--config", str(config)),
-                               env={**ENV, **(environment or {})}, stderr=subprocess.PIPE, text=True)
-    try:
-        segment.wait(lambda: segment.state().get("state") == started, 5)
-        yield config
-    finally:
-        process.terminate()
-        _, stderr = process.communicate(timeout=10)
-        assert "Traceback" not in stderr, stderr
-        assert process.returncode == 0, stderr
+from agents import health_pki, running_agent
+from role_render import ROLES, render_unit
+from namespaces import (BACKUP, ENV, MGMT, VIP, WITNESS, Segment, holds_vip, mac_of, metric, ours,
+                        running_watchdog, sh)
 
 
 @pytest.fixture
 def watchdog(segment: Segment, tmp_path: Path) -> Iterator[Segment]:
     with running_watchdog(segment, tmp_path):
         yield segment
-
-
-def holds_vip(seg: Segment, name: str) -> bool:
-    return f"{VIP}/24" in seg.ip(name, "-4", "addr", "show", "dev", "eth0")
 
 
 def test_takes_over_a_dead_primary_and_yields_when_it_returns(watchdog: Segment) -> None:
@@ -238,31 +138,35 @@ def test_a_guarded_primary_claims_the_vip_only_once_the_backup_has_let_go(watchd
 
 
 def test_a_primary_handed_back_after_its_vpn_died_is_not_fenced_again(segment: Segment, tmp_path: Path) -> None:
-    """The VPN dies on a live host: fenced (its switch port down), taken over.
-    Repaired and handed back by the operator a moment after its VPN started
-    again, the primary keeps the VIP: the connection attempts that failed
-    while it was down are not held against it."""
+    """The VPN dies on a live host: its health agent says so, the watchdog
+    fences (the primary's switch port down) and takes over. Repaired and
+    handed back by the operator a moment after its VPN started again, the
+    primary keeps the VIP: the reports of "down" it sent while it was down
+    are not held against it, nor the connection that outlived the fence."""
     seg = segment
     vpn = ["ip", "netns", "exec", seg.ns("primary"), sys.executable, "-m", "http.server", "--bind", MGMT, "8443"]
     port = ["ip", "-n", seg.ns("br"), "link", "set", seg.port("p")]
-    seg.ip("backup", "addr", "add", f"{BACKUP}/24", "dev", "eth0")  # the app probe's source (vnc1's own NIC)
+    seg.ip("backup", "addr", "add", f"{BACKUP}/24", "dev", "eth0")  # the agent's client (vnc1's own NIC)
+    files = health_pki(tmp_path)
     server = subprocess.Popen(vpn, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        with running_watchdog(seg, tmp_path, app_port=8443, app_interval=1.0,
-                              fence={"mode": "required", "off": [*port, "down"], "on": [*port, "up"]}) as config:
-            time.sleep(1.0)  # a healthy VPN is left alone
+        with running_agent(seg, files.agent_config(tmp_path, [f"{MGMT}:8443"])), \
+                running_watchdog(seg, tmp_path, health=files.watchdog_settings(),
+                                 fence={"mode": "required", "off": [*port, "down"], "on": [*port, "up"]}) as config:
+            seg.wait(lambda: metric(seg, 'dmzkit_failover_health_reports_total{verdict="up"}') > 5, 5)
             assert seg.state()["state"] == "standby"
             server.terminate()
             server.wait()
             seg.wait(lambda: holds_vip(seg, "backup"), 5)
-            assert "fencing" in [t["to"] for t in seg.state()["transitions"]]
+            fencing = [t for t in seg.state()["transitions"] if t["to"] == "fencing"]
+            assert fencing and "reports the VPN down" in fencing[0]["reason"], seg.state()
             seg.ip("primary", "addr", "del", f"{VIP}/24", "dev", "eth0")  # a guard lets go on carrier loss
             server = subprocess.Popen(vpn, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             seg.wait(lambda: f"{MGMT}:8443" in sh("ip", "netns", "exec", seg.ns("primary"), "ss", "-Hltn"), 5)
             subprocess.run(ours(seg.ns("backup"), "ctl", "handback", "--config", str(config)),
                            env=ENV, check=True, capture_output=True)
             seg.wait(lambda: not holds_vip(seg, "backup"), 2)
-            time.sleep(1.5)  # several app probe intervals: time for a wrong verdict
+            time.sleep(2.5)  # more than silent_after: time for a wrong verdict
             since = [t["to"] for t in seg.state()["transitions"]]
             since = since[since.index("handback"):]
             # Nobody claims the VIP here (no guard): "suspect" is fine, a new fence is not.
@@ -275,10 +179,14 @@ def test_a_primary_handed_back_after_its_vpn_died_is_not_fenced_again(segment: S
 
 def test_systemd_hears_from_the_watchdog_while_a_slow_fence_runs(segment: Segment, tmp_path: Path) -> None:
     """A fence may take seconds (a switch's API); WatchdogSec is shorter.
-    The VPN port is closed on a live host, so the watchdog fences, and its
-    fence takes 2 s: the pings to systemd must go on meanwhile."""
+    The VPN of a live host stops listening, its health agent says so, the
+    watchdog fences, and its fence takes 2 s: the pings to systemd must go
+    on meanwhile."""
     seg = segment
-    seg.ip("backup", "addr", "add", f"{BACKUP}/24", "dev", "eth0")  # the VPN probe's source
+    vpn = subprocess.Popen(["ip", "netns", "exec", seg.ns("primary"), sys.executable, "-m", "http.server", "--bind",
+                            MGMT, "8443"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seg.ip("backup", "addr", "add", f"{BACKUP}/24", "dev", "eth0")  # the agent's client
+    files = health_pki(tmp_path)
     limit = 0.8  # WATCHDOG_USEC: the watchdog pings every quarter of it
     pings: list[float] = []
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -296,13 +204,18 @@ def test_systemd_hears_from_the_watchdog_while_a_slow_fence_runs(segment: Segmen
     hearing = threading.Thread(target=hear)
     hearing.start()
     try:
-        with running_watchdog(seg, tmp_path, app_port=8443, app_interval=0.2,
-                              environment={"NOTIFY_SOCKET": str(tmp_path / "notify"),
-                                           "WATCHDOG_USEC": str(int(limit * 1e6))},
-                              fence={"mode": "required", "off": ["sleep", "2"]}):
+        with running_agent(seg, files.agent_config(tmp_path, [f"{MGMT}:8443"])), \
+                running_watchdog(seg, tmp_path, health=files.watchdog_settings(),
+                                 environment={"NOTIFY_SOCKET": str(tmp_path / "notify"),
+                                              "WATCHDOG_USEC": str(int(limit * 1e6))},
+                                 fence={"mode": "required", "off": ["sleep", "2"]}):
+            seg.wait(lambda: metric(seg, 'dmzkit_failover_health_reports_total{verdict="up"}') > 5, 5)
+            vpn.terminate()
             seg.wait(lambda: any(t["from"] == "fencing" for t in seg.state().get("transitions", [])), 10)
             transitions = seg.state()["transitions"]
     finally:
+        vpn.terminate()
+        vpn.wait()
         done.set()
         hearing.join()
         listener.close()
@@ -339,16 +252,17 @@ def test_a_stopped_watchdog_leaves_the_vip_where_it_is_and_says_so(segment: Segm
     assert seg.state()["state"] == "unmanaged" and holds_vip(seg, "backup")
 
 
-def test_an_unreadable_vpn_ca_file_stops_the_start_with_a_reason(tmp_path: Path) -> None:
+def test_unusable_health_tls_files_stop_the_start_with_a_reason(tmp_path: Path) -> None:
+    files = health_pki(tmp_path)
     config = tmp_path / "config.json"
     config.write_text(json.dumps({
         "interface": "lo", "vip": f"{VIP}/24", "primary_macs": ["02:00:00:00:00:0a"], "primary_mgmt": MGMT,
-        "witness": WITNESS, "app_port": 443, "app_server_name": "vpn.test", "app_ca_file": str(tmp_path / "none.pem"),
+        "witness": WITNESS, "health": files.watchdog_settings(ca_file=str(tmp_path / "none.pem")),
         "state_dir": str(tmp_path / "run"),
     }), encoding="utf-8")
     run = subprocess.run([sys.executable, "-m", "dmzkit_remote_access.failover_watchdog", "run", "--config", str(config)],
                          env=ENV, capture_output=True, text=True, timeout=30, check=False)
-    assert run.returncode == 2 and "none.pem" in run.stderr and "Traceback" not in run.stderr, run.stderr
+    assert run.returncode == 2 and "TLS files" in run.stderr and "Traceback" not in run.stderr, run.stderr
 
 
 # -- forged ARP from the DMZ (issue 15, finding 6) ------------------------------------
@@ -368,19 +282,6 @@ def forge(seg: Segment, name: str, *claims: str, every: float = 0.0) -> None:
     )
     subprocess.run(["ip", "netns", "exec", seg.ns(name), sys.executable, "-c", code, str(every), *claims],
                    env=ENV, check=True, timeout=30)
-
-
-def mac_of(seg: Segment, name: str) -> str:
-    return json.loads(seg.ip(name, "-j", "link", "show", "eth0"))[0]["address"]
-
-
-def metric(seg: Segment, sample: str) -> float:
-    """A sample of the watchdog's metrics, scraped inside the backup's namespace."""
-    code = ("import urllib.request\n"
-            "print(urllib.request.urlopen('http://127.0.0.1:9468/metrics', timeout=5).read().decode())")
-    text = sh("ip", "netns", "exec", seg.ns("backup"), sys.executable, "-c", code)
-    values = [float(line.rpartition(" ")[2]) for line in text.splitlines() if line.startswith(sample + " ")]
-    return values[0] if values else 0.0
 
 
 def test_forged_garps_never_make_an_active_backup_yield_and_are_defended(watchdog: Segment) -> None:
@@ -420,30 +321,11 @@ def test_a_forger_answering_for_a_dead_primarys_own_address_does_not_keep_it_ali
 
 # -- its systemd unit (issue 15): service_venv's template, rendered by Ansible -------------------
 
-TOP = SRC.parent
-ROLES = TOP / "roles"
-
-
-def render_unit(tmp_path: Path, unit: object, **variables: object) -> dict[str, dict[str, list[str]]]:
+def unit_sections(tmp_path: Path, unit: object, **variables: object) -> dict[str, dict[str, list[str]]]:
     """The shared unit template rendered by ansible-playbook for `unit`
     (service_venv_unit, templated with the watchdog role's defaults and
     vars), as {section: {key: [values]}}."""
-    playbook = tmp_path / "render.yml"
-    playbook.write_text(json.dumps([{
-        "hosts": "localhost", "gather_facts": False,
-        "vars_files": [str(ROLES / "failover_watchdog" / f) for f in ("defaults/main.yml", "vars/main.yml")]
-        + [str(ROLES / "service_venv" / "defaults" / "main.yml")],
-        "tasks": [{"ansible.builtin.debug": {"msg": "{{ lookup('ansible.builtin.template', '%s') }}"
-                                             % (ROLES / "service_venv" / "templates" / "service.service.j2")},
-                   "vars": {"service_venv_unit": unit, **variables}}],
-    }]), encoding="utf-8")
-    run = subprocess.run(["ansible-playbook", "-i", "localhost,", "-c", "local", str(playbook)],
-                         capture_output=True, text=True, check=False, timeout=120,
-                         env={"ANSIBLE_COLLECTIONS_PATH": str(TOP / ".venv/collections"), **os.environ,
-                              "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
-                              "ANSIBLE_LOCALHOST_WARNING": "0"})
-    assert run.returncode == 0, run.stdout + run.stderr
-    text = json.loads(run.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]["msg"]
+    text = render_unit(tmp_path, "failover_watchdog", unit, **variables)
     verify(tmp_path, text)
     sections: dict[str, dict[str, list[str]]] = {}
     section = ""
@@ -482,10 +364,10 @@ def watchdog_unit() -> object:
 
 
 def test_the_unit_restarts_the_watchdog_for_ever_and_keeps_its_state_after_a_stop(tmp_path: Path) -> None:
-    unit = render_unit(tmp_path, watchdog_unit(), failover_watchdog_vip="198.18.1.10/24",
-                       failover_watchdog_credentials=[
-                           {"name": "fence-token", "path": "/etc/dmzkit-fence/token"},
-                           {"name": "switch", "path": "/etc/credstore.encrypted/switch", "encrypted": True}])
+    unit = unit_sections(tmp_path, watchdog_unit(), failover_watchdog_vip="198.18.1.10/24",
+                         failover_watchdog_credentials=[
+                             {"name": "fence-token", "path": "/etc/dmzkit-fence/token"},
+                             {"name": "switch", "path": "/etc/credstore.encrypted/switch", "encrypted": True}])
     assert unit["Unit"]["StartLimitIntervalSec"] == ["0"], unit["Unit"]  # 5 fast crashes do not leave it dead
     assert unit["Service"]["Restart"] == ["always"] and unit["Service"]["RestartSec"] == ["1"]
     assert unit["Service"]["RuntimeDirectoryPreserve"] == ["yes"], unit["Service"]  # "unmanaged" survives a stop
@@ -495,13 +377,13 @@ def test_the_unit_restarts_the_watchdog_for_ever_and_keeps_its_state_after_a_sto
 
 
 def test_other_services_units_keep_systemds_defaults(tmp_path: Path) -> None:
-    unit = render_unit(tmp_path, {"name": "dmzkit-sso-idp", "description": "IdP", "command": ["dmzkit-sso", "idp"],
-                                  "runtime_directory": "dmzkit-sso"})
+    unit = unit_sections(tmp_path, {"name": "dmzkit-sso-idp", "description": "IdP", "command": ["dmzkit-sso", "idp"],
+                                    "runtime_directory": "dmzkit-sso"})
     assert not {"StartLimitIntervalSec", "StartLimitBurst"} & set(unit["Unit"]), unit["Unit"]
     assert not {"RuntimeDirectoryPreserve", "LoadCredential", "LoadCredentialEncrypted"} & set(unit["Service"])
     assert unit["Service"]["Restart"] == ["on-failure"] and unit["Service"]["RuntimeDirectory"] == ["dmzkit-sso"]
-    bounded = render_unit(tmp_path, {"name": "x", "description": "x", "command": ["x"], "start_limit_interval_sec": 600,
-                                     "start_limit_burst": 20, "runtime_directory": "x",
-                                     "runtime_directory_preserve": "restart"})
+    bounded = unit_sections(tmp_path, {"name": "x", "description": "x", "command": ["x"], "start_limit_interval_sec": 600,
+                                       "start_limit_burst": 20, "runtime_directory": "x",
+                                       "runtime_directory_preserve": "restart"})
     assert (bounded["Unit"]["StartLimitIntervalSec"], bounded["Unit"]["StartLimitBurst"]) == (["600"], ["20"])
     assert bounded["Service"]["RuntimeDirectoryPreserve"] == ["restart"]

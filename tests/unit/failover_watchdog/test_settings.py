@@ -9,6 +9,10 @@ import pytest
 
 from dmzkit_remote_access.failover_watchdog.settings import ConfigError, FenceMode, Settings
 
+HEALTH: dict[str, Any] = {"port": 9470, "ca_file": "/etc/dmzkit-pki/ca-chain.pem",
+                          "crl_file": "/etc/dmzkit-pki/crl.pem",
+                          "certificate": "/etc/dmzkit-pki/vnc1-failover-watchdog.crt",
+                          "private_key": "/etc/dmzkit-pki/vnc1-failover-watchdog.key"}
 BASE: dict[str, Any] = {
     "interface": "eth1",
     "vip": "198.18.1.10/24",
@@ -35,7 +39,9 @@ def test_macs_are_normalised() -> None:
 
 @pytest.mark.parametrize(("change", "message"), [
     ({"profile": "turbo"}, "profile must be one of"),
-    ({"app_server_name": "vpn.example"}, "app_server_name needs app_port and app_ca_file"),
+    # The old TLS-handshake probe is gone (issue 15, finding 7): its settings are refused.
+    ({"app_port": 443}, "unknown settings: app_port"),
+    ({"app_server_name": "vpn.example"}, "unknown settings: app_server_name"),
     ({"gateway": "198.18.1.254"}, "gateway needs routing_table"),
     ({"gateway": "198.18.5.1", "routing_table": 100}, "must be in the VIP's subnet"),
     ({"routing_table": 255}, "routing_table must be 1..252"),
@@ -55,7 +61,7 @@ def test_macs_are_normalised() -> None:
     ({"primary_macs": ["01:00:5e:00:00:01"]}, "group or all-zero address"),
     ({"primary_macs": ["00:00:00:00:00:00"]}, "group or all-zero address"),
     ({"primary_macs": ["02:00:00:00:00:0a", None]}, "primary_macs must list"),
-    ({"app_port": "443"}, "app_port must be an integer, got '443'"),
+    ({"health": {**HEALTH, "port": "9470"}}, "health.port must be an integer, got '9470'"),
     ({"vip6_is_router": "yes"}, "vip6_is_router must be true or false"),
     ({"vip6": "2001:db8::zz/64"}, "vip6: "),
     ({"vip6": ""}, "vip6: "),
@@ -70,7 +76,12 @@ def test_macs_are_normalised() -> None:
     ({"fence": {"mode": "sometimes"}}, "'sometimes' is not a valid FenceMode"),
     ({"hooks": {"on_boot": ["/bin/true"]}}, "hooks may only name"),
     ({"hold_down": 0}, "hold_down must be positive"),
-    ({"app_port": 70000}, "app_port must be a TCP port"),
+    ({"health": {**HEALTH, "port": 70000}}, "health.port must be a TCP port"),
+    ({"health": {**HEALTH, "down_reports": 1}}, "health.down_reports must be at least 2"),
+    ({"health": {**HEALTH, "silent_after": 0.1}}, "health.silent_after must be 0.5 to 60 s"),
+    ({"health": {**HEALTH, "certificate": ""}}, "health needs ca_file, crl_file, certificate and private_key"),
+    ({"health": {k: v for k, v in HEALTH.items() if k != "private_key"}}, "missing setting 'health.private_key'"),
+    ({"health": {**HEALTH, "server_name": "gw1"}}, "unknown settings: health.server_name"),
     ({"colour": "blue"}, "unknown settings: colour"),
 ])
 def test_bad_settings_are_refused(change: dict[str, Any], message: str) -> None:
@@ -95,3 +106,9 @@ def test_load_reports_unreadable_and_malformed_files(tmp_path: Path) -> None:
     good = tmp_path / "good.json"
     good.write_text(json.dumps({**BASE, "fence": {"mode": "required", "off": ["fence", "off"]}}), encoding="utf-8")
     assert Settings.load(str(good)).fence.mode is FenceMode.REQUIRED
+
+
+def test_the_health_agent_defaults_to_two_reports_and_two_silent_seconds() -> None:
+    health = Settings.from_dict({**BASE, "health": HEALTH}).health
+    assert health is not None and (health.port, health.down_reports, health.silent_after) == (9470, 2, 2.0)
+    assert Settings.from_dict(BASE).health is None

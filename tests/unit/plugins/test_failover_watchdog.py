@@ -59,6 +59,17 @@ def test_an_ipv6_vip_is_written_for_the_watchdog(tmp_path: Path, module: Callabl
     assert refused.get("failed") and "vip6" in refused["msg"], refused
 
 
+def test_the_health_agent_is_written_for_the_watchdog(tmp_path: Path, module: Callable[..., dict]) -> None:
+    health = {"port": 9470, "ca_file": "/etc/dmzkit-pki/ca-chain.pem", "crl_file": "/etc/dmzkit-pki/crl.pem",
+              "certificate": "/etc/dmzkit-pki/vnc1-failover-watchdog.fullchain.pem",
+              "private_key": "/etc/dmzkit-pki/vnc1-failover-watchdog.key"}
+    assert module(tmp_path, health=health)["changed"]
+    config = json.loads((tmp_path / "etc" / "config.json").read_text())
+    assert config["health"] == {**health, "down_reports": 2, "silent_after": 2.0} and "app_interval" not in config
+    refused = module(tmp_path, health={**health, "down_reports": 1})
+    assert refused.get("failed") and "health.down_reports must be at least 2" in refused["msg"], refused
+
+
 def test_file_options_set_the_mode_and_a_loosened_file_is_narrowed_again(tmp_path: Path,
                                                                          module: Callable[..., dict]) -> None:
     config = tmp_path / "etc" / "config.json"

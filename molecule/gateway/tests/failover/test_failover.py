@@ -18,12 +18,14 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[4] / "lab"))
+import flood  # noqa: E402
 from wire import VipWatch, bridge_of, switch  # noqa: E402
 
 GATEWAY, BACKUP, CLIENT, WITNESS = "gw1", "vnc1", "client1", "fw1"
 VIP = "198.18.1.10"
 STANDBY = "standby0"
 PORTAL = "https://portal.lab.dmzkit.test/"
+VPN_NAME = "vpn.lab.dmzkit.test"
 BS_APP = "https://app1.lab.dmzkit.test:8443/"
 CREDENTIALS = "/root/dmzkit"
 STATE = "/run/dmzkit-failover-watchdog/state.json"
@@ -75,7 +77,7 @@ def healthy_gateway(lab, wire):
         subprocess.run(["podman", "unpause", GATEWAY], capture_output=True, check=False)
         switch(GATEWAY, "eth0", "up")
         switch(BACKUP, STANDBY, "up")
-        lab[GATEWAY].host.run("systemctl start ocserv nginx dmzkit-gateway-vip")
+        lab[GATEWAY].host.run("systemctl kill -s CONT ocserv; systemctl start ocserv nginx dmzkit-gateway-vip")
         if watchdog(lab)["state"] == "active":  # a damped takeover waits for the operator
             ctl(lab, "reset")
             ctl(lab, "handback")
@@ -136,6 +138,12 @@ def test_the_watchdog_runs_with_a_systemd_watchdog_and_two_capabilities(lab):
     assert "Type=notify" in unit and "WatchdogUSec=2s" in unit and "ActiveState=active" in unit
     caps = next(line for line in unit.splitlines() if line.startswith("CapabilityBoundingSet="))
     assert set(caps.split("=", 1)[1].split()) == {"cap_net_admin", "cap_net_raw"}
+
+
+def test_the_vpn_health_agent_runs_ahead_of_the_vpn_for_the_cpu(lab):
+    gw = lab[GATEWAY].host
+    pid = gw.run_test("systemctl show -p MainPID --value dmzkit-vpn-health").stdout.strip()
+    assert gw.run_test(f"ps -o ni= -p {pid}").stdout.strip() == "-10"
 
 
 def test_a_bad_setting_is_refused_by_the_service_own_check(lab):
@@ -237,6 +245,71 @@ def test_a_dead_vpn_on_a_live_host_is_fenced_then_taken_over(lab, wire, healthy_
     transitions = watchdog(lab)["transitions"]
     assert any(t["to"] == "fencing" for t in transitions)
     assert lab[GATEWAY].host.run("ip -j link show dev eth0").stdout.count("NO-CARRIER") == 1
+
+
+def transitions_since(lab, since: float) -> list[str]:
+    return [t["to"] for t in watchdog(lab)["transitions"] if t["at"] >= since]
+
+
+def reports(lab, verdict: str) -> float:
+    """The watchdog's count of the health agent's reports of `verdict`."""
+    metrics = lab[BACKUP].host.run_test("curl -sS --max-time 5 http://127.0.0.1:9468/metrics").stdout
+    line = f'dmzkit_failover_health_reports_total{{verdict="{verdict}"}} '
+    return sum(float(m.split()[-1]) for m in metrics.splitlines() if m.startswith(line))
+
+
+def test_a_stopped_vpn_process_is_fenced_then_taken_over(lab, wire, healthy_gateway):
+    # A hung ocserv: its main process stopped, its listeners still open.
+    since = time.time()
+    lab[GATEWAY].host.run_test("systemctl kill -s STOP --kill-whom=main ocserv")
+    wait_for("takeover after the VPN hung", lambda: holds_vip(lab, BACKUP), 30)
+    assert "fencing" in transitions_since(lab, since), watchdog(lab)
+    said = lab[BACKUP].host.run_test(f"journalctl -u dmzkit-failover-watchdog --since @{int(since)} -o cat").stdout
+    assert "of ocserv.service is stopped" in said, said[-1000:]
+
+
+def test_restarting_the_vpn_fences_nobody(lab, wire, healthy_gateway):
+    # ocserv is active from its fork and listens a moment later: a handler's
+    # restart is no death.
+    since = time.time()
+    for _ in range(3):
+        lab[GATEWAY].host.run_test("systemctl restart ocserv")
+        time.sleep(2)
+    time.sleep(3)  # beyond two reports and silent_after
+    assert "fencing" not in transitions_since(lab, since), watchdog(lab)
+    assert holds_vip(lab, GATEWAY) and watchdog(lab)["health"]["state"] == "up"
+
+
+def test_only_the_watchdog_on_the_backup_reaches_the_health_agent(lab):
+    # A desktop's user on vnc1 shares the watchdog's address: the host's
+    # firewall stops them before the agent sees a connection.
+    refused = lab[BACKUP].host.run(
+        "setpriv --reuid=nobody --regid=nogroup --clear-groups python3 -c \"import socket; "
+        "socket.create_connection(('198.18.1.11', 9470), timeout=3)\"")
+    assert refused.rc != 0 and "ConnectionRefusedError" in refused.stderr, refused.stderr
+    lab[BACKUP].host.run_test("python3 -c \"import socket; socket.create_connection(('198.18.1.11', 9470), timeout=3)\"")
+
+
+@pytest.mark.parametrize("signal", ["KILL", "STOP"])
+def test_a_dead_or_stalled_health_agent_fences_nobody(lab, wire, healthy_gateway, signal):
+    # Stopped, the agent falls silent while its host answers, as a frozen
+    # gateway would: systemd must end it (no verdict) before silent_after.
+    since = time.time()
+    lab[GATEWAY].host.run_test(f"systemctl kill -s {signal} dmzkit-vpn-health")
+    time.sleep(4)  # silent_after is 2 s; systemd starts the agent again after 1 s
+    assert "fencing" not in transitions_since(lab, since), watchdog(lab)
+    assert holds_vip(lab, GATEWAY)
+    wait_for("the agent reports again", lambda: watchdog(lab)["health"]["state"] == "up", 10)
+
+
+def test_a_handshake_flood_on_the_vip_fences_nobody(lab, wire, healthy_gateway):
+    since, downs, busy = time.time(), reports(lab, "down"), reports(lab, "busy")
+    figures = flood.from_container(CLIENT, VIP, VPN_NAME, "hello", 10)
+    time.sleep(3)  # the watchdog's verdicts on the flood's last moments
+    assert reports(lab, "busy") > busy, figures  # the flood filled the VPN's accept queues
+    assert "fencing" not in transitions_since(lab, since), watchdog(lab)
+    assert reports(lab, "down") == downs
+    assert holds_vip(lab, GATEWAY)
 
 
 def test_a_gateway_that_claims_the_vip_makes_the_backup_yield(lab, wire, healthy_gateway):
