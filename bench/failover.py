@@ -51,6 +51,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import math
 import random
 import re
 import socket
@@ -479,7 +480,10 @@ def floods(lab: Lab, seconds: int, modes: list[str], processes: int) -> list[str
               file=sys.stderr)
     lines = []
     for mode in modes:
-        before, since = counters(), time.time()
+        # The log is read from a whole second on: start there, so that the
+        # watchdog's own (re)start before the flood is not counted in it.
+        before, since = counters(), math.ceil(time.time())
+        time.sleep(max(0.0, since - time.time()))
         nginx_before = gateway_logs(since)["nginx worker_connections"]
         sampler = QueueSampler(seconds + 5)
         try:
