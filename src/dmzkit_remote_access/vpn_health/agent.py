@@ -1,12 +1,13 @@
 """The agent: check every `interval`, push each verdict to every watchdog connected.
 
 One asyncio loop. Each tick reads the kernel's listening sockets (over
-sock_diag) and the main processes' states (a few files in /proc); systemd is asked for
-the units' states every second, at once when a cheap check turns bad (so
-a restart it runs is told from a death), and at every check while a unit
-is stopped or changing (so no "down" outlives the unit's start). A control
-request (ocserv: `occtl show status`) runs beside, one at a time. Each check's verdict goes
-to every connection as one report line.
+sock_diag) and the main processes' states (a few files in /proc); systemd
+is asked for the units' states every second, at once when a cheap check
+turns bad (so a restart it runs is told from a death), and at every check
+while a unit is stopped or changing (so no "down" outlives the unit's
+start). A control request (ocserv: `occtl show status`) runs beside, one
+at a time. Each check's verdict goes to every connection as one report
+line.
 
 The connections are mutual TLS on the management address, on a port of the
 agent's own: only the watchdogs' host certificates (CN in `clients`, no OU)
@@ -114,6 +115,7 @@ class Agent:
         self.line = self.report.encode()
         self.published = asyncio.Event()
         self.tls: ssl.SSLContext | None = None
+        self.diag: SockDiag | None = None
         self.sessions = 0
         self.writers: set[asyncio.StreamWriter] = set()
         self.refused = 0
@@ -127,10 +129,17 @@ class Agent:
         Asked over sock_diag for listeners only: /proc/net/tcp has a line for
         every socket, and a flood makes tens of thousands of them."""
         try:
-            with SockDiag() as diag:
-                return diag.tcp_listeners()
+            if self.diag is None:
+                self.diag = SockDiag()  # one socket for the agent's life, not one per check
+            return self.diag.tcp_listeners()
         except OSError:
+            self.close_diag()  # made again at the next check
             return None
+
+    def close_diag(self) -> None:
+        if self.diag is not None:
+            self.diag.close()
+            self.diag = None
 
     def process(self, watch: Watch) -> str | None:
         pid = watch.unit.main_pid if watch.unit is not None else 0
@@ -362,3 +371,4 @@ class Agent:
             # Stopping: no connection is left for the server's close to wait on.
             for writer in list(self.writers):
                 writer.transport.abort()
+            self.close_diag()
