@@ -11,8 +11,10 @@ from collections import Counter
 from dataclasses import dataclass
 
 import asyncpg
-from argon2 import Parameters, PasswordHasher, extract_parameters
+from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHash, VerificationError
+
+from ..userdb import AUDIT, NEWEST_HASH, SUCCEEDED, TAKE, Decoy, checkable
 
 log = logging.getLogger("dmzkit.sso.users")
 
@@ -25,11 +27,6 @@ CONCURRENT_CHECKS = 2
 # one round of them at most. More than one: the users behind one NAT, or
 # the gateway's portal, share an address.
 SOURCE_IN_FLIGHT = CONCURRENT_CHECKS
-# Bounds on the Argon2 parameters of a hash the IdP checks against, well
-# above userdb_user's policy (t=3, 64 MiB, 4 lanes): a corrupt or hostile
-# stored hash must not make a check, or the decoy, take the host's memory.
-# memory_cost in KiB: 256 MiB.
-MAX_PARAMETERS = {"time_cost": 8, "memory_cost": 262144, "parallelism": 8, "hash_len": 64, "salt_len": 64}
 
 ACCOUNT = """
 SELECT u.username, u.display_name, u.email,
@@ -40,64 +37,6 @@ LEFT JOIN groups g ON g.id = m.group_id
 WHERE u.username = $1 AND u.enabled
 GROUP BY u.id
 """
-# The hash written last: made with the parameters hashes are made with now.
-NEWEST_HASH = "SELECT password_hash FROM credentials ORDER BY changed_at DESC LIMIT 1"
-# Counts the attempt as failed before its password is checked, and only if
-# the account is not locked, in one statement: concurrent attempts, in this
-# process or another IdP's, queue on the row and each sees the others'
-# counts, so no more than the lockout's number ($2) are ever checked before
-# the lock, which the last of them sets at once (a right password lifts it).
-# Every attempt, whatever name it gives, costs this one query before its
-# check; `newest` is the hash the decoy takes its parameters from.
-TAKE = f"""
-WITH account AS (
-    SELECT c.user_id, c.password_hash FROM credentials c JOIN users u ON u.id = c.user_id
-    WHERE u.username = $1 AND u.enabled
-), taken AS (
-    UPDATE credentials c SET failed_attempts = c.failed_attempts + 1,
-           locked_until = CASE WHEN c.failed_attempts + 1 >= $2 THEN now() + make_interval(secs => $3) END
-    FROM account a
-    WHERE c.user_id = a.user_id AND (c.locked_until IS NULL OR c.locked_until <= now())
-    RETURNING c.user_id
-)
-SELECT a.user_id, a.password_hash, t.user_id IS NOT NULL AS taken, ({NEWEST_HASH}) AS newest
-FROM (VALUES (1)) AS one LEFT JOIN account a ON true LEFT JOIN taken t ON true
-"""
-SUCCEEDED = "UPDATE credentials SET failed_attempts = 0, locked_until = NULL WHERE user_id = $1"
-AUDIT = "INSERT INTO audit_log (subject, event, outcome, source, detail) VALUES ($1, $2, $3, $4::inet, $5::jsonb)"
-DECOY_PASSWORD = "decoy password, never matched"
-
-
-def parameters_of(stored: str | None) -> Parameters | None:
-    """The Argon2 parameters of a stored hash; None for no hash, or for one
-    that no verify can use either (it is refused at once)."""
-    if stored is None:
-        return None
-    try:
-        return extract_parameters(stored)
-    except InvalidHash:
-        return None
-
-
-def bounded(parameters: Parameters) -> Parameters:
-    """`parameters`, each no higher than its bound in MAX_PARAMETERS."""
-    limits = {name: min(getattr(parameters, name), most) for name, most in MAX_PARAMETERS.items()}
-    return Parameters(type=parameters.type, version=parameters.version, **limits)
-
-
-def checkable(stored: str) -> bool:
-    """Whether a stored hash is one to check a password against: valid, and
-    within the bounds."""
-    parameters = parameters_of(stored)
-    return parameters is not None and bounded(parameters) == parameters
-
-
-def decoy_like(parameters: Parameters) -> str:
-    """A hash of a password nobody has, made with `parameters`: verifying
-    against it costs what verifying against a hash made with them costs."""
-    return PasswordHasher(time_cost=parameters.time_cost, memory_cost=parameters.memory_cost,
-                          parallelism=parameters.parallelism, hash_len=parameters.hash_len,
-                          salt_len=parameters.salt_len, type=parameters.type).hash(DECOY_PASSWORD)
 
 
 @dataclass(frozen=True)
@@ -126,11 +65,8 @@ class Directory:
         self.names: set[str] = set()
         self.sources: Counter[str | None] = Counter()
         # Checked against when the user is unknown or the account locked, so
-        # that a refusal takes as long as a wrong password. The IdP has no
-        # Argon2 parameters of its own: the module userdb_user makes every
-        # stored hash, and the decoy is made with the parameters of the newest
-        # one, within the bounds.
-        self._decoy: tuple[Parameters, str] | None = None
+        # that a refusal takes as long as a wrong password.
+        self.decoy = Decoy()
 
     async def prepare(self) -> None:
         """Make the decoy now, so that the first unknown user is not the one
@@ -138,17 +74,11 @@ class Directory:
         await self._decoy_like(await self.pool.fetchval(NEWEST_HASH))
 
     async def _decoy_like(self, newest: str | None) -> str | None:
-        """A decoy with the (bounded) parameters of the newest stored hash,
-        made again when they change; None when there is no hash to match (no
-        user has a password, so every attempt takes this same way)."""
-        parameters = parameters_of(newest)
-        if parameters is None:
-            return None
-        wanted = bounded(parameters)
-        if self._decoy is None or self._decoy[0] != wanted:
+        wanted = self.decoy.stale(newest)
+        if wanted is not None:
             async with self.checks:
-                self._decoy = (wanted, await asyncio.to_thread(decoy_like, wanted))
-        return self._decoy[1]
+                await asyncio.to_thread(self.decoy.make, wanted)
+        return self.decoy.current(newest)
 
     async def account(self, username: str) -> Account | None:
         """The user if they exist and may sign in."""

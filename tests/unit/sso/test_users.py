@@ -19,8 +19,10 @@ import local_servers
 from conftest import PASSWORD
 
 from ansible_collections.dmzkit.remote_access.plugins.modules.userdb_user import hasher
+from dmzkit_remote_access import userdb
 from dmzkit_remote_access.sso import users
-from dmzkit_remote_access.sso.users import Account, Directory, bounded, checkable, decoy_like, parameters_of
+from dmzkit_remote_access.sso.users import Account, Directory
+from dmzkit_remote_access.userdb import bounded, checkable, decoy_like, parameters_of
 
 T = TypeVar("T")
 # Cheap, and unlike the policy: a hash made by another tool, or before a new policy.
@@ -37,7 +39,7 @@ def test_a_decoy_has_the_parameters_it_is_made_with() -> None:
     for made_with in (policy(), extract_parameters(OTHER.hash("any"))):
         decoy = decoy_like(made_with)
         assert extract_parameters(decoy) == made_with
-        assert PasswordHasher().verify(decoy, users.DECOY_PASSWORD)
+        assert PasswordHasher().verify(decoy, userdb.DECOY_PASSWORD)
 
 
 def test_a_hash_no_verify_could_use_has_no_parameters() -> None:
@@ -116,12 +118,12 @@ class OnePool:
         self.audited: list[tuple[object, ...]] = []
 
     async def fetchrow(self, query: str, *args: object) -> dict[str, object]:
-        assert query == users.TAKE
+        assert query == userdb.TAKE
         known = self.stored is not None
         return {"user_id": 1 if known else None, "password_hash": self.stored, "taken": known, "newest": self.newest}
 
     async def fetchval(self, query: str, *args: object) -> str | None:
-        assert query == users.NEWEST_HASH
+        assert query == userdb.NEWEST_HASH
         return self.newest
 
     async def execute(self, query: str, *args: object) -> None:
@@ -134,7 +136,7 @@ def test_the_decoy_is_made_before_the_first_unknown_user(monkeypatch) -> None:
 
     def made_during_a_sign_in(parameters: Parameters) -> str:
         raise AssertionError("the decoy was made while a user waited")
-    monkeypatch.setattr(users, "decoy_like", made_during_a_sign_in)
+    monkeypatch.setattr(userdb, "decoy_like", made_during_a_sign_in)
     assert asyncio.run(directory.check_password(STRANGER, PASSWORD, "127.0.0.1")) is None
 
 
@@ -292,8 +294,8 @@ def test_the_decoy_of_a_hostile_newest_hash_is_bounded(monkeypatch) -> None:
 
     def recorded(parameters: Parameters) -> str:
         made.append(parameters)
-        return OTHER.hash(users.DECOY_PASSWORD)
-    monkeypatch.setattr(users, "decoy_like", recorded)
+        return OTHER.hash(userdb.DECOY_PASSWORD)
+    monkeypatch.setattr(userdb, "decoy_like", recorded)
     directory = Directory(OnePool(HOSTILE), lockout_attempts=5, lockout_seconds=1)
     asyncio.run(directory.prepare())
     assert made == [bounded(parameters_of(HOSTILE))]
@@ -305,7 +307,7 @@ def test_a_stored_hash_beyond_the_bounds_is_never_checked(monkeypatch) -> None:
     directory = Directory(pool, lockout_attempts=5, lockout_seconds=1)
     assert asyncio.run(directory.check_password("hostile", PASSWORD, "127.0.0.1")) is None
     # Checked against the decoy instead, so that it takes as long as any refusal.
-    assert verifies.hashes == [directory._decoy[1]]
+    assert verifies.hashes == [directory.decoy.current(OTHER.hash("any"))]
     assert pool.audited[0][:3] == ("hostile", "login.password", "failure")
     assert '"unusable hash"' in pool.audited[0][4]
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 REDIS_SERVER = shutil.which("redis-server")
 POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
-MIGRATIONS = Path(__file__).resolve().parents[3] / "roles/userdb/files/migrations"
-PRIVILEGES = ("authn", "registration", "admin", "auditor")
+MIGRATIONS = Path(__file__).resolve().parents[2] / "roles/userdb/files/migrations"
+PRIVILEGES = ("authn", "registration", "admin", "auditor", "accounting")
 
 
 class ServerError(RuntimeError):
