@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..config import ConfigError, read_secret
+from ..config import ConfigError
 from .settings import Settings
 
 PROG = "dmzkit-aaa"
@@ -21,8 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = Settings.load(args.config)
-        read_secret(settings.db_password_file)
-        for path in (settings.ca_chain, settings.crl):
+        for path in (settings.db_passfile, settings.ca_chain, settings.crl):
             if path:
                 open(path, "rb").close()
     except ConfigError as e:

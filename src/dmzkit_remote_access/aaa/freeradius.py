@@ -2,8 +2,11 @@
 
 FreeRADIUS passes each request's attribute lists as a dict of (name, value)
 pairs (`pass_all_vps_dict = yes`) and takes back a result code and the
-attributes to add. The site puts the NAS's type (from its client entry) in
-the control list as Dmzkit-NAS-Type before it calls `authenticate`.
+attributes to add. The site puts the client's name and the NAS types its
+entry allows (Dmzkit-NAS, Dmzkit-NAS-Types) in the control list before it
+calls `authenticate`. A NAS names its type in NAS-Identifier: one host (a
+gateway with ocserv and strongSwan) is one client, with one address and one
+secret, and each of its NASes is answered in its own form.
 
 The answer per NAS type:
 - ocserv: Class "OU=<profile>", the form ocserv reads (the first Class only);
@@ -18,9 +21,9 @@ from typing import Any
 
 import radiusd  # made by rlm_python3 inside FreeRADIUS
 
-from ..config import ConfigError, read_secret
+from ..config import ConfigError
 from .check import Decision, PasswordCheck, source_of
-from .settings import Settings
+from .settings import NAS_TYPES, Settings
 
 _check: PasswordCheck | None = None
 
@@ -35,9 +38,8 @@ class _Radlog(logging.Handler):
 def connector(settings: Settings) -> Any:
     import psycopg2
 
-    password = read_secret(settings.db_password_file)
     options: dict[str, Any] = {"host": settings.db_host, "port": settings.db_port, "dbname": settings.db_name,
-                               "user": settings.db_user, "password": password, "connect_timeout": 5,
+                               "user": settings.db_user, "passfile": settings.db_passfile, "connect_timeout": 5,
                                "application_name": "dmzkit-aaa"}
     if not settings.db_host.startswith("/"):
         options |= {"sslmode": "verify-full", "sslrootcert": settings.ca_chain}
@@ -85,8 +87,9 @@ def authenticate(p: dict[str, tuple[tuple[str, str], ...]]) -> Any:
     request = dict(p["request"])
     control = dict(p["config"])
     username, password = request.get("User-Name"), request.get("User-Password")
-    nas_type = control.get("Dmzkit-NAS-Type", "")
-    if _check is None or not username or password is None or nas_type not in ("ocserv", "strongswan", "im"):
+    nas_type = request.get("NAS-Identifier", "")
+    allowed = control.get("Dmzkit-NAS-Types", "").split()
+    if _check is None or not username or password is None or nas_type not in NAS_TYPES or nas_type not in allowed:
         return radiusd.RLM_MODULE_REJECT
     try:
         decision = _check.decide(username, password, control.get("Dmzkit-NAS", ""), nas_type,

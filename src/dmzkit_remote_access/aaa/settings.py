@@ -29,7 +29,8 @@ class Settings(FileSettings):
     db_host: str
     db_name: str
     db_user: str
-    db_password_file: str
+    # libpq's password file (0600, FreeRADIUS's own): the password is never in the settings.
+    db_passfile: str
     # The first profile (in this order) whose groups the user is in decides;
     # a user in none is refused.
     profiles: list[Profile]

@@ -28,7 +28,7 @@ PROFILES = [
 
 def settings(userdb: dict[str, str], **changes: object) -> Settings:
     raw = {"db_host": userdb["host"], "db_name": userdb["database"], "db_user": userdb["user"],
-           "db_password_file": "/unused", "profiles": PROFILES, "lockout_attempts": LOCKOUT,
+           "db_passfile": "/unused", "profiles": PROFILES, "lockout_attempts": LOCKOUT,
            "lockout_seconds": 60} | changes
     return Settings.from_dict(raw)
 
@@ -232,7 +232,7 @@ def test_the_source_is_the_calling_stations_address(station: str | None, source:
 def test_settings_it_cannot_use_are_refused(changes: dict, message: str) -> None:
     from dmzkit_remote_access.config import ConfigError
 
-    raw = {"db_host": "/run/postgresql", "db_name": "dmzkit", "db_user": "aaa", "db_password_file": "/x",
+    raw = {"db_host": "/run/postgresql", "db_name": "dmzkit", "db_user": "aaa", "db_passfile": "/x",
            "profiles": PROFILES} | changes
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         Settings.from_dict(raw)
@@ -243,7 +243,7 @@ def test_the_settings_command_checks_the_secret_too(tmp_path, capsys) -> None:
 
     config = tmp_path / "settings.json"
     config.write_text(json.dumps({"db_host": "/run/postgresql", "db_name": "dmzkit", "db_user": "aaa",
-                                  "db_password_file": str(tmp_path / "missing"), "profiles": PROFILES}))
+                                  "db_passfile": str(tmp_path / "missing"), "profiles": PROFILES}))
     assert main(["--check", "--config", str(config)]) == 2
     assert "cannot read" in capsys.readouterr().err
     (tmp_path / "missing").write_text("secret\n")

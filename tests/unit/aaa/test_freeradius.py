@@ -15,11 +15,12 @@ from test_check import CHEAP, PASSWORD, PROFILES
 
 @pytest.fixture
 def entry(radiusd, userdb, tmp_path):
-    secret = tmp_path / "db.secret"
-    secret.write_text(userdb["password"] + "\n")
+    secret = tmp_path / "userdb.pgpass"
+    secret.write_text(f"*:*:*:{userdb['user']}:{userdb['password']}\n")
+    secret.chmod(0o600)
     config = tmp_path / "settings.json"
     config.write_text(json.dumps({"db_host": userdb["host"], "db_name": userdb["database"],
-                                  "db_user": userdb["user"], "db_password_file": str(secret),
+                                  "db_user": userdb["user"], "db_passfile": str(secret),
                                   "profiles": PROFILES}))
     radiusd.config = {"settings": str(config)}
     module = importlib.import_module("dmzkit_remote_access.aaa.freeradius")
@@ -31,11 +32,13 @@ def entry(radiusd, userdb, tmp_path):
     local_servers.remove_user(userdb, "entry-con")
 
 
-def request(user: str, password: str | None, nas_type: str | None) -> dict:
+def request(user: str, password: str | None, nas_type: str | None, allowed: str = "ocserv strongswan im") -> dict:
     pairs = [("User-Name", user), ("Calling-Station-Id", "198.18.0.5[4500]")]
     if password is not None:
         pairs.append(("User-Password", password))
-    control = [("Dmzkit-NAS", "gw1")] + ([("Dmzkit-NAS-Type", nas_type)] if nas_type else [])
+    if nas_type is not None:
+        pairs.append(("NAS-Identifier", nas_type))
+    control = [("Dmzkit-NAS", "gw1"), ("Dmzkit-NAS-Types", allowed)]
     return {"request": tuple(pairs), "config": tuple(control), "reply": ()}
 
 
@@ -52,6 +55,16 @@ def test_each_nas_type_gets_the_profile_in_its_own_form(entry, radiusd) -> None:
     ("wrong", "ocserv"), (None, "ocserv"), (PASSWORD, None), (PASSWORD, "radius-proxy")])
 def test_anything_else_is_refused(entry, radiusd, password, nas_type) -> None:
     assert entry.authenticate(request("entry-eng", password, nas_type)) == radiusd.RLM_MODULE_REJECT
+
+
+def test_a_nas_is_answered_only_as_a_type_its_client_entry_allows(entry, radiusd) -> None:
+    """The gateway's host may ask as ocserv or strongSwan, never as the IM
+    server (whose refusal of a user without IM it could then skip)."""
+    assert entry.authenticate(request("entry-con", PASSWORD, "im", allowed="ocserv strongswan")) == (
+        radiusd.RLM_MODULE_REJECT)
+    assert entry.authenticate(request("entry-con", PASSWORD, "ocserv", allowed="im")) == radiusd.RLM_MODULE_REJECT
+    assert entry.authenticate(request("entry-con", PASSWORD, "ocserv", allowed="ocserv")) == (
+        radiusd.RLM_MODULE_OK, {"reply": (("Class", ":=", "OU=contractors"),)})
 
 
 def test_a_database_failure_is_a_failure_not_a_refusal(entry, radiusd, monkeypatch) -> None:

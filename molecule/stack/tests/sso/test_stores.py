@@ -129,7 +129,7 @@ def test_the_schema_is_at_its_latest_migration(lab):
 def test_the_idp_reads_users_over_tls_and_may_do_nothing_else(lab):
     outcome = as_idp_role(lab, IDP, lab[DB].address("internal"), "verify")
     assert outcome["connected"], outcome
-    assert outcome["users"] == ["alice", "bob"]
+    assert outcome["users"] == ["alice", "bob", "carol", "dave"]
     # Hashes are Argon2id only: the migration's check refuses anything else.
     assert outcome["hash_kinds"] == ["argon2id"]
     assert outcome["count_failures"] == "allowed"

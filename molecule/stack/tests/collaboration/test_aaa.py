@@ -1,0 +1,142 @@
+"""AAA as the gateway meets it: FreeRADIUS on aaa1 answers the gateway's
+host (its ocserv and its strongSwan) with each user's profile in that NAS's
+own form, refuses who the user database refuses, drops what is not signed
+by a known client, and records accounting into the user database. Every
+request here is a raw packet built on gw1 (radius_probe.py), so nothing
+between the test and FreeRADIUS could add or fix what the test sends."""
+from __future__ import annotations
+
+import json
+import secrets as random
+from pathlib import Path
+
+import pytest
+
+GW = "gw1"
+AAA = "aaa1"
+DB = "db1"
+SECRETS = Path("/var/lib/dmzkit-lab/secrets")
+PROBE = (Path(__file__).parent / "radius_probe.py").read_text()
+AUTH, ACCT = 1812, 1813
+ACCEPT, REJECT, ACCOUNTING_RESPONSE = 2, 3, 5
+
+
+def secret(name: str) -> str:
+    return (SECRETS / name).read_text().strip()
+
+
+def ask(lab, host: str, kind: str, options: dict, client_secret: str, password: str = "") -> dict:
+    """One request from `host` to AAA, as radius_probe.py sends it."""
+    run = lab[host].run_with_input(
+        ["python3", "-c", PROBE, kind, lab[AAA].address("internal"), str(AUTH if kind == "access" else ACCT),
+         json.dumps(options)],
+        json.dumps({"secret": client_secret, "password": password}))
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout)
+
+
+def access(lab, user: str, password: str, nas: str = "ocserv", host: str = GW, client_secret: str | None = None,
+           message_authenticator: str = "right") -> dict:
+    return ask(lab, host, "access", {"strings": {"User-Name": user, "NAS-Identifier": nas,
+                                                 "Calling-Station-Id": "198.18.0.10[4500]"},
+                                     "message_authenticator": message_authenticator},
+               client_secret if client_secret is not None else secret("aaa_gw1"), password)
+
+
+def psql(lab, statement: str) -> str:
+    run = lab[DB].host.run("runuser -u postgres -- psql -d dmzkit -AtX -c %s", statement)
+    assert run.rc == 0, run.stderr
+    return run.stdout.strip()
+
+
+@pytest.mark.parametrize(("user", "nas", "answer"), [
+    ("alice", "ocserv", "OU=staff"), ("bob", "ocserv", "OU=contractors"), ("alice", "strongswan", "staff")])
+def test_the_gateway_gets_the_users_profile_in_its_nas_form(lab, user: str, nas: str, answer: str) -> None:
+    reply = access(lab, user, secret(f"sso_{user}"), nas)
+    assert reply == {"answered": True, "code": ACCEPT, "authentic": True, "classes": [answer],
+                     "message_authenticator": reply["message_authenticator"]}
+
+
+def test_who_the_user_database_refuses_is_rejected(lab) -> None:
+    # dave's groups give no profile; alice with a wrong password.
+    for user, password in (("dave", secret("sso_dave")), ("alice", "not her password"),
+                           ("nobody", "any password")):
+        reply = access(lab, user, password)
+        assert reply["answered"] and reply["authentic"] and reply["code"] == REJECT, user
+        assert reply["classes"] == []
+    # The refusals are audited, with why; the user is not told.
+    reasons = psql(lab, "SELECT subject || ':' || (detail->>'reason') FROM dmzkit.audit_log "
+                        "WHERE event = 'aaa.access' AND outcome = 'failure' ORDER BY id DESC LIMIT 3")
+    assert reasons.splitlines() == ["nobody:unknown or disabled user", "alice:wrong password", "dave:no profile"]
+    # alice's one failure is forgotten at her next success (the IdP's lockout counter).
+    assert access(lab, "alice", secret("sso_alice"))["code"] == ACCEPT
+    assert psql(lab, "SELECT failed_attempts FROM dmzkit.credentials c JOIN dmzkit.users u ON u.id = c.user_id "
+                     "WHERE username = 'alice'") == "0"
+
+
+def test_the_gateways_host_cannot_ask_as_the_im_server(lab) -> None:
+    """IM is refused to bob by the IM server's NAS type; the gateway may not
+    take that type to get him in."""
+    assert access(lab, "bob", secret("sso_bob"), nas="im")["code"] == REJECT
+    assert access(lab, "alice", secret("sso_alice"), nas="im")["code"] == REJECT
+    assert access(lab, "alice", secret("sso_alice"), nas="something-else")["code"] == REJECT
+
+
+def test_a_password_found_right_is_remembered_and_audited(lab) -> None:
+    password = secret("sso_carol")
+    for _ in range(2):
+        assert access(lab, "carol", password, nas="strongswan")["code"] == ACCEPT
+    last = psql(lab, "SELECT outcome, detail FROM dmzkit.audit_log WHERE event = 'aaa.access' AND subject = 'carol' "
+                     "ORDER BY id DESC LIMIT 1")
+    outcome, detail = last.split("|", 1)
+    assert outcome == "success"
+    assert json.loads(detail) == {"nas": "gw1", "profile": "staff", "reason": "password remembered"}
+
+
+@pytest.mark.parametrize("message_authenticator", ["none", "wrong"])
+def test_a_request_without_a_valid_message_authenticator_is_dropped(lab, message_authenticator: str) -> None:
+    """BlastRADIUS (CVE-2024-3596): a request that is not signed whole is not
+    answered at all, even with the right secret and password."""
+    assert access(lab, "alice", secret("sso_alice"))["code"] == ACCEPT
+    assert access(lab, "alice", secret("sso_alice"), message_authenticator=message_authenticator) == {
+        "answered": False}
+
+
+def test_a_request_with_a_wrong_secret_or_from_another_host_is_dropped(lab) -> None:
+    assert access(lab, "alice", secret("sso_alice"), client_secret="x" * 40) == {"answered": False}
+    # im1's secret from gw1's address: each client's own secret only.
+    assert access(lab, "alice", secret("sso_alice"), client_secret=secret("aaa_im1")) == {"answered": False}
+    # db1 is on AAA's own network, but no client: the host's firewall and
+    # FreeRADIUS both drop it.
+    assert access(lab, "alice", secret("sso_alice"), host=DB) == {"answered": False}
+    rules = lab[AAA].host.run("nft list table inet dmzkit_host").stdout
+    assert f"ip saddr {{ {lab[GW].address('dmz')}" in rules
+
+
+def test_accounting_is_recorded_in_the_user_database(lab) -> None:
+    session = f"test-{random.token_hex(6)}"
+    for status in (1, 2):  # Start, Stop
+        reply = ask(lab, GW, "accounting", {
+            "status": status, "framed_address": "198.18.3.7",
+            "strings": {"User-Name": "alice", "NAS-Identifier": "strongswan", "Acct-Session-Id": session,
+                        "Calling-Station-Id": "198.18.0.10[4500]"}}, secret("aaa_gw1"))
+        assert reply["answered"] and reply["authentic"] and reply["code"] == ACCOUNTING_RESPONSE
+    rows = psql(lab, f"SELECT nas, status, username, host(framed_address), calling_station FROM "
+                     f"dmzkit.radius_accounting WHERE session_id = '{session}' ORDER BY id")
+    assert rows.splitlines() == ["gw1|start|alice|198.18.3.7|198.18.0.10[4500]",
+                                 "gw1|stop|alice|198.18.3.7|198.18.0.10[4500]"]
+    # Records stay as they were received.
+    changed = lab[DB].host.run("runuser -u postgres -- psql -d dmzkit -AtX -c %s",
+                               f"DELETE FROM dmzkit.radius_accounting WHERE session_id = '{session}'")
+    assert changed.rc != 0 and "append-only" in changed.stderr
+
+
+def test_freeradius_runs_only_the_collections_site_and_checks_its_configuration(lab) -> None:
+    host = lab[AAA].host
+    assert host.run("ls /etc/freeradius/3.0/sites-enabled").stdout.split() == ["dmzkit"]
+    assert host.run("freeradius -XC").rc == 0
+    clients = host.run("cat /etc/freeradius/3.0/clients.conf").stdout
+    assert clients.count("require_message_authenticator = yes") == clients.count("client ") == 2
+    assert host.file("/etc/freeradius/3.0/clients.conf").mode == 0o640
+    assert host.file("/etc/dmzkit-aaa/userdb.pgpass").mode == 0o600
+    assert host.file("/etc/dmzkit-aaa/userdb.pgpass").user == "freerad"
