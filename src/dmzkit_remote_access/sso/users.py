@@ -54,8 +54,11 @@ class Account:
 
 
 class Directory:
-    def __init__(self, pool: asyncpg.Pool, lockout_attempts: int, lockout_seconds: float) -> None:
+    def __init__(self, pool: asyncpg.Pool | asyncpg.Connection, lockout_attempts: int, lockout_seconds: float,
+                 event: str = "login.password") -> None:
         self.pool = pool
+        # The audit log's event for a password check (AAA's differs from the IdP's).
+        self.event = event
         self.lockout_attempts = lockout_attempts
         self.lockout_seconds = lockout_seconds
         # Verifying reads the parameters from the hash; this hasher makes none.
@@ -94,7 +97,8 @@ class Directory:
             except (VerificationError, InvalidHash):
                 return False
 
-    async def check_password(self, username: str, password: str, source: str | None) -> Account | None:
+    async def check_password(self, username: str, password: str, source: str | None,
+                             detail: dict[str, str] | None = None) -> Account | None:
         """The account if the password is right and the account is neither
         disabled nor locked; None otherwise, for whatever reason (the audit
         log has the reason, the user does not)."""
@@ -103,21 +107,22 @@ class Directory:
         # so a flood costs no checks and queues ahead of nobody. A refusal is
         # audited as busy, not counted against the account: no password was
         # tried on it. Names count whether they exist or not, so a refusal
-        # says nothing about them.
+        # says nothing about them. `detail` goes into every audit record.
         if username in self.names or self.sources[source] >= SOURCE_IN_FLIGHT:
-            await self.audit(username, "login.password", False, source, {"reason": "busy"})
+            await self.audit(username, self.event, False, source, {**(detail or {}), "reason": "busy"})
             return None
         self.names.add(username)
         self.sources[source] += 1
         try:
-            return await self._check_password(username, password, source)
+            return await self._check_password(username, password, source, detail or {})
         finally:
             self.names.discard(username)
             self.sources[source] -= 1
             if not self.sources[source]:
                 del self.sources[source]
 
-    async def _check_password(self, username: str, password: str, source: str | None) -> Account | None:
+    async def _check_password(self, username: str, password: str, source: str | None,
+                              detail: dict[str, str]) -> Account | None:
         row = await self.pool.fetchrow(TAKE, username, self.lockout_attempts, self.lockout_seconds)
         # Only an attempt counted by TAKE is checked against the user's hash;
         # the others (unknown user, locked account, a hash beyond the bounds)
@@ -133,13 +138,13 @@ class Directory:
                 reason = "unusable hash"
             else:
                 reason = "locked"
-            await self.audit(username, "login.password", False, source, {"reason": reason})
+            await self.audit(username, self.event, False, source, {**detail, "reason": reason})
             return None
         if not good:
-            await self.audit(username, "login.password", False, source, {"reason": "wrong password"})
+            await self.audit(username, self.event, False, source, {**detail, "reason": "wrong password"})
             return None
         await self.pool.execute(SUCCEEDED, row["user_id"])
-        await self.audit(username, "login.password", True, source, {})
+        await self.audit(username, self.event, True, source, detail)
         return await self.account(username)
 
     async def audit(self, subject: str, event: str, success: bool, source: str | None, detail: dict) -> None:

@@ -11,6 +11,7 @@ import secrets as random
 from pathlib import Path
 
 import pytest
+from argon2 import PasswordHasher
 
 GW = "gw1"
 AAA = "aaa1"
@@ -64,10 +65,14 @@ def test_who_the_user_database_refuses_is_rejected(lab) -> None:
         reply = access(lab, user, password)
         assert reply["answered"] and reply["authentic"] and reply["code"] == REJECT, user
         assert reply["classes"] == []
-    # The refusals are audited, with why; the user is not told.
-    reasons = psql(lab, "SELECT subject || ':' || (detail->>'reason') FROM dmzkit.audit_log "
+    # The refusals are audited, with why (the answer, and the password
+    # check's own reason); the user is not told.
+    answers = psql(lab, "SELECT subject || ':' || (detail->>'reason') FROM dmzkit.audit_log "
                         "WHERE event = 'aaa.access' AND outcome = 'failure' ORDER BY id DESC LIMIT 3")
-    assert reasons.splitlines() == ["nobody:unknown or disabled user", "alice:wrong password", "dave:no profile"]
+    assert answers.splitlines() == ["nobody:password refused", "alice:password refused", "dave:no profile"]
+    checks = psql(lab, "SELECT subject || ':' || (detail->>'reason') FROM dmzkit.audit_log "
+                       "WHERE event = 'aaa.password' AND outcome = 'failure' ORDER BY id DESC LIMIT 2")
+    assert checks.splitlines() == ["nobody:unknown or disabled user", "alice:wrong password"]
     # alice's one failure is forgotten at her next success (the IdP's lockout counter).
     assert access(lab, "alice", secret("sso_alice"))["code"] == ACCEPT
     assert psql(lab, "SELECT failed_attempts FROM dmzkit.credentials c JOIN dmzkit.users u ON u.id = c.user_id "
@@ -91,6 +96,31 @@ def test_a_password_found_right_is_remembered_and_audited(lab) -> None:
     outcome, detail = last.split("|", 1)
     assert outcome == "success"
     assert json.loads(detail) == {"nas": "gw1", "profile": "staff", "reason": "password remembered"}
+
+
+@pytest.mark.parametrize("change", [
+    "UPDATE dmzkit.credentials SET password_hash = %(other)s WHERE user_id = %(id)s",
+    "UPDATE dmzkit.credentials SET locked_until = now() + interval '1 hour' WHERE user_id = %(id)s",
+    "UPDATE dmzkit.users SET enabled = false WHERE id = %(id)s",
+])
+def test_a_remembered_password_stops_at_a_new_hash_a_lock_or_a_disabled_account(lab, change: str) -> None:
+    """FreeRADIUS answers a password it remembers without the password
+    check, but never past what the user database says now."""
+    password = secret("sso_carol")
+    assert access(lab, "carol", password)["code"] == ACCEPT
+    assert access(lab, "carol", password)["code"] == ACCEPT
+    saved = psql(lab, "SELECT u.id || '|' || c.password_hash || '|' || u.enabled FROM dmzkit.users u "
+                      "JOIN dmzkit.credentials c ON c.user_id = u.id WHERE username = 'carol'")
+    user_id, stored, enabled = saved.split("|")
+    other = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1).hash("another password")
+    psql(lab, change % {"other": f"'{other}'", "id": user_id})
+    try:
+        assert access(lab, "carol", password)["code"] == REJECT
+    finally:
+        psql(lab, f"UPDATE dmzkit.credentials SET password_hash = '{stored}', locked_until = NULL, "
+                  f"failed_attempts = 0 WHERE user_id = {user_id}")
+        psql(lab, f"UPDATE dmzkit.users SET enabled = {enabled} WHERE id = {user_id}")
+    assert access(lab, "carol", password)["code"] == ACCEPT
 
 
 @pytest.mark.parametrize("message_authenticator", ["none", "wrong"])
