@@ -3,15 +3,22 @@ against it reads it: the collection's one password-check policy. Attempts
 are counted before their password is checked and lock the account for a
 while; an unknown user or a locked account is checked against a decoy made
 with the stored hashes' own Argon2 parameters, so a refusal takes as long as
-a wrong password; hashes beyond the bounds are never checked. The IdP
-(asyncpg) and AAA (psycopg2, inside FreeRADIUS) run the same statements."""
+a wrong password; hashes beyond the bounds are never checked; every
+sign-in, good or bad, goes to the audit log. The IdP and AAA's password
+check are the same Directory, read with the `authn` privilege."""
 from __future__ import annotations
 
-import re
+import asyncio
+import json
+import logging
 import threading
+from collections import Counter
+from dataclasses import dataclass
+
+import asyncpg
 
 from argon2 import Parameters, PasswordHasher, extract_parameters
-from argon2.exceptions import InvalidHash
+from argon2.exceptions import InvalidHash, VerificationError
 
 # Bounds on the Argon2 parameters of a hash the IdP checks against, well
 # above userdb_user's policy (t=3, 64 MiB, 4 lanes): a corrupt or hostile
@@ -113,7 +120,141 @@ class Decoy:
         return None if made is None or parameters_of(newest) is None else made[1]
 
 
-def pyformat(statement: str) -> str:
-    """`statement` with asyncpg's $n placeholders in psycopg2's %(n)s style;
-    its parameters then go as {"1": ..., "2": ...}."""
-    return re.sub(r"\$(\d+)", r"%(\1)s", statement)
+log = logging.getLogger("dmzkit.userdb")
+
+# Each check holds its hash's memory (64 MiB with userdb_user's parameters)
+# while it runs: a bounded number at a time keeps a burst of sign-ins from
+# exhausting memory or starving the loop.
+CONCURRENT_CHECKS = 2
+# Sign-ins one address may have in this process at once, waiting or being
+# checked: it may fill the hashing slots, but every other address waits for
+# one round of them at most. More than one: the users behind one NAT, or
+# the gateway's portal, share an address.
+SOURCE_IN_FLIGHT = CONCURRENT_CHECKS
+
+ACCOUNT = """
+SELECT u.username, u.display_name, u.email,
+       coalesce(array_agg(g.name ORDER BY g.name) FILTER (WHERE g.name IS NOT NULL), '{}') AS groups
+FROM users u
+LEFT JOIN memberships m ON m.user_id = u.id
+LEFT JOIN groups g ON g.id = m.group_id
+WHERE u.username = $1 AND u.enabled
+GROUP BY u.id
+"""
+
+
+@dataclass(frozen=True)
+class Account:
+    username: str
+    display_name: str
+    email: str | None
+    groups: tuple[str, ...]
+
+    def attributes(self) -> dict[str, list[str]]:
+        values = {"uid": [self.username], "displayName": [self.display_name], "groups": list(self.groups)}
+        if self.email:
+            values["mail"] = [self.email]
+        return {k: v for k, v in values.items() if v and v != [""]}
+
+
+class Directory:
+    def __init__(self, pool: asyncpg.Pool | asyncpg.Connection, lockout_attempts: int, lockout_seconds: float,
+                 event: str = "login.password") -> None:
+        self.pool = pool
+        # The audit log's event for a password check (AAA's differs from the IdP's).
+        self.event = event
+        self.lockout_attempts = lockout_attempts
+        self.lockout_seconds = lockout_seconds
+        # Verifying reads the parameters from the hash; this hasher makes none.
+        self.hasher = PasswordHasher()
+        self.checks = asyncio.Semaphore(CONCURRENT_CHECKS)
+        # Sign-ins under way in this process, by the name given and by address.
+        self.names: set[str] = set()
+        self.sources: Counter[str | None] = Counter()
+        # Checked against when the user is unknown or the account locked, so
+        # that a refusal takes as long as a wrong password.
+        self.decoy = Decoy()
+
+    async def prepare(self) -> None:
+        """Make the decoy now, so that the first unknown user is not the one
+        who waits for it."""
+        await self._decoy_like(await self.pool.fetchval(NEWEST_HASH))
+
+    async def _decoy_like(self, newest: str | None) -> str | None:
+        wanted = self.decoy.stale(newest)
+        if wanted is not None:
+            async with self.checks:
+                await asyncio.to_thread(self.decoy.make, wanted)
+        return self.decoy.current(newest)
+
+    async def account(self, username: str) -> Account | None:
+        """The user if they exist and may sign in."""
+        row = await self.pool.fetchrow(ACCOUNT, username)
+        if row is None:
+            return None
+        return Account(row["username"], row["display_name"], row["email"], tuple(row["groups"]))
+
+    async def _verify(self, stored: str, password: str) -> bool:
+        async with self.checks:
+            try:
+                return await asyncio.to_thread(self.hasher.verify, stored, password)
+            except (VerificationError, InvalidHash):
+                return False
+
+    async def check_password(self, username: str, password: str, source: str | None,
+                             detail: dict[str, str] | None = None) -> Account | None:
+        """The account if the password is right and the account is neither
+        disabled nor locked; None otherwise, for whatever reason (the audit
+        log has the reason, the user does not)."""
+        # One sign-in at a time per name and a few per address in this
+        # process; the others are refused at once, before any query or hash,
+        # so a flood costs no checks and queues ahead of nobody. A refusal is
+        # audited as busy, not counted against the account: no password was
+        # tried on it. Names count whether they exist or not, so a refusal
+        # says nothing about them. `detail` goes into every audit record.
+        if username in self.names or self.sources[source] >= SOURCE_IN_FLIGHT:
+            await self.audit(username, self.event, False, source, {**(detail or {}), "reason": "busy"})
+            return None
+        self.names.add(username)
+        self.sources[source] += 1
+        try:
+            return await self._check_password(username, password, source, detail or {})
+        finally:
+            self.names.discard(username)
+            self.sources[source] -= 1
+            if not self.sources[source]:
+                del self.sources[source]
+
+    async def _check_password(self, username: str, password: str, source: str | None,
+                              detail: dict[str, str]) -> Account | None:
+        row = await self.pool.fetchrow(TAKE, username, self.lockout_attempts, self.lockout_seconds)
+        # Only an attempt counted by TAKE is checked against the user's hash;
+        # the others (unknown user, locked account, a hash beyond the bounds)
+        # against the decoy, whatever its outcome, so that they take as long.
+        stored = row["password_hash"] if row["taken"] and checkable(row["password_hash"]) else None
+        against = stored or await self._decoy_like(row["newest"])
+        good = against is not None and await self._verify(against, password)
+        if stored is None:
+            if row["user_id"] is None:
+                reason = "unknown or disabled user"
+            elif row["taken"]:
+                log.error("the password hash of %s is not one to check against", username)
+                reason = "unusable hash"
+            else:
+                reason = "locked"
+            await self.audit(username, self.event, False, source, {**detail, "reason": reason})
+            return None
+        if not good:
+            await self.audit(username, self.event, False, source, {**detail, "reason": "wrong password"})
+            return None
+        await self.pool.execute(SUCCEEDED, row["user_id"])
+        await self.audit(username, self.event, True, source, detail)
+        return await self.account(username)
+
+    async def audit(self, subject: str, event: str, success: bool, source: str | None, detail: dict) -> None:
+        try:
+            await self.pool.execute(AUDIT, subject, event, "success" if success else "failure", source,
+                                    json.dumps(detail, sort_keys=True))
+        except asyncpg.PostgresError as e:
+            # The sign-in already happened or failed; losing its record is logged, never hidden.
+            log.error("audit record %s for %s not written: %s", event, subject, e)

@@ -2,7 +2,7 @@
 found right lately (its own site remembers the ones it has, and answers
 those without asking).
 
-It is the IdP's own check (`..sso.users.Directory`): each attempt counted
+It is the IdP's own check (`..userdb.Directory`): each attempt counted
 before its Argon2id check, the shared lockout, a decoy for unknown users and
 locked accounts, every outcome in the audit log (event `aaa.password`, with
 the NAS). rlm_python3 calls into Python one request at a time; the check runs
@@ -16,9 +16,8 @@ import threading
 
 import asyncpg
 
-from ..sso.users import Directory
+from ..userdb import NEWEST_HASH, Directory
 from ..tls import client_context
-from ..userdb import NEWEST_HASH
 from .settings import Settings
 
 EVENT = "aaa.password"

@@ -50,7 +50,7 @@ from .metadata import SignedMetadata
 from .resolver import Resolver, ServiceProvider
 from .settings import Settings, load_signing_pair, read_providers
 from .store import Store, Ticket
-from .users import Account, Directory
+from ..userdb import Account, Directory
 from .xml import SOAP_LIMIT, XmlError
 
 log = logging.getLogger("dmzkit.sso.idp")

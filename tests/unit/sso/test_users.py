@@ -20,9 +20,7 @@ from conftest import PASSWORD
 
 from ansible_collections.dmzkit.remote_access.plugins.modules.userdb_user import hasher
 from dmzkit_remote_access import userdb
-from dmzkit_remote_access.sso import users
-from dmzkit_remote_access.sso.users import Account, Directory
-from dmzkit_remote_access.userdb import bounded, checkable, decoy_like, parameters_of
+from dmzkit_remote_access.userdb import Account, Directory, bounded, checkable, decoy_like, parameters_of
 
 T = TypeVar("T")
 # Cheap, and unlike the policy: a hash made by another tool, or before a new policy.
@@ -245,8 +243,8 @@ def test_a_flood_from_one_source_does_not_stall_another_source(accounts, monkeyp
     finally:
         local_servers.remove_user(accounts, "victor")
     assert alice is not None and alice.username == "alice"
-    assert verifies.hashes.index(stored_hash(accounts, "alice")) <= users.CONCURRENT_CHECKS
-    assert len(verifies.hashes) == users.SOURCE_IN_FLIGHT + 1
+    assert verifies.hashes.index(stored_hash(accounts, "alice")) <= userdb.CONCURRENT_CHECKS
+    assert len(verifies.hashes) == userdb.SOURCE_IN_FLIGHT + 1
 
 
 def test_a_flood_on_one_account_does_not_stall_another_account(accounts, monkeypatch) -> None:
