@@ -3,7 +3,7 @@ artifacts the IdP resolves per second of its CPU, and the latency of
 resolutions at a steady rate.
 
 The IdP runs as `dmzkit-sso idp` in a process of its own, with a real Redis
-and PostgreSQL (tests/unit/sso/local_servers.py) and a throw-away PKI. The
+and PostgreSQL (tests/unit/local_servers.py) and a throw-away PKI. The
 bench process plays the SP: it issues artifacts into Redis as a login does
 (a signed Response kept under the artifact), signs every ArtifactResolve
 before the clock starts, and sends them over mutual TLS with keep-alive.
@@ -37,7 +37,7 @@ import aiohttp
 from redis.asyncio import Redis
 
 TOP = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(TOP / "src"), str(TOP / "tests/unit"), str(TOP / "tests/unit/sso")]
+sys.path[:0] = [str(TOP / "src"), str(TOP / "tests/unit")]
 
 import local_servers  # noqa: E402
 from testpki import NOW, make_ca, make_crl, make_leaf, pem, write_key  # noqa: E402

@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.machinery
 import importlib.util
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -37,3 +38,18 @@ def runc_wrapper() -> ModuleType:
 @pytest.fixture
 def dmzkit_crl() -> ModuleType:
     return load_script("roles/ca/files/dmzkit-crl")
+
+
+# The user database with its schema as the userdb role builds it, and a login
+# role with the `authn` privilege (local_servers.py), for the whole session.
+USERDB_LOGIN_PASSWORD = "authn-role-password-for-the-unit-tests-only"
+
+
+@pytest.fixture(scope="session")
+def userdb() -> Iterator[dict[str, str]]:
+    import local_servers
+
+    if not local_servers.have_postgres():
+        pytest.skip("PostgreSQL 15 (Debian package) is not installed")
+    with local_servers.userdb_cluster(USERDB_LOGIN_PASSWORD) as connection:
+        yield connection

@@ -1,7 +1,8 @@
 """Real Redis and PostgreSQL servers on Unix sockets in temporary
-directories (Debian packages), for the SSO tests and bench/sso.py."""
+directories (Debian packages), for the SSO and AAA tests and bench/sso.py."""
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import tempfile
@@ -9,6 +10,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import asyncpg
 
 REDIS_SERVER = shutil.which("redis-server")
 POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -112,3 +115,14 @@ def remove_user(userdb: dict[str, str], name: str) -> None:
     """Remove a user added with add_user (and so its hash and memberships)."""
     as_postgres(str(POSTGRES_BIN / "psql"), "-h", userdb["host"], "-U", "postgres", "-d", "dmzkit",
                 "-v", "ON_ERROR_STOP=1", "-q", sql=f"DELETE FROM dmzkit.users WHERE username = '{name}';")
+
+
+def superuser_rows(userdb: dict[str, str], query: str, *args: object) -> list[tuple[object, ...]]:
+    """The rows of one statement run as the superuser (asyncpg's $n parameters)."""
+    async def main() -> list[tuple[object, ...]]:
+        conn = await asyncpg.connect(host=userdb["host"], user="postgres", database="dmzkit")
+        try:
+            return [tuple(r) for r in await conn.fetch(query, *args)]
+        finally:
+            await conn.close()
+    return asyncio.run(main())

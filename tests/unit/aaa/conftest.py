@@ -1,25 +1,12 @@
-"""Fixtures of the AAA tests: a real PostgreSQL with the user database's
-schema (local_servers.py), and a stand-in for the `radiusd` module that
-rlm_python3 makes inside FreeRADIUS (the real one runs in the lab)."""
+"""Fixtures of the AAA tests: a stand-in for the `radiusd` module that
+rlm_python3 makes inside FreeRADIUS (the real one runs in the lab). The user
+database is the shared `userdb` fixture (tests/unit/conftest.py)."""
 from __future__ import annotations
 
 import sys
 import types
-from collections.abc import Iterator
 
 import pytest
-
-import local_servers
-
-DB_PASSWORD = "aaa-role-password-for-the-unit-tests-only"
-
-
-@pytest.fixture(scope="session")
-def userdb() -> Iterator[dict[str, str]]:
-    if not local_servers.have_postgres():
-        pytest.skip("PostgreSQL 15 (Debian package) is not installed")
-    with local_servers.userdb_cluster(DB_PASSWORD) as connection:
-        yield connection
 
 
 @pytest.fixture

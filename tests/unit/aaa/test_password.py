@@ -4,12 +4,10 @@ AAA's event and with the NAS in every record, run on its own loop for
 FreeRADIUS's threads."""
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 from argon2 import PasswordHasher
 
@@ -46,14 +44,7 @@ def user(userdb: dict[str, str], request: pytest.FixtureRequest) -> Iterator[str
     local_servers.remove_user(userdb, name)
 
 
-def query(userdb: dict[str, str], statement: str, *args: object) -> list[tuple]:
-    async def run() -> list[tuple]:
-        connection = await asyncpg.connect(host=userdb["host"], database="dmzkit", user="postgres")
-        try:
-            return [tuple(row) for row in await connection.fetch(statement, *args)]
-        finally:
-            await connection.close()
-    return asyncio.run(run())
+query = local_servers.superuser_rows
 
 
 def audited(userdb: dict[str, str], username: str) -> list[tuple[str, dict]]:

@@ -50,16 +50,6 @@ def with_store(redis_socket: Path, request: pytest.FixtureRequest) -> Callable[[
 
 # -- PostgreSQL ------------------------------------------------------------------
 
-IDP_DB_PASSWORD = "idp-role-password-for-the-unit-tests-only"
-
-
-@pytest.fixture(scope="session")
-def userdb() -> Iterator[dict[str, str]]:
-    if not local_servers.have_postgres():
-        pytest.skip("PostgreSQL 15 (Debian package) is not installed")
-    with local_servers.userdb_cluster(IDP_DB_PASSWORD) as connection:
-        yield connection
-
 
 def add_user(userdb: dict[str, str], name: str, password: str, groups: tuple[str, ...] = (),
              enabled: bool = True) -> None:

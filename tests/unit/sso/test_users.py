@@ -154,14 +154,7 @@ ATTACK_LOCKOUT = 5
 PROCESSES = 20
 
 
-def superuser_rows(userdb: dict[str, str], query: str, *args: object) -> list[tuple[object, ...]]:
-    async def main() -> list[tuple[object, ...]]:
-        conn = await asyncpg.connect(host=userdb["host"], user="postgres", database="dmzkit")
-        try:
-            return [tuple(r) for r in await conn.fetch(query, *args)]
-        finally:
-            await conn.close()
-    return asyncio.run(main())
+superuser_rows = local_servers.superuser_rows
 
 
 def stored_hash(userdb: dict[str, str], name: str) -> str:
