@@ -1,0 +1,152 @@
+"""Seed 001's figures, measured in the lab. So far AAA (role `aaa`):
+
+- Access-Requests per second through our policy (a password found right
+  lately, answered by FreeRADIUS itself: the account read from the user
+  database, the profile, the audit record), with 32 and 64 in flight, p50
+  and p99, from the gateway's host (a real client, every request signed);
+- password checks per second (users FreeRADIUS has not seen: each costs an
+  Argon2id check, against a decoy here), and the remembered path while they
+  run, which shows rlm_python3's one-call-at-a-time limit;
+- the anchor in the same run: stock FreeRADIUS (Debian's default site,
+  `files` and PAP, the same users, the same client) on the same host and
+  port, with the same load.
+
+The load generator (radius_load.py) runs on gw1; every loop is bounded by
+its seconds and a count. Needs a lab with aaa1 and gw1 deployed (`make demo`,
+or the converged `stack` configuration). Stops AAA's FreeRADIUS while the
+anchor runs, and starts it again. Prints a table and a JSON line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SECRETS = Path("/var/lib/dmzkit-lab/secrets")
+AAA_ADDRESS = "198.18.2.20"
+GATEWAY_ADDRESS = "198.18.1.11"
+GATEWAY = "gw1"
+AAA = "aaa1"
+USERS = ("alice", "carol")
+ANCHOR_DIR = "/run/dmzkit-bench-anchor"
+# Debian 12's enabled modules and sites, as the freeradius package installs them.
+DEBIAN_MODULES = ("always", "attr_filter", "chap", "detail", "detail.log", "digest", "dynamic_clients", "eap",
+                  "echo", "exec", "expiration", "expr", "files", "linelog", "logintime", "mschap", "ntlm_auth",
+                  "pap", "passwd", "preprocess", "radutmp", "realm", "replicate", "soh", "sradutmp", "unix",
+                  "unpack", "utf8")
+DEBIAN_SITES = ("default", "inner-tunnel")
+
+
+def secret(name: str) -> str:
+    return (SECRETS / name).read_text().strip()
+
+
+def podman(host: str, script: str, data: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["podman", "exec", "-i", host, "bash", "-c", script], input=data, capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+def start_load(seconds: float, inflight: int, users: list[tuple[str, str]],
+               count: int = 10_000_000) -> subprocess.Popen[str]:
+    """radius_load.py on the gateway's host, against AAA (bounded by seconds and count)."""
+    run = subprocess.Popen(
+        ["podman", "exec", "-i", GATEWAY, "python3", "-c", (HERE / "radius_load.py").read_text(), AAA_ADDRESS, "1812",
+         str(seconds), str(count), str(inflight), "ocserv"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert run.stdin is not None
+    run.stdin.write(json.dumps({"secret": secret("aaa_gw1"), "users": users}))
+    run.stdin.close()
+    return run
+
+
+def result(run: subprocess.Popen[str], seconds: float) -> dict:
+    out, err = run.communicate(timeout=seconds + 60)
+    if run.returncode != 0:
+        raise RuntimeError(f"load generator failed: {err.strip()[-500:]}")
+    return json.loads(out)
+
+
+def load(seconds: float, inflight: int, users: list[tuple[str, str]], count: int = 10_000_000) -> dict:
+    return result(start_load(seconds, inflight, users, count), seconds)
+
+
+def make_anchor(users: list[tuple[str, str]]) -> None:
+    """Debian's stock configuration in ANCHOR_DIR: its default sites and
+    modules, gw1 as the one client (Message-Authenticator required, as ours),
+    the users in `files`. Secrets go through standard input."""
+    steps = [
+        (f"rm -rf {ANCHOR_DIR}; mkdir -p {ANCHOR_DIR}; chmod 0750 {ANCHOR_DIR}; "
+         f"cp -a /etc/freeradius/3.0/. {ANCHOR_DIR}/; cd {ANCHOR_DIR}; rm -f mods-enabled/* sites-enabled/*; "
+         f"for m in {' '.join(DEBIAN_MODULES)}; do ln -s ../mods-available/$m mods-enabled/$m; done; "
+         f"for s in {' '.join(DEBIAN_SITES)}; do ln -s ../sites-available/$s sites-enabled/$s; done; "
+         ": > dictionary", None),
+        (f"umask 077; cat > {ANCHOR_DIR}/clients.conf",
+         f'client gw1 {{\n\tipaddr = {GATEWAY_ADDRESS}\n\tsecret = "{secret("aaa_gw1")}"\n'
+         "\trequire_message_authenticator = yes\n}\n"),
+        (f"umask 077; cat > {ANCHOR_DIR}/mods-config/files/authorize",
+         "".join(f'{user} Cleartext-Password := "{password}"\n' for user, password in users)),
+        f"chown -R freerad:freerad {ANCHOR_DIR}; freeradius -XC -d {ANCHOR_DIR} >/dev/null",
+    ]
+    for step in steps:
+        script, data = step if isinstance(step, tuple) else (step, None)
+        done = podman(AAA, "set -e; " + script, data)
+        if done.returncode != 0:
+            raise RuntimeError(f"stock configuration refused: {done.stdout[-800:]}{done.stderr[-800:]}")
+
+
+def run_anchor(users: list[tuple[str, str]], seconds: float) -> dict[int, dict]:
+    make_anchor(users)
+    results: dict[int, dict] = {}
+    try:
+        podman(AAA, "systemctl stop freeradius.service")
+        started = podman(AAA, f"(timeout {int(4 * seconds + 60)} freeradius -f -d {ANCHOR_DIR} >/dev/null 2>&1 &) ; "
+                              "sleep 2; pgrep -f 'freeradius -f -d' >/dev/null")
+        if started.returncode != 0:
+            raise RuntimeError("stock FreeRADIUS did not start")
+        load(1, 8, users)  # warm
+        for inflight in (32, 64):
+            results[inflight] = load(seconds, inflight, users)
+    finally:
+        podman(AAA, f"pkill -f 'freeradius -f -d {ANCHOR_DIR}'; sleep 1; rm -rf {ANCHOR_DIR}; "
+                    "systemctl start freeradius.service")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="each load run (at most 60)")
+    args = parser.parse_args(argv)
+    seconds = min(max(args.seconds, 1.0), 60.0)
+    users = [(user, secret(f"sso_{user}")) for user in USERS]
+
+    for user in users:  # each password checked once, then remembered
+        load(1, 1, [user], count=1)
+    ours = {inflight: load(seconds, inflight, users) for inflight in (32, 64)}
+    # Users nobody has: every request is a password check (against the decoy).
+    strangers = [(f"bench-stranger-{i}", "no password") for i in range(64)]
+    checks = load(min(seconds, 5.0), 4, strangers)
+    # Both at once: the remembered path while password checks queue.
+    both = [start_load(seconds, 32, users), start_load(seconds, 4, strangers)]
+    mixed, mixed_checks = (result(run, seconds) for run in both)
+    anchor = run_anchor(users, seconds)
+
+    def row(name: str, r: dict) -> str:
+        return (f"{name:<46} {r['rate']:>9,.0f}/s  p50 {1000 * (r['p50'] or 0):7.1f} ms  p99 {1000 * (r['p99'] or 0):7.1f} ms"
+                f"  accepted {r['accepted']:>7,}  rejected {r['rejected']:>5,}  lost {r['lost']:>4,}")
+    print(row("ours, remembered password, 32 in flight", ours[32]))
+    print(row("ours, remembered password, 64 in flight", ours[64]))
+    print(row("ours, password checks (unknown users), 4", checks))
+    print(row("ours, remembered, 32, while checks run", mixed))
+    print(row("ours, password checks, 4, at the same time", mixed_checks))
+    print(row("stock FreeRADIUS (files, PAP), 32 in flight", anchor[32]))
+    print(row("stock FreeRADIUS (files, PAP), 64 in flight", anchor[64]))
+    print(json.dumps({"ours": ours, "checks": checks, "mixed": mixed, "mixed_checks": mixed_checks, "anchor": anchor}))
+    lost = sum(r["lost"] for r in (*ours.values(), *anchor.values()))
+    return 1 if lost or any(r["rejected"] for r in (*ours.values(), *anchor.values())) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
