@@ -63,7 +63,10 @@ def start_load(seconds: float, inflight: int, users: list[tuple[str, str]],
 
 
 def result(run: subprocess.Popen[str], seconds: float) -> dict:
-    out, err = run.communicate(timeout=seconds + 60)
+    assert run.stdout is not None and run.stderr is not None
+    out = run.stdout.read()  # one JSON line at the end; stderr stays small
+    err = run.stderr.read()
+    run.wait(timeout=seconds + 60)
     if run.returncode != 0:
         raise RuntimeError(f"load generator failed: {err.strip()[-500:]}")
     return json.loads(out)
