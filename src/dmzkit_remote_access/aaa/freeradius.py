@@ -57,7 +57,15 @@ def instantiate(_: Any) -> int:
     return 0
 
 
+# Each at most once: the site reads the first of each, and a password checked
+# under another name than the site's would let one user's password in as another.
+SINGLE = ("User-Name", "User-Password", "Calling-Station-Id")
+
+
 def authenticate(p: dict[str, tuple[tuple[str, str], ...]]) -> int:
+    names = [name for name, _ in p["request"]]
+    if any(names.count(name) > 1 for name in SINGLE):
+        return radiusd.RLM_MODULE_REJECT
     request = dict(p["request"])
     control = dict(p["config"])
     username, password = request.get("User-Name"), request.get("User-Password")

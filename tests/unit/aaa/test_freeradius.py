@@ -38,6 +38,15 @@ def test_the_check_answers_ok_or_reject(entry, radiusd) -> None:
     assert entry.authenticate(request("entry-user", None)) == radiusd.RLM_MODULE_REJECT
 
 
+@pytest.mark.parametrize("repeated", [("User-Name", "someone-else"), ("User-Password", PASSWORD)])
+def test_a_repeated_name_or_password_is_refused(entry, radiusd, repeated) -> None:
+    """The site reads the first User-Name, a dict the last: a second name
+    would have one user's password checked for another's account."""
+    asked = request("entry-user", PASSWORD)
+    asked["request"] = (*asked["request"], repeated)
+    assert entry.authenticate(asked) == radiusd.RLM_MODULE_REJECT
+
+
 def test_a_database_failure_is_a_failure_not_a_refusal(entry, radiusd, monkeypatch) -> None:
     def broken(*args: object) -> bool:
         raise OSError("connection refused")

@@ -57,6 +57,12 @@ def main():
     if kind == "access":
         code, authenticator = ACCESS_REQUEST, os.urandom(16)
         attrs += attribute(USER_PASSWORD, hidden(secrets["password"].encode(), secret, authenticator))
+        # Attributes sent a second time, after the first of their kind.
+        for name, value in options.get("again", []):
+            if name == "User-Password":
+                attrs += attribute(USER_PASSWORD, hidden(secrets["again_password"].encode(), secret, authenticator))
+            else:
+                attrs += attribute({"User-Name": USER_NAME, "NAS-Identifier": NAS_IDENTIFIER}[name], value.encode())
         authenticator_mode = options.get("message_authenticator", "right")
         if authenticator_mode != "none":
             attrs += attribute(MESSAGE_AUTHENTICATOR, b"\0" * 16)

@@ -26,22 +26,28 @@ def secret(name: str) -> str:
     return (SECRETS / name).read_text().strip()
 
 
-def ask(lab, host: str, kind: str, options: dict, client_secret: str, password: str = "") -> dict:
+def ask(lab, host: str, kind: str, options: dict, client_secret: str, password: str = "",
+        again_password: str = "") -> dict:
     """One request from `host` to AAA, as radius_probe.py sends it."""
     run = lab[host].run_with_input(
         ["python3", "-c", PROBE, kind, lab[AAA].address("internal"), str(AUTH if kind == "access" else ACCT),
          json.dumps(options)],
-        json.dumps({"secret": client_secret, "password": password}))
+        json.dumps({"secret": client_secret, "password": password, "again_password": again_password}))
     assert run.returncode == 0, run.stderr
     return json.loads(run.stdout)
 
 
 def access(lab, user: str, password: str, nas: str = "ocserv", host: str = GW, client_secret: str | None = None,
-           message_authenticator: str = "right") -> dict:
+           message_authenticator: str = "right", again: list | None = None, again_password: str = "") -> dict:
     return ask(lab, host, "access", {"strings": {"User-Name": user, "NAS-Identifier": nas,
                                                  "Calling-Station-Id": "198.18.0.10[4500]"},
-                                     "message_authenticator": message_authenticator},
-               client_secret if client_secret is not None else secret("aaa_gw1"), password)
+                                     "message_authenticator": message_authenticator, "again": again or []},
+               client_secret if client_secret is not None else secret("aaa_gw1"), password, again_password)
+
+
+def last_reason(lab, user: str, event: str = "aaa.access") -> str:
+    return psql(lab, f"SELECT detail->>'reason' FROM dmzkit.audit_log WHERE event = '{event}' "
+                     f"AND subject = '{user}' ORDER BY id DESC LIMIT 1")
 
 
 def psql(lab, statement: str) -> str:
@@ -83,8 +89,25 @@ def test_the_gateways_host_cannot_ask_as_the_im_server(lab) -> None:
     """IM is refused to bob by the IM server's NAS type; the gateway may not
     take that type to get him in."""
     assert access(lab, "bob", secret("sso_bob"), nas="im")["code"] == REJECT
+    # alice may use IM: only the NAS type check refuses her here.
     assert access(lab, "alice", secret("sso_alice"), nas="im")["code"] == REJECT
+    assert last_reason(lab, "alice") == "NAS type not allowed"
     assert access(lab, "alice", secret("sso_alice"), nas="something-else")["code"] == REJECT
+    assert last_reason(lab, "alice") == "NAS type not allowed"
+
+
+@pytest.mark.parametrize("again", [["User-Name", "bob"], ["User-Password", ""], ["NAS-Identifier", "strongswan"]])
+def test_a_request_with_an_attribute_twice_is_rejected(lab, again: list) -> None:
+    """A NAS (taken over, say) sends alice's name, then bob's, with bob's
+    password: were the site to read one name and the password check the
+    other, bob's password would let him in as alice, and be remembered as
+    hers. A second password or NAS type is refused the same way."""
+    reply = access(lab, "alice", secret("sso_bob"), again=[again], again_password=secret("sso_alice"))
+    assert reply["code"] == REJECT and reply["classes"] == []
+    assert last_reason(lab, "alice") == "repeated attribute"
+    # Nothing was remembered for alice from it: bob's password does not open her account.
+    assert access(lab, "alice", secret("sso_bob"))["code"] == REJECT
+    assert access(lab, "alice", secret("sso_alice"))["code"] == ACCEPT
 
 
 def test_a_password_found_right_is_remembered_and_audited(lab) -> None:
@@ -109,6 +132,7 @@ def test_a_remembered_password_stops_at_a_new_hash_a_lock_or_a_disabled_account(
     password = secret("sso_carol")
     assert access(lab, "carol", password)["code"] == ACCEPT
     assert access(lab, "carol", password)["code"] == ACCEPT
+    assert last_reason(lab, "carol") == "password remembered"
     saved = psql(lab, "SELECT u.id || '|' || c.password_hash || '|' || u.enabled FROM dmzkit.users u "
                       "JOIN dmzkit.credentials c ON c.user_id = u.id WHERE username = 'carol'")
     user_id, stored, enabled = saved.split("|")
