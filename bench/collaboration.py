@@ -106,15 +106,18 @@ def run_anchor(users: list[tuple[str, str]], seconds: float) -> dict[int, dict]:
     try:
         podman(AAA, "systemctl stop freeradius.service")
         started = podman(AAA, f"(timeout {int(4 * seconds + 60)} freeradius -f -d {ANCHOR_DIR} >/dev/null 2>&1 &) ; "
-                              "sleep 2; pgrep -f 'freeradius -f -d' >/dev/null")
+                              f"sleep 2; pgrep -f '^freeradius -f -d {ANCHOR_DIR}' >/dev/null")
         if started.returncode != 0:
             raise RuntimeError("stock FreeRADIUS did not start")
         load(1, 8, users)  # warm
         for inflight in (32, 64):
             results[inflight] = load(seconds, inflight, users)
     finally:
-        podman(AAA, f"pkill -f 'freeradius -f -d {ANCHOR_DIR}'; sleep 1; rm -rf {ANCHOR_DIR}; "
+        # Anchored: the shell running this line has the pattern in its own command line.
+        podman(AAA, f"pkill -f '^freeradius -f -d {ANCHOR_DIR}'; sleep 1; rm -rf {ANCHOR_DIR}; "
                     "systemctl start freeradius.service")
+        if podman(AAA, "systemctl is-active --quiet freeradius.service").returncode != 0:
+            print("AAA's FreeRADIUS did not start again: systemctl start freeradius.service on aaa1", file=sys.stderr)
     return results
 
 
