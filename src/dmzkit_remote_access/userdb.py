@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
 from collections import Counter
 from dataclasses import dataclass
 
@@ -92,7 +91,6 @@ class Decoy:
 
     def __init__(self) -> None:
         self._made: tuple[Parameters, str] | None = None
-        self._lock = threading.Lock()
 
     def stale(self, newest: str | None) -> Parameters | None:
         """The parameters a decoy must be made with first, or None when the
@@ -105,17 +103,12 @@ class Decoy:
         return None if made is not None and made[0] == wanted else wanted
 
     def make(self, parameters: Parameters) -> None:
-        decoy = decoy_like(parameters)
-        with self._lock:
-            self._made = (parameters, decoy)
+        self._made = (parameters, decoy_like(parameters))
 
     def current(self, newest: str | None) -> str | None:
-        """The decoy for `newest` (made now if it must be); None when there
-        is no hash to match: no user has a password, so every attempt takes
-        the same way."""
-        wanted = self.stale(newest)
-        if wanted is not None:
-            self.make(wanted)
+        """The decoy made for `newest` (after `stale` and `make`); None when
+        there is no hash to match: no user has a password, so every attempt
+        takes the same way."""
         made = self._made
         return None if made is None or parameters_of(newest) is None else made[1]
 

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import asyncpg
 
-from ..userdb import NEWEST_HASH, Directory
+from ..userdb import Directory
 from ..tls import client_context
 from .settings import Settings
 
@@ -44,24 +46,24 @@ class PasswordCheck:
                                      passfile=s.db_passfile, ssl=tls, timeout=s.timeout,
                                      server_settings={"application_name": "dmzkit-aaa"})
 
-    async def _checked(self, username: str, password: str, source: str | None, nas: str) -> bool:
+    @asynccontextmanager
+    async def _directory(self) -> AsyncIterator[Directory]:
+        """The Directory on a connection of its own, one check at a time."""
         async with self._one:
             connection = await self._connect()
             try:
                 self.directory.pool = connection
-                return await self.directory.check_password(username, password, source, {"nas": nas}) is not None
+                yield self.directory
             finally:
                 await connection.close()
 
+    async def _checked(self, username: str, password: str, source: str | None, nas: str) -> bool:
+        async with self._directory() as directory:
+            return await directory.check_password(username, password, source, {"nas": nas}) is not None
+
     async def _prepare(self) -> None:
-        async with self._one:
-            connection = await self._connect()
-            try:
-                self.directory.pool = connection
-                newest = await connection.fetchval(NEWEST_HASH)
-                await asyncio.to_thread(self.directory.decoy.current, newest)
-            finally:
-                await connection.close()
+        async with self._directory() as directory:
+            await directory.prepare()
 
     def prepare(self) -> None:
         """Make the decoy now, so that the first unknown user is not the one who waits for it."""
