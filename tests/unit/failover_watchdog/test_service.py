@@ -58,6 +58,7 @@ def test_hands_back_after_hold_down_when_the_primary_returns_without_the_vip(wat
     seg.ip("witness", "neigh", "replace", VIP, "lladdr", "02:00:00:00:00:99", "dev", "eth0", "nud", "stale")
     seg.ip("br", "link", "set", seg.port("p"), "up")
     seg.wait(lambda: not holds_vip(seg, "backup"), 5)
+    seg.wait(lambda: seg.state().get("state") == "standby", 2)  # the VIP goes first, the record after
     assert [t["to"] for t in seg.state()["transitions"]][-2:] == ["handback", "standby"]
     # The handback announced the primary's MAC for the VIP.
     primary_mac = json.loads(seg.ip("primary", "-j", "link", "show", "eth0"))[0]["address"]
