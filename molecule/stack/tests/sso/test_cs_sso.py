@@ -28,11 +28,14 @@ IMAPLIB_XOAUTH2 = (
 
 @pytest.fixture(scope="module")
 def tunnel(lab) -> Iterator[None]:
-    """alice's VPN tunnel on client1, for the whole module."""
+    """alice's VPN tunnel on client1, for the whole module: her certificate
+    and, AAA being in this lab, her password."""
     client = lab[CLIENT].host
-    started = client.run(f"timeout 30 openconnect --background --pid-file=/run/openconnect-sso.pid "
-                         f"--interface=tun-sso --non-inter -c {CREDENTIALS}/alice.pem https://vpn.lab.dmzkit.test/")
-    assert started.rc == 0, started.stderr
+    started = lab[CLIENT].run_with_input(
+        ["timeout", "30", "openconnect", "--background", "--pid-file=/run/openconnect-sso.pid", "--interface=tun-sso",
+         "--non-inter", "--user=alice", "--passwd-on-stdin", "-c", f"{CREDENTIALS}/alice.pem",
+         "https://vpn.lab.dmzkit.test/"], (SECRETS / "sso_alice").read_text().split()[0] + "\n")
+    assert started.returncode == 0, started.stderr
     try:
         client.run_test("timeout 10 sh -c 'until ip link show tun-sso >/dev/null 2>&1; do sleep 0.2; done'")
         yield
