@@ -3,12 +3,17 @@ systemd how it is (the notify protocol: one datagram to $NOTIFY_SOCKET, no
 library needed) and stop cleanly on SIGTERM."""
 from __future__ import annotations
 
+import argparse
 import asyncio
+import logging
 import os
 import signal
 import socket
-from collections.abc import Coroutine
-from typing import Any
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
+
+from .config import ConfigError
 
 
 class Notifier:
@@ -41,3 +46,29 @@ async def until_stopped(main: Coroutine[Any, Any, None]) -> None:
         await task
     except asyncio.CancelledError:
         pass
+
+
+class Service(Protocol):
+    async def run(self) -> None: ...
+
+
+def service_main(prog: str, doc: str, build: Callable[[str], Service], argv: list[str] | None,
+                 default_config: str | None = None) -> int:
+    """The command line of a service run from one settings file:
+    `--config FILE`, and `--check` to validate it (and what it names) and stop.
+    `build` reads the file and refuses what it cannot use with ConfigError."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc.strip().splitlines()[0])
+    parser.add_argument("--config", default=default_config, required=default_config is None)
+    parser.add_argument("--check", action="store_true", help="validate the settings and the files they name, and exit")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
+    try:
+        service = build(args.config)
+    except ConfigError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 2
+    if args.check:
+        print(f"{args.config}: ok")
+        return 0
+    asyncio.run(until_stopped(service.run()))
+    return 0

@@ -4,35 +4,15 @@
 """
 from __future__ import annotations
 
-import argparse
-import asyncio
-import logging
 import sys
 
-from ..config import ConfigError
-from ..daemon import until_stopped
+from ..daemon import service_main
 from .relay import Relay
 from .settings import Settings
 
-PROG = "dmzkit-radius-relay"
-
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--check", action="store_true", help="validate the settings and the secrets they name, and exit")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
-    try:
-        relay = Relay(Settings.load(args.config))
-    except ConfigError as e:
-        print(f"{PROG}: {e}", file=sys.stderr)
-        return 2
-    if args.check:
-        print(f"{args.config}: ok")
-        return 0
-    asyncio.run(until_stopped(relay.run()))
-    return 0
+    return service_main("dmzkit-radius-relay", __doc__, lambda path: Relay(Settings.load(path)), argv)
 
 
 if __name__ == "__main__":

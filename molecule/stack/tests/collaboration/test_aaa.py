@@ -13,17 +13,11 @@ from pathlib import Path
 import pytest
 from argon2 import PasswordHasher
 
-GW = "gw1"
-AAA = "aaa1"
-DB = "db1"
-SECRETS = Path("/var/lib/dmzkit-lab/secrets")
+from lab_aaa import AAA, DB, GW, psql, secret
+
 PROBE = (Path(__file__).parent / "radius_probe.py").read_text()
 AUTH, ACCT = 1812, 1813
 ACCEPT, REJECT, ACCOUNTING_RESPONSE = 2, 3, 5
-
-
-def secret(name: str) -> str:
-    return (SECRETS / name).read_text().strip()
 
 
 def ask(lab, host: str, kind: str, options: dict, client_secret: str, password: str = "",
@@ -48,12 +42,6 @@ def access(lab, user: str, password: str, nas: str = "ocserv", host: str = GW, c
 def last_reason(lab, user: str, event: str = "aaa.access") -> str:
     return psql(lab, f"SELECT detail->>'reason' FROM dmzkit.audit_log WHERE event = '{event}' "
                      f"AND subject = '{user}' ORDER BY id DESC LIMIT 1")
-
-
-def psql(lab, statement: str) -> str:
-    run = lab[DB].host.run("runuser -u postgres -- psql -d dmzkit -AtX -c %s", statement)
-    assert run.rc == 0, run.stderr
-    return run.stdout.strip()
 
 
 @pytest.mark.parametrize(("user", "nas", "answer"), [
