@@ -49,7 +49,8 @@ async def until_stopped(main: Coroutine[Any, Any, None]) -> None:
 
 
 class Service(Protocol):
-    async def run(self) -> None: ...
+    async def run(self) -> None:
+        """Serve until cancelled."""
 
 
 def service_main(prog: str, doc: str, build: Callable[[str], Service], argv: list[str] | None,
