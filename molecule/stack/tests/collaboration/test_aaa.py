@@ -174,6 +174,41 @@ def test_accounting_is_recorded_in_the_user_database(lab) -> None:
     assert changed.rc != 0 and "append-only" in changed.stderr
 
 
+# What a NAS passes on from a user (a name typed at a login prompt) reaches
+# AAA's SQL inside quoted strings: quotes and backslashes must stay data.
+AWKWARD = "o'hara\\'); DELETE FROM dmzkit.audit_log; --"
+
+
+def test_quotes_and_backslashes_in_what_a_user_typed_stay_data(lab) -> None:
+    before = psql(lab, "SELECT count(*) FROM dmzkit.audit_log")
+    reply = access(lab, AWKWARD, "any password")
+    assert reply["answered"] and reply["authentic"] and reply["code"] == REJECT
+    assert psql(lab, "SELECT subject FROM dmzkit.audit_log WHERE event = 'aaa.access' ORDER BY id DESC LIMIT 1") \
+        == AWKWARD
+    assert int(psql(lab, "SELECT count(*) FROM dmzkit.audit_log")) > int(before)
+    session = f"test-{random.token_hex(4)}-'\\"
+    reply = ask(lab, GW, "accounting", {"status": 1, "strings": {
+        "User-Name": AWKWARD, "NAS-Identifier": "strongswan", "Acct-Session-Id": session}}, secret("aaa_gw1"))
+    assert reply["answered"] and reply["code"] == ACCOUNTING_RESPONSE
+    escaped = session.replace("'", "''")
+    assert psql(lab, f"SELECT username FROM dmzkit.radius_accounting WHERE session_id = '{escaped}'") == AWKWARD
+
+
+def test_an_accounting_type_it_does_not_record_is_answered_and_audited(lab) -> None:
+    """A NAS retransmits unanswered accounting for ever: a type the table
+    does not take (Tunnel-Start, RFC 2867) is answered, and audited."""
+    session = f"test-{random.token_hex(6)}"
+    reply = ask(lab, GW, "accounting", {"status": 9, "strings": {
+        "User-Name": "alice", "NAS-Identifier": "strongswan", "Acct-Session-Id": session}}, secret("aaa_gw1"))
+    assert reply["answered"] and reply["authentic"] and reply["code"] == ACCOUNTING_RESPONSE
+    assert psql(lab, f"SELECT count(*) FROM dmzkit.radius_accounting WHERE session_id = '{session}'") == "0"
+    audited = psql(lab, "SELECT outcome || '|' || detail FROM dmzkit.audit_log WHERE event = 'aaa.accounting' "
+                        "AND subject = 'alice' ORDER BY id DESC LIMIT 1")
+    outcome, detail = audited.split("|", 1)
+    assert outcome == "failure" and json.loads(detail) == {
+        "nas": "gw1", "reason": "status type not recorded", "status": "Tunnel-Start", "session": session}
+
+
 def test_freeradius_runs_only_the_collections_site_and_checks_its_configuration(lab) -> None:
     host = lab[AAA].host
     assert host.run("ls /etc/freeradius/3.0/sites-enabled").stdout.split() == ["dmzkit"]
