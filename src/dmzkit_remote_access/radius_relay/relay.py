@@ -52,8 +52,12 @@ class Leg:
         self.nas = _Socket(self.from_nas)
         self.aaa = _Socket(self.from_aaa)
         self.in_flight: dict[int, InFlight] = {}
-        # A NAS's retransmission (same address, identifier and authenticator) is sent again, not anew.
+        # A NAS's retransmission (same address, identifier and authenticator)
+        # is sent again, not anew; one that crossed the answer gets the answer
+        # again, kept for the request's lifetime (RFC 5080 2.2.2), instead of
+        # reaching AAA as a second login or accounting record.
         self.by_origin: dict[tuple[Address, int, bytes], int] = {}
+        self.answered: dict[tuple[Address, int, bytes], bytes] = {}
         self.next_ident = 0
 
     def from_nas(self, data: bytes, nas: Address) -> None:
@@ -63,6 +67,9 @@ class Leg:
             log.warning("dropped a malformed packet from %s:%d: %s", *nas, e)
             return
         origin = (nas, request.ident, request.authenticator)
+        if origin in self.answered:
+            self.nas.send(self.answered[origin], nas)
+            return
         if origin in self.by_origin:
             self.aaa.send(self.in_flight[self.by_origin[origin]].sent)
             return
@@ -92,14 +99,17 @@ class Leg:
             return
         flight = self.in_flight.get(answer.ident)
         if flight is None:
-            return  # late, or a duplicate answer to a request already answered
+            return  # late, or a second answer to a request answered already
         if answer.code not in self.answer_codes or not radius.reply_valid(answer, flight.upstream, self.relay.server_secret):
             log.warning("dropped an answer (code %d) whose authenticators are wrong or unexpected", answer.code)
             return
         self.forget(answer.ident)
-        local = radius.reply(answer.code, flight.request, answer.without(radius.MESSAGE_AUTHENTICATOR),
-                             self.relay.local_secret)
-        self.nas.send(radius.encode(local), flight.nas)
+        local = radius.encode(radius.reply(answer.code, flight.request, answer.without(radius.MESSAGE_AUTHENTICATOR),
+                                           self.relay.local_secret))
+        origin = (flight.nas, flight.request.ident, flight.request.authenticator)
+        self.answered[origin] = local
+        asyncio.get_running_loop().call_later(self.relay.settings.timeout, self.answered.pop, origin, None)
+        self.nas.send(local, flight.nas)
 
     def forget(self, ident: int) -> None:
         flight = self.in_flight.pop(ident)

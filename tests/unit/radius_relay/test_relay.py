@@ -149,6 +149,13 @@ def test_only_an_authentic_answer_from_aaa_reaches_the_nas(lab: Lab) -> None:
     # Answered once: the same answer again is not passed twice.
     lab.aaa.sendto(radius.encode(accept), relay_address)
     assert lab.answer_to_nas() is None
+    # A retransmission that crossed the answer gets the answer again, and AAA
+    # no second request (which it would count as a second login).
+    lab.ask(request)
+    again = lab.answer_to_nas()
+    assert again is not None and again == answer
+    with pytest.raises(socket.timeout):
+        lab.at_aaa()
 
 
 @pytest.mark.parametrize("attributes", [
