@@ -16,7 +16,6 @@ from dataclasses import dataclass, replace
 
 ACCESS_REQUEST, ACCESS_ACCEPT, ACCESS_REJECT = 1, 2, 3
 ACCOUNTING_REQUEST, ACCOUNTING_RESPONSE = 4, 5
-ACCESS_CHALLENGE = 11
 USER_NAME, USER_PASSWORD, CHAP_PASSWORD, NAS_IDENTIFIER = 1, 2, 3, 32
 EAP_MESSAGE, MESSAGE_AUTHENTICATOR = 79, 80
 HEADER, MAX_PACKET = 20, 4096
@@ -67,15 +66,6 @@ def encode(packet: Packet) -> bytes:
     return struct.pack("!BBH", packet.code, packet.ident, HEADER + len(body)) + packet.authenticator + body
 
 
-def _keystream(secret: bytes, authenticator: bytes, blocks: list[bytes]) -> list[bytes]:
-    """b1 = MD5(S + RA), bi = MD5(S + c(i-1)): one pad per 16-octet block."""
-    pads, last = [], authenticator
-    for block in blocks:
-        pads.append(hashlib.md5(secret + last).digest())
-        last = block
-    return pads
-
-
 def hide_password(password: bytes, secret: bytes, authenticator: bytes) -> bytes:
     if len(password) > MAX_PASSWORD:
         raise Malformed("a password longer than 128 octets")
@@ -92,9 +82,13 @@ def hide_password(password: bytes, secret: bytes, authenticator: bytes) -> bytes
 def reveal_password(hidden: bytes, secret: bytes, authenticator: bytes) -> bytes:
     if not hidden or len(hidden) % 16 or len(hidden) > MAX_PASSWORD:
         raise Malformed(f"a User-Password of {len(hidden)} octets")
-    blocks = [hidden[i:i + 16] for i in range(0, len(hidden), 16)]
-    pads = _keystream(secret, authenticator, blocks)
-    return b"".join(bytes(a ^ b for a, b in zip(block, pad)) for block, pad in zip(blocks, pads)).rstrip(b"\0")
+    out: list[bytes] = []
+    last = authenticator
+    for i in range(0, len(hidden), 16):
+        pad = hashlib.md5(secret + last).digest()
+        last = hidden[i:i + 16]
+        out.append(bytes(a ^ b for a, b in zip(last, pad)))
+    return b"".join(out).rstrip(b"\0")
 
 
 def _message_authenticator(packet: Packet, secret: bytes, authenticator: bytes) -> bytes:
