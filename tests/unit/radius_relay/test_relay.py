@@ -66,18 +66,17 @@ class Lab:
 def lab(tmp_path: Path) -> Iterator[Lab]:
     lab = Lab(tmp_path)
     loop = asyncio.new_event_loop()
-    task = loop.create_task(Relay(lab.settings).run())
+    relay = Relay(lab.settings)
+    task = loop.create_task(relay.run())
     thread = threading.Thread(target=loop.run_until_complete, args=(asyncio.wait([task]),), daemon=True)
     thread.start()
-    for _ in range(100):  # until the relay listens (the accounting port is its last)
-        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            probe.bind(("127.0.0.1", lab.settings.listen_acct_port))
-        except OSError:
+    # Until the relay listens (the accounting port is its last); probing the
+    # port by binding it could take it from the relay.
+    for _ in range(250):
+        if relay.accounting.nas.transport is not None or task.done():
             break
-        finally:
-            probe.close()
         threading.Event().wait(0.02)
+    assert relay.accounting.nas.transport is not None and not task.done(), "the relay did not start"
     yield lab
     loop.call_soon_threadsafe(task.cancel)
     thread.join(5)
