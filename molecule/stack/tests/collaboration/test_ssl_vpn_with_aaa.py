@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from lab_aaa import AAA, CLIENT, GW, openconnect, psql, secret, tunnel
+from lab_aaa import AAA, CLIENT, GW, IM, openconnect, psql, secret, tunnel
 
 POOL = "198.18.8.0/24"
 # Run on aaa1 with FreeRADIUS stopped: answers the relay's first request with
@@ -122,3 +122,25 @@ def test_an_answer_forged_at_aaas_address_with_a_wrong_secret_lets_nobody_in(lab
     finally:
         lab[CLIENT].host.run("test -f /run/tun-forged.pid && kill $(cat /run/tun-forged.pid); rm -f /run/tun-forged.pid")
         assert aaa.run("systemctl start freeradius").rc == 0
+
+
+# Sends one datagram to the relay's loopback port; prints how the kernel took it.
+SEND = """
+import socket
+try:
+    socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(bytes(20), ("127.0.0.1", 1812))
+    print("sent")
+except PermissionError:
+    print("refused")
+"""
+
+
+@pytest.mark.parametrize("host", [GW, IM])
+def test_only_the_nas_user_may_send_to_the_relay(lab, host: str) -> None:
+    """Another user's process on the NAS's host, knowing no secret, could
+    still spend the relay's request identifiers and score failed logins at
+    AAA (five lock an account): its datagrams are refused as they leave."""
+    run = lab[host].host.run
+    python = "/opt/dmzkit/venv/bin/python"
+    assert run("runuser -u nobody -- %s -c %s", python, SEND).stdout.strip() == "refused"
+    assert run("%s -c %s", python, SEND).stdout.strip() == "sent"
