@@ -68,7 +68,9 @@ def authenticate(p: dict[str, tuple[tuple[str, str], ...]]) -> int:
         return radiusd.RLM_MODULE_REJECT
     request = dict(p["request"])
     control = dict(p["config"])
-    username, password = request.get("User-Name"), request.get("User-Password")
+    # The account the site settled on: the User-Name, or inside an EAP-TTLS
+    # tunnel the client certificate's (Dmzkit-User).
+    username, password = control.get("Dmzkit-User"), request.get("User-Password")
     if _check is None or not username or password is None:
         return radiusd.RLM_MODULE_REJECT
     try:

@@ -25,17 +25,28 @@ def entry(radiusd, userdb, tmp_path):
     local_servers.remove_user(userdb, "entry-user")
 
 
-def request(user: str, password: str | None) -> dict:
+def request(user: str, password: str | None, account: str | None = None) -> dict:
+    """An Access-Request as the site hands it over: the account it settled
+    on in Dmzkit-User (the User-Name, or in an EAP-TTLS tunnel the client
+    certificate's)."""
     pairs = [("User-Name", user), ("Calling-Station-Id", "198.18.0.5[4500]")]
     if password is not None:
         pairs.append(("User-Password", password))
-    return {"request": tuple(pairs), "config": (("Dmzkit-NAS", "gw1"),), "reply": ()}
+    control = (("Dmzkit-NAS", "gw1"),) + ((("Dmzkit-User", account or user),) if account != "" else ())
+    return {"request": tuple(pairs), "config": control, "reply": ()}
 
 
 def test_the_check_answers_ok_or_reject(entry, radiusd) -> None:
     assert entry.authenticate(request("entry-user", PASSWORD)) == radiusd.RLM_MODULE_OK
     assert entry.authenticate(request("entry-user", "wrong")) == radiusd.RLM_MODULE_REJECT
     assert entry.authenticate(request("entry-user", None)) == radiusd.RLM_MODULE_REJECT
+
+
+def test_the_password_is_checked_for_the_account_the_site_settled_on(entry, radiusd) -> None:
+    """Inside EAP-TTLS the User-Name is the certificate's e-mail address and
+    the account its CN: the check takes the account, and none is no account."""
+    assert entry.authenticate(request("entry-user@lab.dmzkit.test", PASSWORD, "entry-user")) == radiusd.RLM_MODULE_OK
+    assert entry.authenticate(request("entry-user", PASSWORD, "")) == radiusd.RLM_MODULE_REJECT
 
 
 @pytest.mark.parametrize("repeated", [("User-Name", "someone-else"), ("User-Password", PASSWORD)])
