@@ -3,6 +3,7 @@ secrets, the user database's audit and accounting, and a user's SSL VPN
 tunnel from client1 (certificate and password)."""
 from __future__ import annotations
 
+import re
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,3 +38,36 @@ def tunnel(lab, user: str, password: str, certificate: str | None = None) -> Ite
         yield openconnect(lab, interface, user, password, certificate or user)
     finally:
         lab[CLIENT].host.run(f"test -f /run/{interface}.pid && kill $(cat /run/{interface}.pid); rm -f /run/{interface}.pid")
+
+
+@contextmanager
+def ipsec_tunnel(lab, user: str, password: str) -> Iterator[subprocess.CompletedProcess[str]]:
+    """The user's IPsec tunnel from client1 (swanctl connection `user`):
+    the password is loaded as the user's EAP secret for this tunnel only,
+    from a file in swanctl's configuration removed at once, and dropped
+    again after."""
+    client = lab[CLIENT]
+    email = f"{user}@lab.dmzkit.test"
+    secrets = f"/etc/swanctl/conf.d/zz-test-secret-{user}.conf"
+    conf = f'secrets {{\n\teap-{user} {{\n\t\tid = {email}\n\t\tsecret = "{password}"\n\t}}\n}}\n'
+    assert client.run_with_input(["sh", "-c", f"umask 077; cat > {secrets}"], conf).returncode == 0
+    try:
+        client.host.run_test("swanctl --load-creds --noprompt")
+    finally:
+        client.host.run(f"rm -f {secrets}")
+    try:
+        yield client.run_with_input(["timeout", "60", "swanctl", "--initiate", "--child", user, "--timeout", "45"], "")
+    finally:
+        client.host.run(f"swanctl --terminate --ike {user} --timeout 10")
+        client.host.run_test("swanctl --load-creds --clear --noprompt")
+
+
+def ipsec_sa(lab, user: str) -> dict:
+    """The user's IKE_SA on client1 as swanctl shows it: its state, the
+    virtual address the gateway gave, and the child SA's remote traffic
+    selectors (the networks the gateway lets the user reach)."""
+    shown = lab[CLIENT].host.run(f"swanctl --list-sas --ike {user}").stdout
+    state = re.search(rf"^{user}: #\d+, (\w+),", shown, re.M)
+    vip = re.search(r"^\s+local\s+'[^']*' @ \S+ \[([\d.]+)\]", shown, re.M)
+    return {"state": state.group(1) if state else None, "vip": vip.group(1) if vip else None,
+            "remote_ts": sorted(re.findall(r"^\s+remote ([\d./]+)$", shown, re.M))}
