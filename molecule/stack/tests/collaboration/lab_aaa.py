@@ -1,17 +1,53 @@
 """What the collaboration journey's tests share: the hosts, the lab's
-secrets, the user database's audit and accounting, and a user's SSL VPN
-tunnel from client1 (certificate and password)."""
+secrets, the user database's audit and accounting, a user's SSL VPN and
+IPsec tunnels from client1 (device and password), and a forger of AAA's
+answers."""
 from __future__ import annotations
 
+import json
 import re
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 CLIENT, GW, AAA, DB, APP, IM = "client1", "gw1", "aaa1", "db1", "app1", "im1"
 SECRETS = Path("/var/lib/dmzkit-lab/secrets")
 VPN = "https://vpn.lab.dmzkit.test/"
+
+
+# Run on aaa1 with FreeRADIUS stopped: answers the first request (the
+# relay's, or strongSwan's) with an Access-Accept signed with a wrong secret, as an attacker who can send
+# from AAA's address but does not know the secret would.
+FORGER = """
+import json, socket, sys
+from dmzkit_remote_access import radius
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.bind((sys.argv[1], 1812))
+sock.settimeout(30)
+print("listening", flush=True)
+data, source = sock.recvfrom(4096)
+request = radius.decode(data)
+forged = radius.reply(radius.ACCESS_ACCEPT, request, ((25, b"OU=staff"),), b"not the secret of gw1 at all")
+sock.sendto(radius.encode(forged), source)
+print(json.dumps({"forged_for": source[0]}), flush=True)
+"""
+
+
+@contextmanager
+def forged_answers(lab) -> Iterator[Callable[[], str]]:
+    """FreeRADIUS stopped on aaa1 and FORGER in its place; yields a function
+    that waits for the forged answer and returns the address it went to."""
+    aaa = lab[AAA].host
+    assert aaa.run("systemctl stop freeradius").rc == 0
+    try:
+        forger = subprocess.Popen(["podman", "exec", "-i", AAA, "/opt/dmzkit/venv/bin/python", "-c", FORGER,
+                                   lab[AAA].address("internal")], stdout=subprocess.PIPE, text=True)
+        assert forger.stdout is not None and forger.stdout.readline().strip() == "listening"
+        yield lambda: json.loads(forger.stdout.readline())["forged_for"]
+        forger.wait(10)
+    finally:
+        assert aaa.run("systemctl start freeradius").rc == 0
 
 
 def secret(name: str) -> str:

@@ -8,7 +8,7 @@ import ipaddress
 import time
 
 import pytest
-from lab_aaa import APP, CLIENT, ipsec_sa, ipsec_tunnel, psql, secret
+from lab_aaa import APP, CLIENT, GW, forged_answers, ipsec_sa, ipsec_tunnel, psql, secret
 
 IDP = "idp1"
 POOLS = {"staff": "198.18.9.0/25", "contractors": "198.18.9.128/25"}
@@ -70,3 +70,17 @@ def test_the_tunnel_is_accounted_at_aaa(lab) -> None:
     while (recorded := psql(lab, query)) != "start,stop" and time.monotonic() < deadline:
         time.sleep(0.2)
     assert recorded == "start,stop"
+
+
+def test_an_answer_forged_at_aaas_address_with_a_wrong_secret_is_ignored(lab) -> None:
+    """strongSwan asks AAA itself: an Access-Accept from AAA's own address
+    but signed with a wrong secret is thrown away, and nobody gets in."""
+    gw = lab[GW].host
+    since = gw.check_output("date +%s")
+    with forged_answers(lab) as forged:
+        with ipsec_tunnel(lab, "alice", secret("sso_alice")) as run:
+            assert run.returncode != 0
+            assert ipsec_sa(lab, "alice")["state"] is None
+        assert forged() == lab[GW].address("dmz")  # strongSwan asked, the forgery reached it
+    log = gw.check_output(f"journalctl -u strongswan --since @{since} --no-pager")
+    assert "RADIUS Response-Authenticator verification failed" in log
