@@ -166,6 +166,20 @@ def test_fetch_reloads_the_named_and_the_registered_units_once(dmzkit_crl, ca, p
     assert len(systemctl()) == 3
 
 
+def test_a_unit_registered_for_restart_is_restarted(dmzkit_crl, ca, published, systemctl):
+    """FreeRADIUS's EAP module reads the CRL only at start (a HUP leaves it):
+    its registration asks for a restart."""
+    key, cert, path = ca
+    root, url = published
+    (root / "crl.pem").write_bytes(pem(make_crl(key, cert, NOW, NOW + dt.timedelta(days=7))))
+    registered = path / "reload.d"
+    registered.mkdir()
+    (registered / "freeradius.service").write_text("restart\n")
+    (registered / "nginx.service").touch()
+    assert dmzkit_crl.main([*fetch_args(path, url), "--reload-dir", str(registered)]) == 0
+    assert systemctl() == ["try-restart freeradius.service", "try-reload-or-restart nginx.service"]
+
+
 def test_a_consumer_that_fails_to_reload_is_reported(dmzkit_crl, ca, published, systemctl, capsys):
     key, cert, path = ca
     root, url = published

@@ -8,12 +8,13 @@ never send."""
 from __future__ import annotations
 
 import json
+import subprocess
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from lab_aaa import AAA, CLIENT, GW, psql, secret
+from lab_aaa import AAA, CLIENT, GW, SECRETS, psql, secret
 
 WORK = "/run/dmzkit-eap-test"
 DOMAIN = "lab.dmzkit.test"
@@ -125,3 +126,27 @@ def test_only_eap_ttls_is_offered_outside_the_tunnel(lab) -> None:
 def test_only_strongswan_asks_with_eap(lab) -> None:
     assert not login(lab, f"alice@{DOMAIN}", secret("sso_alice"), "alice", nas="ocserv")
     assert last_answer(lab) == (f"alice@{DOMAIN}", "failure", {"nas": "gw1", "reason": "EAP from strongswan only"})
+
+
+@pytest.mark.irreversible
+@pytest.mark.usefixtures("certificates")
+def test_a_revoked_device_is_refused_once_the_crl_is_fetched(lab, converge, throwaway_user) -> None:
+    """A device certificate of its own, revoked at the CA: AAA refuses its
+    TLS handshake once the trust job has fetched the CRL (which restarts
+    FreeRADIUS), before any password is asked. The device has no account, so before the
+    revocation its handshake passes and the password check refuses it."""
+    user = throwaway_user("eap-revoked", "staff", limit="ca1")
+    bundle = SECRETS / "bundles" / f"{user.name}.p12"
+    subprocess.run(["podman", "cp", str(bundle), f"{GW}:{WORK}/{user.name}.p12"], check=True)
+    unpacked = lab[GW].run_with_input(
+        ["openssl", "pkcs12", "-in", f"{WORK}/{user.name}.p12", "-passin", "stdin", "-noenc",
+         "-out", f"{WORK}/{user.name}.pem"], user.passphrase + "\n")
+    assert unpacked.returncode == 0, unpacked.stderr
+    identity = f"{user.name}@{DOMAIN}"
+    assert not login(lab, identity, "any password", user.name)
+    assert last_answer(lab)[0] == user.name and last_answer(lab)[2]["reason"] == "password refused"
+    run = converge({"ca_revoked": [user.name]}, limit="ca1")
+    assert run.rc == 0, run.output[-3000:]
+    lab[AAA].host.run_test("systemctl start dmzkit-crl-fetch.service")
+    assert not login(lab, identity, "any password", user.name)
+    assert last_answer(lab) == (identity, "failure", {"nas": "gw1", "reason": "EAP-TTLS refused"})
