@@ -40,12 +40,15 @@ def certificates(lab) -> Iterator[None]:
 
 
 def login(lab, identity: str, password: str, certificate: str | None, method: str = "TTLS",
-          nas: str = "strongswan") -> bool:
-    """One EAP login from gw1; True when AAA accepted it (eapol_test also
-    checks the answers' Message-Authenticator and the MPPE keys)."""
+          nas: str = "strongswan", outer: str | None = None) -> bool:
+    """One EAP login from gw1 (identity inside the tunnel, and outside too
+    unless `outer` says otherwise); True when AAA accepted it (eapol_test
+    also checks the answers' Message-Authenticator and the MPPE keys)."""
     network = {"key_mgmt": "WPA-EAP", "eap": method, "identity": f'"{identity}"', "password": f'"{password}"',
                "ca_cert": '"/etc/dmzkit-pki/ca-chain.pem"', "domain_match": f'"{AAA_NAME}"',
                "phase2": '"autheap=GTC"'}
+    if outer:
+        network["anonymous_identity"] = f'"{outer}"'
     if certificate:
         network |= {"client_cert": f'"{WORK}/{certificate}.pem"', "private_key": f'"{WORK}/{certificate}.pem"'}
     config = f"{WORK}/{uuid.uuid4().hex}.conf"
@@ -111,6 +114,15 @@ def test_a_password_opens_only_its_own_devices_account(lab) -> None:
     assert not login(lab, f"bob@{DOMAIN}", secret("sso_alice"), "bob")
     assert last_answer(lab) == ("bob", "failure", {"nas": "gw1", "reason": "password refused"})
     assert login(lab, f"bob@{DOMAIN}", secret("sso_bob"), "bob")
+
+
+@pytest.mark.usefixtures("certificates")
+def test_the_identity_outside_the_tunnel_is_the_certificates_too(lab) -> None:
+    """The gateway's accounting names the identity outside the tunnel: alice
+    with her own device and password may not go by bob's name there."""
+    assert not login(lab, f"alice@{DOMAIN}", secret("sso_alice"), "alice", outer=f"bob@{DOMAIN}")
+    assert last_answer(lab) == (f"alice@{DOMAIN}", "failure",
+                                {"nas": "gw1", "reason": "identity is not the certificate's"})
 
 
 @pytest.mark.usefixtures("certificates")
