@@ -50,8 +50,16 @@ def forged_answers(lab) -> Iterator[Callable[[], str]]:
         assert aaa.run("systemctl start freeradius").rc == 0
 
 
-def secret(name: str) -> str:
-    return (SECRETS / name).read_text().strip()
+class Secret(str):
+    """A secret of the lab: itself wherever a string goes, masked wherever
+    it is shown (pytest's account of a failed assertion prints arguments)."""
+
+    def __repr__(self) -> str:
+        return "'***'"
+
+
+def secret(name: str) -> Secret:
+    return Secret((SECRETS / name).read_text().strip())
 
 
 def psql(lab, statement: str) -> str:
