@@ -12,8 +12,9 @@ import secrets
 import subprocess
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 from pathlib import PurePosixPath
 
 import pytest
@@ -126,6 +127,17 @@ def lab() -> Lab:
     itself (addresses may refer to variables such as lab_ca_address)."""
     results = module_results("all", "ansible.builtin.debug", "msg={{ lab_interfaces | default([]) }}", "-c", "local")
     return Lab({host: {"lab_interfaces": result["msg"]} for host, result in results.items()})
+
+
+@pytest.fixture(scope="session")
+def hostvar() -> Callable[[str, str], Any]:
+    """A variable as the scenario's inventory gives it to a host, templated
+    by Ansible: the setting a test measures the lab against."""
+
+    def value(host: str, name: str) -> Any:
+        return module_results(host, "ansible.builtin.debug", f"var={name}", "-c", "local")[host][name]
+
+    return value
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ group's networks only. From client1 with swanctl."""
 from __future__ import annotations
 
 import ipaddress
+import json
 import time
 
 import pytest
@@ -84,3 +85,39 @@ def test_an_answer_forged_at_aaas_address_with_a_wrong_secret_is_ignored(lab) ->
         assert forged() == lab[GW].address("dmz")  # strongSwan asked, the forgery reached it
     log = gw.check_output(f"journalctl -u strongswan --since @{since} --no-pager")
     assert "RADIUS Response-Authenticator verification failed" in log
+
+
+def group_setting(hostvar, group: str) -> dict:
+    """The IPsec group's settings as the inventory gives them to gw1."""
+    return next(g for g in hostvar(GW, "ipsec_gateway_groups") if g["name"] == group)
+
+
+def throughput(lab, port: int, *options: str) -> float:
+    """Bytes per second from iperf3 on client1 to app1 through the tunnel,
+    over 6 s after a first second left out (TCP's slow start)."""
+    run = lab[CLIENT].host.run(f"timeout 30 iperf3 -J -c {lab[APP].address('internal')} -p {port} -t 6 -O 1 "
+                               + " ".join(options))
+    assert run.rc == 0, run.stdout[-2000:]
+    return json.loads(run.stdout)["end"]["sum_received"]["bits_per_second"] / 8
+
+
+def test_each_user_of_a_group_with_a_rate_gets_it_both_ways(lab, hostvar, transient_service) -> None:
+    """The gateway shapes each contractor to the group's rate, what they
+    send and what they receive, measured with iperf3 through the tunnel;
+    staff, without a rate, go faster than that on the same path."""
+    port = int(hostvar(GW, "lab_rate_probe_port"))
+    transient_service(APP, "verify-iperf3", f"iperf3 -s -p {port}", port)
+    contractors = group_setting(hostvar, "contractors")
+    measured = {}
+    with ipsec_tunnel(lab, "bob", secret("sso_bob")) as run:
+        assert run.returncode == 0, run.stdout[-2000:]
+        measured["sends"] = throughput(lab, port)
+        measured["receives"] = throughput(lab, port, "-R")
+    with ipsec_tunnel(lab, "alice", secret("sso_alice")) as run:
+        assert run.returncode == 0, run.stdout[-2000:]
+        staff = throughput(lab, port, "-R")
+    print(f"contractor: sends {measured['sends']:.0f} B/s (limit {contractors['rx_bytes_per_sec']}), receives "
+          f"{measured['receives']:.0f} B/s (limit {contractors['tx_bytes_per_sec']}); staff receives {staff:.0f} B/s")
+    assert measured["sends"] == pytest.approx(int(contractors["rx_bytes_per_sec"]), rel=0.15)
+    assert measured["receives"] == pytest.approx(int(contractors["tx_bytes_per_sec"]), rel=0.15)
+    assert staff > 1.5 * int(contractors["tx_bytes_per_sec"])
