@@ -85,12 +85,12 @@ def tunnel(lab, user: str, password: str, certificate: str | None = None) -> Ite
 
 
 @contextmanager
-def ipsec_tunnel(lab, user: str, password: str) -> Iterator[subprocess.CompletedProcess[str]]:
-    """The user's IPsec tunnel from client1 (swanctl connection `user`):
-    the password is loaded as the user's EAP secret for this tunnel only,
-    from a file in swanctl's configuration removed at once, and dropped
-    again after."""
-    client = lab[CLIENT]
+def ipsec_tunnel(lab, user: str, password: str, host: str = CLIENT) -> Iterator[subprocess.CompletedProcess[str]]:
+    """The user's IPsec tunnel from their machine (client1, or a branch
+    office's; swanctl connection `user`): the password is loaded as the
+    user's EAP secret for this tunnel only, from a file in swanctl's
+    configuration removed at once, and dropped again after."""
+    client = lab[host]
     email = f"{user}@lab.dmzkit.test"
     secrets = f"/etc/swanctl/conf.d/zz-test-secret-{user}.conf"
     conf = f'secrets {{\n\teap-{user} {{\n\t\tid = {email}\n\t\tsecret = "{password}"\n\t}}\n}}\n'
@@ -106,11 +106,11 @@ def ipsec_tunnel(lab, user: str, password: str) -> Iterator[subprocess.Completed
         client.host.run_test("swanctl --load-creds --clear --noprompt")
 
 
-def ipsec_sa(lab, user: str) -> dict:
-    """The user's IKE_SA on client1 as swanctl shows it: its state, the
-    virtual address the gateway gave, and the child SA's remote traffic
+def ipsec_sa(lab, user: str, host: str = CLIENT) -> dict:
+    """The user's IKE_SA on their machine as swanctl shows it: its state,
+    the virtual address the gateway gave, and the child SA's remote traffic
     selectors (the networks the gateway lets the user reach)."""
-    shown = lab[CLIENT].host.run(f"swanctl --list-sas --ike {user}").stdout
+    shown = lab[host].host.run(f"swanctl --list-sas --ike {user}").stdout
     state = re.search(rf"^{user}: #\d+, (\w+),", shown, re.M)
     vip = re.search(r"^\s+local\s+'[^']*' @ \S+ \[([\d.]+)\]", shown, re.M)
     return {"state": state.group(1) if state else None, "vip": vip.group(1) if vip else None,

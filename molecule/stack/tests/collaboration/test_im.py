@@ -1,13 +1,14 @@
 """IM logins through the tunnels, decided by AAA: Prosody on im1 asks AAA
 (as NAS "im", through pam_radius_auth and the relay on im1) for every login.
 alice's profile allows IM, bob's does not; both reach the IM server in their
-SSL VPN tunnels, and only alice gets in."""
+SSL VPN and IPsec tunnels, and only alice gets in."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from lab_aaa import APP, CLIENT, IM, psql, secret, tunnel
+import pytest
+from lab_aaa import APP, CLIENT, IM, ipsec_tunnel, psql, secret, tunnel
 
 XMPP_LOGIN = (Path(__file__).parent / "xmpp_login.py").read_text()
 DOMAIN = "im.lab.dmzkit.test"
@@ -52,9 +53,10 @@ def test_a_lock_at_the_user_database_stops_the_next_im_login(lab) -> None:
                       "WHERE user_id = (SELECT id FROM dmzkit.users WHERE username = 'alice')")
 
 
-def test_a_user_whose_profile_forbids_im_gets_the_tunnel_but_not_im(lab) -> None:
-    with tunnel(lab, "bob", secret("sso_bob")) as run:
-        assert run.returncode == 0, run.stderr[-800:]
+@pytest.mark.parametrize("vpn", [tunnel, ipsec_tunnel], ids=["ssl_vpn", "ipsec"])
+def test_a_user_whose_profile_forbids_im_gets_the_tunnel_but_not_im(lab, vpn) -> None:
+    with vpn(lab, "bob", secret("sso_bob")) as run:
+        assert run.returncode == 0, (run.stdout + run.stderr)[-800:]
         assert xmpp_login(lab, CLIENT, "bob", secret("sso_bob")) == {"logged_in": False, "why": "authentication failed"}
         assert last_im_answer(lab, "bob") == "failure:IM not allowed"
 
