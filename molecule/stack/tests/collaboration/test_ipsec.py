@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import time
 
 import pytest
@@ -101,23 +102,54 @@ def throughput(lab, port: int, *options: str) -> float:
     return json.loads(run.stdout)["end"]["sum_received"]["bits_per_second"] / 8
 
 
+def sent_by_class(lab, device: str) -> dict[str, int]:
+    """Bytes each HTB class on the gateway's device has sent."""
+    shown = lab[GW].host.check_output(f"tc -s class show dev {device}")
+    return {handle: int(sent) for handle, sent in re.findall(r"^class htb (\S+) .*\n Sent (\d+) bytes", shown, re.M)}
+
+
+def busy_classes(before: dict[str, int], after: dict[str, int]) -> list[str]:
+    """Classes that sent more than 1 MB between two readings."""
+    return [handle for handle, sent in after.items() if sent - before.get(handle, 0) > 1_000_000]
+
+
 def test_each_user_of_a_group_with_a_rate_gets_it_both_ways(lab, hostvar, transient_service) -> None:
     """The gateway shapes each contractor to the group's rate, what they
-    send and what they receive, measured with iperf3 through the tunnel;
-    staff, without a rate, go faster than that on the same path."""
+    send and what they receive, measured with iperf3 through the tunnel, in
+    the class of the user's own address; staff, without a rate, go faster
+    than that both ways on the same path."""
     port = int(hostvar(GW, "lab_rate_probe_port"))
     transient_service(APP, "verify-iperf3", f"iperf3 -s -p {port}", port)
-    contractors = group_setting(hostvar, "contractors")
-    measured = {}
+    groups = hostvar(GW, "ipsec_gateway_groups")
+    index, contractors = next((i, g) for i, g in enumerate(groups, 1) if g["name"] == "contractors")
+    devices = ("ipsec0", "ipsec0-in")
     with ipsec_tunnel(lab, "bob", secret("sso_bob")) as run:
         assert run.returncode == 0, run.stdout[-2000:]
-        measured["sends"] = throughput(lab, port)
-        measured["receives"] = throughput(lab, port, "-R")
+        offset = int(ipaddress.ip_address(ipsec_sa(lab, "bob")["vip"])) - int(ipaddress.ip_network(contractors["pool"])[0])
+        before = {device: sent_by_class(lab, device) for device in devices}
+        sends = throughput(lab, port)
+        receives = throughput(lab, port, "-R")
+        after = {device: sent_by_class(lab, device) for device in devices}
     with ipsec_tunnel(lab, "alice", secret("sso_alice")) as run:
         assert run.returncode == 0, run.stdout[-2000:]
-        staff = throughput(lab, port, "-R")
-    print(f"contractor: sends {measured['sends']:.0f} B/s (limit {contractors['rx_bytes_per_sec']}), receives "
-          f"{measured['receives']:.0f} B/s (limit {contractors['tx_bytes_per_sec']}); staff receives {staff:.0f} B/s")
-    assert measured["sends"] == pytest.approx(int(contractors["rx_bytes_per_sec"]), rel=0.15)
-    assert measured["receives"] == pytest.approx(int(contractors["tx_bytes_per_sec"]), rel=0.15)
-    assert staff > 1.5 * int(contractors["tx_bytes_per_sec"])
+        staff = {"sends": throughput(lab, port), "receives": throughput(lab, port, "-R")}
+    print(f"contractor: sends {sends:.0f} B/s (limit {contractors['rx_bytes_per_sec']}), receives {receives:.0f} B/s "
+          f"(limit {contractors['tx_bytes_per_sec']}); staff sends {staff['sends']:.0f}, receives {staff['receives']:.0f} B/s")
+    assert sends == pytest.approx(int(contractors["rx_bytes_per_sec"]), rel=0.15)
+    assert receives == pytest.approx(int(contractors["tx_bytes_per_sec"]), rel=0.15)
+    own_class = f"1:{index * 4096 + offset:x}"
+    assert all(busy_classes(before[device], after[device]) == [own_class] for device in devices), (own_class, after)
+    assert min(staff.values()) > 1.5 * int(contractors["tx_bytes_per_sec"])
+
+
+def test_the_rates_come_back_when_strongswan_restarts_after_a_crash(lab) -> None:
+    """libipsec's TUN device is made anew with each charon; strongSwan's unit
+    puts the rates on it again after an automatic restart."""
+    gw = lab[GW].host
+    counts = {device: len(sent_by_class(lab, device)) for device in ("ipsec0", "ipsec0-in")}
+    assert min(counts.values()) > 0
+    started = gw.check_output("systemctl show -P ExecMainStartTimestampMonotonic strongswan")
+    gw.run_test("systemctl kill -s SEGV strongswan")
+    gw.run_test(f"timeout 30 sh -c 'until [ \"$(systemctl show -P ExecMainStartTimestampMonotonic strongswan)\" != {started} ] "
+                "&& systemctl is-active --quiet strongswan; do sleep 0.2; done'")
+    assert {device: len(sent_by_class(lab, device)) for device in counts} == counts

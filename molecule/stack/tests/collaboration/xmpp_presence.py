@@ -1,10 +1,15 @@
 """One user online in IM, run on a lab host with Debian's slixmpp: log in
-(STARTTLS with the CA's chain, SASL PLAIN), send presence, and wait for the
-buddy's, in which the IM server puts the address and port it observed
-(urn:dmzkit:xmpp:client-address:0). Prints JSON: this client's own address
-and port as its socket has them, and every client-address element of the
-buddy's presence. "claim": an address this client puts in its own presence,
-as a forger would. Input on standard input as JSON, never on a command line.
+(STARTTLS with the CA's chain, SASL PLAIN), send presence, and record every
+presence of the buddy's, in which the IM server puts the address and port
+it observed (urn:dmzkit:xmpp:client-address:0). Prints JSON: this client's
+own address and port as its socket has them, and for each presence of the
+buddy's every element of that namespace found anywhere in it.
+
+"claim": an address this client writes into its own presence, as a forger
+would: in the element, in another element of the namespace, and nested in
+an element of another namespace; in its broadcast presence, and again in a
+presence directed to the buddy once the buddy is online. Input on standard
+input as JSON, never on a command line.
 
     python3 -c "$(cat xmpp_presence.py)" CA-FILE
 """
@@ -22,23 +27,33 @@ def main():
     options = json.loads(sys.stdin.read())
     client = slixmpp.ClientXMPP(options["jid"], options["password"])
     client.ca_certs = sys.argv[1]
-    result = {"own": None, "buddy": None, "why": "no presence from the buddy"}
+    result = {"own": None, "buddy": [], "why": "no presence from the buddy"}
+
+    def forged(presence):
+        claim = options["claim"]
+        presence.append(ET.Element(f"{{{NS}}}client-address", claim))
+        presence.append(ET.Element(f"{{{NS}}}address", claim))
+        wrapper = ET.Element("{urn:example:wrapper}x")
+        wrapper.append(ET.Element(f"{{{NS}}}client-address", claim))
+        presence.append(wrapper)
+        return presence
 
     def session_start(_):
         address, port = client.transport.get_extra_info("sockname")[:2]
         result["own"] = {"ip": address, "port": str(port)}
         presence = client.make_presence()
-        if options.get("claim"):
-            presence.append(ET.Element(f"{{{NS}}}client-address", options["claim"]))
-        presence.send()
+        (forged(presence) if options.get("claim") else presence).send()
 
     def presence(stanza):
-        if stanza["from"].bare != options["buddy"] or result["buddy"] is not None:
+        if stanza["from"].bare != options["buddy"]:
             return
-        result["buddy"] = [dict(e.attrib) for e in stanza.xml.findall(f"{{{NS}}}client-address")]
-        result["why"] = "buddy seen"
-        # Online a little longer, for the buddy to see this client too.
-        client.loop.call_later(options["linger"], client.disconnect)
+        result["buddy"].append([dict(e.attrib) for e in stanza.xml.iter() if e.tag.startswith(f"{{{NS}}}")])
+        if len(result["buddy"]) == 1:
+            result["why"] = "buddy seen"
+            if options.get("claim"):
+                forged(client.make_presence(pto=options["buddy"])).send()
+            # Online a little longer, for the buddy to see this client too.
+            client.loop.call_later(options["linger"], client.disconnect)
 
     def refused(_):
         result["why"] = "authentication failed"
