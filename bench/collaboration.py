@@ -11,10 +11,22 @@
   `files` and PAP, the same users, the same client) on the same host and
   port, with the same load.
 
-The load generator (radius_load.py) runs on gw1; every loop is bounded by
-its seconds and a count. Needs a lab with aaa1 and gw1 deployed (`make demo`,
-or the converged `stack` configuration). Stops AAA's FreeRADIUS while the
-anchor runs, and starts it again. Prints a table and a JSON line.
+And IM (role `im`):
+
+- presence fan-out: 50 users, all in one shared roster group, log in at
+  once and announce their presence; the time until every user has seen all
+  49 others, with the collection's module that puts the observed address in
+  presence (mod_dmzkit_client_address) and, the anchor, the same Prosody
+  without it. Both run as a bench-only Prosody on im1's loopback (its own
+  configuration, accounts and port, removed after; plain TCP, since
+  loopback), beside the real one, which is left alone; the clients
+  (presence_load.py, slixmpp) run on im1 too.
+
+The RADIUS load generator (radius_load.py) runs on gw1; every loop is
+bounded by its seconds and a count. Needs a lab with aaa1, gw1 and im1
+deployed (`make demo`, or the converged `stack` configuration). Stops AAA's
+FreeRADIUS while its anchor runs, and starts it again. Prints a table and a
+JSON line.
 """
 from __future__ import annotations
 
@@ -30,6 +42,30 @@ AAA_ADDRESS = "198.18.2.20"
 GATEWAY_ADDRESS = "198.18.1.11"
 GATEWAY = "gw1"
 AAA = "aaa1"
+IM = "im1"
+PRESENCE_DIR = "/run/dmzkit-bench-prosody"
+PRESENCE_PORT = 15222
+PRESENCE_UNIT = "dmzkit-bench-prosody"
+PRESENCE_DOMAIN = "bench.lab.dmzkit.test"
+# A Prosody for the fan-out alone: loopback, its own accounts (internal,
+# plain: loopback only), one shared roster group, the module or not.
+PRESENCE_CONFIG = """
+pidfile = "{dir}/prosody.pid"
+data_path = "{dir}/data"
+plugin_paths = {{ "/usr/local/lib/dmzkit-prosody" }}
+modules_enabled = {{ "roster"; "saslauth"; "disco"; "groups"; {module} }}
+modules_disabled = {{ "s2s"; "register"; "offline"; "tls"; }}
+interfaces = {{ "127.0.0.1" }}
+c2s_ports = {{ {port} }}
+c2s_direct_tls_ports = {{ }}
+legacy_ssl_ports = {{ }}
+c2s_require_encryption = false
+allow_unencrypted_plain_auth = true
+authentication = "internal_plain"
+groups_file = "{dir}/groups.txt"
+log = {{ error = "{dir}/error.log" }}
+VirtualHost "{domain}"
+"""
 USERS = ("alice", "carol")
 ANCHOR_DIR = "/run/dmzkit-bench-anchor"
 # Debian 12's enabled modules and sites, as the freeradius package installs them.
@@ -121,11 +157,72 @@ def run_anchor(users: list[tuple[str, str]], seconds: float) -> dict[int, dict]:
     return results
 
 
+def presence_fanout(users: int, timeout: float) -> dict[str, dict]:
+    """Presence fan-out on a bench-only Prosody on im1's loopback, with the
+    collection's module and without it (the anchor), in that order."""
+    config = f"{PRESENCE_DIR}/prosody.cfg.lua"
+    group = "".join(f"bench{i}@{PRESENCE_DOMAIN}\n" for i in range(users))
+    results: dict[str, dict] = {}
+    try:
+        setup = podman(IM, f"set -e; rm -rf {PRESENCE_DIR}; install -d -o prosody -g prosody -m 0750 {PRESENCE_DIR} "
+                           f"{PRESENCE_DIR}/data; printf '[bench]\\n%s' '{group}' > {PRESENCE_DIR}/groups.txt")
+        if setup.returncode != 0:
+            raise RuntimeError(f"bench Prosody: {setup.stderr[-500:]}")
+        for name, module in (("ours", '"dmzkit_client_address";'), ("anchor", "")):
+            podman(IM, f"cat > {config}",
+                   PRESENCE_CONFIG.format(dir=PRESENCE_DIR, port=PRESENCE_PORT, domain=PRESENCE_DOMAIN, module=module))
+            podman(IM, f"chown prosody:prosody {config} {PRESENCE_DIR}/groups.txt")
+            if name == "ours":
+                registered = podman(IM, f"for i in $(seq 0 {users - 1}); do runuser -u prosody -- prosodyctl --config {config} "
+                                        f"register bench$i {PRESENCE_DOMAIN} bench || exit 1; done", timeout=300)
+                if registered.returncode != 0:
+                    raise RuntimeError(f"bench accounts: {registered.stdout[-300:]}{registered.stderr[-300:]}")
+            # A transient unit: stopped by name, and by itself after its maximum run time.
+            started = podman(IM, f"! ss -ltn | grep -qF '127.0.0.1:{PRESENCE_PORT} ' && "
+                                 f"systemd-run --quiet --collect --unit {PRESENCE_UNIT} --uid prosody --gid prosody "
+                                 f"--property RuntimeMaxSec={int(timeout) + 120} prosody --config {config} -F && "
+                                 f"timeout 20 sh -c 'until ss -ltn | grep -qF \"127.0.0.1:{PRESENCE_PORT} \"; do sleep 0.1; done'")
+            if started.returncode != 0:
+                raise RuntimeError(f"bench Prosody did not start (or port {PRESENCE_PORT} was taken)")
+            run = podman(IM, f"python3 -c \"$(cat)\" {PRESENCE_PORT} {PRESENCE_DOMAIN} {users} {timeout}",
+                         (HERE / "presence_load.py").read_text(), timeout=timeout + 60)
+            podman(IM, f"systemctl stop {PRESENCE_UNIT}")
+            if run.returncode != 0:
+                raise RuntimeError(f"presence load failed: {run.stderr[-500:]}")
+            results[name] = json.loads(run.stdout.strip().splitlines()[-1])
+    finally:
+        podman(IM, f"systemctl stop {PRESENCE_UNIT}; rm -rf {PRESENCE_DIR}")
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="each load run (at most 60)")
+    parser.add_argument("--parts", default="aaa,presence", help="what to measure: aaa, presence, or both")
+    parser.add_argument("--presence-users", type=int, default=50, help="users in the fan-out (2-200)")
     args = parser.parse_args(argv)
     seconds = min(max(args.seconds, 1.0), 60.0)
+    parts = set(args.parts.split(","))
+    code = 0
+    if "aaa" in parts:
+        code = bench_aaa(seconds)
+    if "presence" in parts:
+        users = min(max(args.presence_users, 2), 200)
+        fanout = presence_fanout(users, timeout=60)
+        for name, label in (("ours", "with the observed address (our module)"), ("anchor", "Prosody without it")):
+            r = fanout[name]
+            figure = f"{r['seconds']:.2f} s" if r["seconds"] is not None else f"incomplete ({r['complete']} of {users} users)"
+            print(f"presence fan-out, {users} users x {users - 1} buddies, {label:<40} {figure}"
+                  f"  presences seen {r['presences_seen']:,}, with the address {r['with_address']:,}")
+        print(json.dumps({"presence": fanout}))
+        # Ours puts the address in every presence, the anchor in none.
+        if (any(r["seconds"] is None for r in fanout.values()) or fanout["anchor"]["with_address"]
+                or fanout["ours"]["with_address"] != fanout["ours"]["presences_seen"]):
+            code = 1
+    return code
+
+
+def bench_aaa(seconds: float) -> int:
     users = [(user, secret(f"sso_{user}")) for user in USERS]
 
     for user in users:  # each password checked once, then remembered
