@@ -36,9 +36,7 @@ async def main() -> None:
         def presence(stanza, jid=jid):
             nonlocal with_address
             sender = stanza["from"].bare
-            if sender == jid or sender not in everyone:
-                return
-            if sender in seen[jid]:
+            if sender == jid or sender not in everyone or sender in seen[jid]:
                 return
             with_address += stanza.xml.find(f"{{{NS}}}client-address") is not None
             seen[jid].add(sender)

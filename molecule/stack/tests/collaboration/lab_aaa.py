@@ -14,6 +14,10 @@ from pathlib import Path
 CLIENT, GW, AAA, DB, APP, IM = "client1", "gw1", "aaa1", "db1", "app1", "im1"
 SECRETS = Path("/var/lib/dmzkit-lab/secrets")
 VPN = "https://vpn.lab.dmzkit.test/"
+# The IM server's XMPP domain, and the CA bundle its clients check it with
+# (the lab's root is in the users' machines' system store).
+IM_DOMAIN = "im.lab.dmzkit.test"
+SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"
 
 
 # Run on aaa1 with FreeRADIUS stopped: answers the first request (the

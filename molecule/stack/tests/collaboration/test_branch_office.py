@@ -14,11 +14,9 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from lab_aaa import GW, IM, ipsec_sa, ipsec_tunnel, secret
+from lab_aaa import GW, IM, IM_DOMAIN, SYSTEM_CA, ipsec_sa, ipsec_tunnel, secret
 
 XMPP_PRESENCE = (Path(__file__).parent / "xmpp_presence.py").read_text()
-DOMAIN = "im.lab.dmzkit.test"
-CA = "/etc/ssl/certs/ca-certificates.crt"  # the root is in the machines' system store
 MACHINES = {"alice": "branch1", "carol": "branch2"}
 NAT = "nat1"
 # What alice writes into her own presence, as a forger would.
@@ -26,9 +24,9 @@ CLAIM = {"ip": "198.18.255.254", "port": "1"}
 
 
 def online(lab, user: str, buddy: str, claim: dict | None = None) -> dict:
-    run = lab[MACHINES[user]].run_with_input(["timeout", "40", "python3", "-c", XMPP_PRESENCE, CA], json.dumps({
-        "jid": f"{user}@{DOMAIN}", "password": secret(f"sso_{user}"), "address": lab[IM].address("internal"),
-        "buddy": f"{buddy}@{DOMAIN}", "claim": claim, "linger": 5, "timeout": 30}))
+    run = lab[MACHINES[user]].run_with_input(["timeout", "40", "python3", "-c", XMPP_PRESENCE, SYSTEM_CA], json.dumps({
+        "jid": f"{user}@{IM_DOMAIN}", "password": secret(f"sso_{user}"), "address": lab[IM].address("internal"),
+        "buddy": f"{buddy}@{IM_DOMAIN}", "claim": claim, "linger": 5, "timeout": 30}))
     assert run.returncode == 0, run.stderr[-800:]
     return json.loads(run.stdout)
 
@@ -67,4 +65,4 @@ def test_two_users_behind_one_nat_see_each_others_observed_address_in_presence(l
     # The IM server recorded the same for each session.
     log = im.check_output(f"journalctl -u prosody --since @{since} --no-pager")
     for user, seen in (("alice", alice["own"]), ("carol", carol["own"])):
-        assert re.search(rf"{user}@{DOMAIN}/\S+ connected from {re.escape(seen['ip'])} port {seen['port']}\b", log), log
+        assert re.search(rf"{user}@{IM_DOMAIN}/\S+ connected from {re.escape(seen['ip'])} port {seen['port']}\b", log), log

@@ -8,16 +8,14 @@ import json
 from pathlib import Path
 
 import pytest
-from lab_aaa import APP, CLIENT, IM, ipsec_tunnel, psql, secret, tunnel
+from lab_aaa import APP, CLIENT, IM, IM_DOMAIN, SYSTEM_CA, ipsec_tunnel, psql, secret, tunnel
 
 XMPP_LOGIN = (Path(__file__).parent / "xmpp_login.py").read_text()
-DOMAIN = "im.lab.dmzkit.test"
-CA = "/etc/ssl/certs/ca-certificates.crt"  # the root is in client1's system store
 
 
 def xmpp_login(lab, host: str, user: str, password: str) -> dict:
-    run = lab[host].run_with_input(["timeout", "30", "python3", "-c", XMPP_LOGIN, CA], json.dumps(
-        {"jid": f"{user}@{DOMAIN}", "password": password, "address": lab[IM].address("internal")}))
+    run = lab[host].run_with_input(["timeout", "30", "python3", "-c", XMPP_LOGIN, SYSTEM_CA], json.dumps(
+        {"jid": f"{user}@{IM_DOMAIN}", "password": password, "address": lab[IM].address("internal")}))
     assert run.returncode == 0, run.stderr[-800:]
     return json.loads(run.stdout)
 
