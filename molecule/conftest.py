@@ -131,11 +131,12 @@ def lab() -> Lab:
 
 @pytest.fixture(scope="session")
 def hostvar() -> Callable[[str, str], Any]:
-    """A variable as the scenario's inventory gives it to a host, templated
-    by Ansible: the setting a test measures the lab against."""
+    """A variable as the scenario's inventory gives it to a host, or an
+    expression of it (`aaa_clients | length`), templated by Ansible: the
+    setting a test measures the lab against."""
 
     def value(host: str, name: str) -> Any:
-        return module_results(host, "ansible.builtin.debug", f"var={name}", "-c", "local")[host][name]
+        return module_results(host, "ansible.builtin.debug", f"var='{name}'", "-c", "local")[host][name]
 
     return value
 

@@ -14,18 +14,6 @@ from lab_aaa import APP, CLIENT, GW, forged_answers, ipsec_sa, ipsec_tunnel, psq
 
 IDP = "idp1"
 POOLS = {"staff": "198.18.9.0/25", "contractors": "198.18.9.128/25"}
-CONNECT = """
-import socket, sys
-try:
-    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3).close()
-    print("connected")
-except OSError as e:
-    print(type(e).__name__)
-"""
-
-
-def reaches(lab, address: str, port: int) -> bool:
-    return lab[CLIENT].host.run("python3 -c %s %s %s", CONNECT, address, str(port)).stdout.strip() == "connected"
 
 
 def last_answer(lab, subject: str) -> str:
@@ -48,8 +36,8 @@ def test_device_and_password_open_the_tunnel_of_the_group_aaa_names(lab, user: s
         # Both groups reach the application; only staff the IdP (the edge
         # firewall lets both through; the contractors' packets are dropped
         # at the gateway).
-        assert reaches(lab, internal[APP], 8443)
-        assert reaches(lab, internal[IDP], 443) == (group == "staff")
+        assert lab[CLIENT].connects(internal[APP], 8443)
+        assert lab[CLIENT].connects(internal[IDP], 443) == (group == "staff")
 
 
 def test_a_wrong_password_gets_no_tunnel(lab) -> None:
