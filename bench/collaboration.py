@@ -22,18 +22,33 @@ And IM (role `im`):
   loopback), beside the real one, which is left alone; the clients
   (presence_load.py, slixmpp) run on im1 too.
 
+And the IPsec gateway (role `ipsec_gateway`):
+
+- IKE_SA setups for 100 clients behind one NAT: a charon per client on
+  branch1, each on its own random ports, so nat1 gives each its own port on
+  its one address; all ask at once, through nat1 and the edge firewall, a
+  bench-only charon on gw1 (IKEv2 with certificates of a bench CA made on
+  gw1, the role's IKE proposal, IKE_SAs only, no CHILD_SA) that stands in
+  for the gateway's own, stopped meanwhile: with the role's DoS thresholds
+  (ours) and with strongSwan's defaults (the anchor), in the same run. The
+  time until the last client is in, each client's own time (p50, p99).
+
 The RADIUS load generator (radius_load.py) runs on gw1; every loop is
 bounded by its seconds and a count. Needs a lab with aaa1, gw1 and im1
-deployed (`make demo`, or the converged `stack` configuration). Stops AAA's
-FreeRADIUS while its anchor runs, and starts it again. Prints a table and a
+deployed (`make demo`, or the converged `stack` configuration), and branch1
+and nat1 for the IKE part. Stops AAA's FreeRADIUS while its anchor runs,
+and gw1's strongSwan while the IKE part runs, and starts them again. Prints a table and a
 JSON line.
 """
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import re
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -67,6 +82,84 @@ log = {{ error = "{dir}/error.log" }}
 VirtualHost "{domain}"
 """
 USERS = ("alice", "carol")
+BRANCH = "branch1"
+GATEWAY_VIP = "198.18.1.10"
+IKE_DIR = "/run/dmzkit-bench-ike"
+IKE_UNIT = "dmzkit-bench-ike"
+# charon with what IKE with certificates needs (OpenSSL for the crypto).
+IKE_PLUGINS = "random nonce kdf hmac sha2 openssl pem pkcs1 pkcs8 x509 pubkey constraints kernel-netlink socket-default vici"
+IKE_SETTINGS = """charon {{
+    load_modular = no
+    load = {plugins}
+    port = {port}
+    port_nat_t = {port_nat_t}
+{settings}    plugins {{
+        vici {{
+            socket = unix://{dir}/charon.vici
+        }}
+    }}
+}}
+charon-systemd {{
+    journal {{
+        default = -1
+    }}
+}}
+"""
+IKE_CONNECTION = """connections {{
+    bench {{
+        version = 2
+        proposals = {proposals}
+{more}        local {{
+            auth = pubkey
+            certs = cert.pem
+            id = {local}
+        }}
+        remote {{
+            auth = pubkey
+{remote}        }}
+    }}
+}}
+"""
+# Run on gw1 (its python3-cryptography): a bench CA, the responder's
+# certificate and key into the directory given, and one per client, with
+# the CA, in a tar on standard output. ECDSA P-256, valid for two hours.
+IKE_CERTIFICATES = """
+import datetime, io, sys, tarfile
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+directory, clients = sys.argv[1], int(sys.argv[2])
+now = datetime.datetime.now(datetime.timezone.utc)
+def certificate(name, key, issuer, issuer_key, ca):
+    builder = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+               .issuer_name(issuer).public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(hours=2)))
+    builder = (builder.add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True) if ca else
+               builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False))
+    return builder.sign(issuer_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+def pair(name):
+    key = ec.generate_private_key(ec.SECP256R1())
+    return certificate(name, key, ca_name, ca_key, False), key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+ca_key = ec.generate_private_key(ec.SECP256R1())
+ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dmzkit bench CA")])
+ca = certificate("dmzkit bench CA", ca_key, ca_name, ca_key, True)
+files = {"x509ca/ca.pem": ca}
+files["x509/cert.pem"], files["private/key.pem"] = pair("bench-gw.lab.dmzkit.test")
+for path, content in files.items():
+    with open(f"{directory}/{path}", "wb") as out:
+        out.write(content)
+archive = io.BytesIO()
+with tarfile.open(fileobj=archive, mode="w") as tar:
+    for i in range(clients):
+        cert, key = pair(f"bench-client-{i}.lab.dmzkit.test")
+        for path, content in ((f"c{i}/x509ca/ca.pem", ca), (f"c{i}/x509/cert.pem", cert), (f"c{i}/private/key.pem", key)):
+            info = tarfile.TarInfo(path)
+            info.size, info.mode = len(content), 0o600
+            tar.addfile(info, io.BytesIO(content))
+sys.stdout.buffer.write(archive.getvalue())
+"""
 ANCHOR_DIR = "/run/dmzkit-bench-anchor"
 # Debian 12's enabled modules and sites, as the freeradius package installs them.
 DEBIAN_MODULES = ("always", "attr_filter", "chap", "detail", "detail.log", "digest", "dynamic_clients", "eap",
@@ -195,11 +288,93 @@ def presence_fanout(users: int, timeout: float) -> dict[str, dict]:
     return results
 
 
+def role_default(name: str) -> str:
+    """A default of role ipsec_gateway as the role ships it: the bench's
+    gateway is set up as the role sets up the real one."""
+    found = re.search(rf"^{name}: (.+)$", (HERE.parent / "roles/ipsec_gateway/defaults/main.yml").read_text(), re.M)
+    if not found:
+        raise RuntimeError(f"no {name} in role ipsec_gateway's defaults")
+    return found.group(1).strip()
+
+
+def tar_of(files: dict[str, str]) -> bytes:
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        for path, text in files.items():
+            content = text.encode()
+            info = tarfile.TarInfo(path)
+            info.size, info.mode = len(content), 0o600
+            tar.addfile(info, io.BytesIO(content))
+    return archive.getvalue()
+
+
+def ike_setups(clients: int, timeout: float) -> dict[str, dict]:
+    """IKE_SA setups from `clients` charons on branch1 (behind nat1) to a
+    bench-only charon on gw1, with the role's DoS thresholds and with
+    strongSwan's defaults, in that order."""
+    proposals = ",".join(p.strip() for p in role_default("ipsec_gateway_ike_proposals").strip("[]").split(","))
+    ours = {"block_threshold": int(role_default("ipsec_gateway_half_open_per_address")),
+            "cookie_threshold": int(role_default("ipsec_gateway_cookie_threshold"))}
+    gateway_id = "bench-gw.lab.dmzkit.test"
+    configuration = tar_of({
+        # A client does little: few threads each, or a hundred charons would
+        # outgrow the container's task limit.
+        **{f"c{i}/strongswan.conf": IKE_SETTINGS.format(plugins=IKE_PLUGINS, port=0, port_nat_t=0, settings="    threads = 8\n",
+                                                        dir=f"{IKE_DIR}/c{i}") for i in range(clients)},
+        **{f"c{i}/swanctl.conf": IKE_CONNECTION.format(
+            proposals=proposals, more=f"        remote_addrs = {GATEWAY_VIP}\n        childless = force\n",
+            local=f"bench-client-{i}.lab.dmzkit.test", remote=f"            id = {gateway_id}\n") for i in range(clients)}})
+    vici = f"unix://{IKE_DIR}/charon.vici"
+    results: dict[str, dict] = {}
+    try:
+        made = podman(GATEWAY, f"set -e; rm -rf {IKE_DIR}; install -d -m 0700 {IKE_DIR} {IKE_DIR}/x509 {IKE_DIR}/x509ca "
+                               f"{IKE_DIR}/private; python3 -c \"$(cat)\" {IKE_DIR} {clients} > {IKE_DIR}/clients.tar",
+                      IKE_CERTIFICATES)
+        podman(GATEWAY, f"cat > {IKE_DIR}/swanctl.conf", IKE_CONNECTION.format(
+            proposals=proposals, more="        unique = never\n", local=gateway_id, remote=""))
+        podman(BRANCH, f"rm -rf {IKE_DIR}; install -d -m 0700 {IKE_DIR}")
+        certificates = subprocess.run(["podman", "exec", GATEWAY, "cat", f"{IKE_DIR}/clients.tar"], capture_output=True,
+                                      check=False).stdout
+        for archive in (certificates, configuration):
+            if made.returncode != 0 or subprocess.run(["podman", "exec", "-i", BRANCH, "tar", "-x", "-C", IKE_DIR],
+                                                      input=archive, capture_output=True).returncode != 0:
+                raise RuntimeError(f"bench IKE files: {made.stderr[-500:]}")
+        podman(GATEWAY, "systemctl stop strongswan.service")
+        for name, settings in (("ours", ours), ("anchor", {})):
+            podman(GATEWAY, f"cat > {IKE_DIR}/strongswan.conf", IKE_SETTINGS.format(
+                plugins=IKE_PLUGINS, port=500, port_nat_t=4500, dir=IKE_DIR,
+                settings="".join(f"    {key} = {value}\n" for key, value in settings.items())))
+            # Transient units: stopped by name, and by themselves after their maximum run time.
+            unit = f"systemd-run --quiet --collect --unit {IKE_UNIT} --property RuntimeMaxSec={int(timeout) + 300}"
+            started = podman(GATEWAY, f"rm -f {IKE_DIR}/charon.vici && {unit} --setenv STRONGSWAN_CONF={IKE_DIR}/strongswan.conf "
+                                      f"/usr/sbin/charon-systemd && timeout 20 sh -c 'until [ -S {IKE_DIR}/charon.vici ]; "
+                                      f"do sleep 0.1; done' && swanctl --load-all --noprompt --file {IKE_DIR}/swanctl.conf "
+                                      f"--uri {vici}")
+            if started.returncode != 0:
+                raise RuntimeError(f"bench gateway did not start: {started.stderr[-500:]}")
+            podman(BRANCH, f"rm -f {IKE_DIR}/c*/charon.vici; {unit} bash -c 'for d in {IKE_DIR}/c*; do "
+                           f"STRONGSWAN_CONF=$d/strongswan.conf /usr/sbin/charon-systemd & done; wait'")
+            run = podman(BRANCH, f"python3 -c \"$(cat)\" {IKE_DIR} {clients} {timeout}", (HERE / "ike_load.py").read_text(),
+                         timeout=timeout + 120)
+            at_gateway = podman(GATEWAY, f"swanctl --list-sas --uri {vici} 2>/dev/null | grep -c ', ESTABLISHED, '").stdout
+            podman(BRANCH, f"systemctl stop {IKE_UNIT}")
+            podman(GATEWAY, f"systemctl stop {IKE_UNIT}")
+            if run.returncode != 0:
+                raise RuntimeError(f"IKE load failed: {run.stderr[-500:]}")
+            results[name] = {**json.loads(run.stdout.strip().splitlines()[-1]), "settings": settings,
+                             "established_at_gateway": int(at_gateway.strip() or 0)}
+    finally:
+        podman(BRANCH, f"systemctl stop {IKE_UNIT}; rm -rf {IKE_DIR}")
+        podman(GATEWAY, f"systemctl stop {IKE_UNIT}; rm -rf {IKE_DIR}; systemctl start strongswan.service")
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="each load run (at most 60)")
-    parser.add_argument("--parts", default="aaa,presence", help="what to measure: aaa, presence, or both")
+    parser.add_argument("--parts", default="aaa,presence,ike", help="what to measure, of aaa, presence and ike")
     parser.add_argument("--presence-users", type=int, default=50, help="users in the fan-out (2-200)")
+    parser.add_argument("--ike-clients", type=int, default=100, help="IPsec clients behind the NAT (2-200)")
     args = parser.parse_args(argv)
     seconds = min(max(args.seconds, 1.0), 60.0)
     parts = set(args.parts.split(","))
@@ -218,6 +393,19 @@ def main(argv: list[str] | None = None) -> int:
         # Ours puts the address in every presence, the anchor in none.
         if (any(r["seconds"] is None for r in fanout.values()) or fanout["anchor"]["with_address"]
                 or fanout["ours"]["with_address"] != fanout["ours"]["presences_seen"]):
+            code = 1
+    if "ike" in parts:
+        clients = min(max(args.ike_clients, 2), 200)
+        setups = ike_setups(clients, timeout=90)
+        for name, label in (("ours", "ours ({})".format(", ".join(f"{k} {v}" for k, v in setups["ours"]["settings"].items()))),
+                            ("anchor", "strongSwan's defaults")):
+            r = setups[name]
+            figure = (f"{r['rate']:6.1f}/s  all in {r['seconds']:6.2f} s" if r["seconds"] is not None
+                      else f"incomplete: {r['established']} of {clients} in {90} s")
+            print(f"IKE_SA setups, {clients} clients behind one NAT, {label:<50} {figure}  p50 {r['p50'] or 0:6.2f} s"
+                  f"  p99 {r['p99'] or 0:6.2f} s  established at the gateway {r['established_at_gateway']}")
+        print(json.dumps({"ike": setups}))
+        if setups["ours"]["seconds"] is None:
             code = 1
     return code
 
