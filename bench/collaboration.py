@@ -88,9 +88,14 @@ IKE_DIR = "/run/dmzkit-bench-ike"
 IKE_UNIT = "dmzkit-bench-ike"
 # charon with what IKE with certificates needs (OpenSSL for the crypto).
 IKE_PLUGINS = "random nonce kdf hmac sha2 openssl pem pkcs1 pkcs8 x509 pubkey constraints kernel-netlink socket-default vici"
+# No routes, routing rule or virtual address: a bench charon that stops
+# must not take the host's own charon's routing rule with it.
 IKE_SETTINGS = """charon {{
     load_modular = no
     load = {plugins}
+    install_routes = no
+    install_virtual_ip = no
+    routing_table = 0
     port = {port}
     port_nat_t = {port_nat_t}
 {settings}    plugins {{

@@ -141,3 +141,25 @@ def test_the_rates_come_back_when_strongswan_restarts_after_a_crash(lab) -> None
     gw.run_test(f"timeout 30 sh -c 'until [ \"$(systemctl show -P ExecMainStartTimestampMonotonic strongswan)\" != {started} ] "
                 "&& systemctl is-active --quiet strongswan; do sleep 0.2; done'")
     assert {device: len(sent_by_class(lab, device)) for device in counts} == counts
+
+
+def test_a_user_has_one_tunnel_even_from_a_client_that_asks_for_two(lab) -> None:
+    """alice's second tunnel, from branch1 while client1's is up, replaces
+    the first at the gateway (`unique = replace`), even though branch1's
+    connection says `unique = never` and so sends no INITIAL_CONTACT, as
+    a user who wanted two tunnels would set it."""
+    override = "/etc/swanctl/conf.d/zz-test-unique-alice.conf"
+    branch = lab["branch1"].host
+    branch.run_test(f"printf 'connections {{\\n\\talice {{\\n\\t\\tunique = never\\n\\t}}\\n}}\\n' > {override} "
+                    "&& swanctl --load-conns")
+    try:
+        with ipsec_tunnel(lab, "alice", secret("sso_alice")) as first:
+            assert first.returncode == 0, first.stdout[-2000:]
+            with ipsec_tunnel(lab, "alice", secret("sso_alice"), host="branch1") as second:
+                assert second.returncode == 0, second.stdout[-2000:]
+                time.sleep(1)
+                shown = lab[GW].host.check_output("swanctl --list-sas")
+                outer = re.findall(r"remote 'alice@lab\.dmzkit\.test' @ ([\d.]+)\[\d+\]", shown)
+                assert outer == [lab["nat1"].address("internet")]
+    finally:
+        branch.run_test(f"rm -f {override} && swanctl --load-conns")
