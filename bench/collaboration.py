@@ -255,6 +255,16 @@ def run_anchor(users: list[tuple[str, str]], seconds: float) -> dict[int, dict]:
     return results
 
 
+def start_transient(host: str, unit: str, command: str, ready: str, seconds: float, what: str) -> None:
+    """Run `command` (systemd-run's options, then the program) on `host` as
+    a transient unit, stopped by name and by itself after `seconds`, and
+    wait up to 20 s until `ready` (a shell test) holds."""
+    started = podman(host, f"systemd-run --quiet --collect --unit {unit} --property RuntimeMaxSec={int(seconds)} {command} "
+                           f"&& timeout 20 sh -c \"until {ready}; do sleep 0.1; done\"")
+    if started.returncode != 0:
+        raise RuntimeError(f"{what} did not start on {host}: {started.stderr[-500:]}")
+
+
 def presence_fanout(users: int, timeout: float) -> dict[str, dict]:
     """Presence fan-out on a bench-only Prosody on im1's loopback, with the
     collection's module and without it (the anchor), in that order."""
@@ -275,13 +285,11 @@ def presence_fanout(users: int, timeout: float) -> dict[str, dict]:
                                         f"register bench$i {PRESENCE_DOMAIN} bench || exit 1; done", timeout=300)
                 if registered.returncode != 0:
                     raise RuntimeError(f"bench accounts: {registered.stdout[-300:]}{registered.stderr[-300:]}")
-            # A transient unit: stopped by name, and by itself after its maximum run time.
-            started = podman(IM, f"! ss -ltn | grep -qF '127.0.0.1:{PRESENCE_PORT} ' && "
-                                 f"systemd-run --quiet --collect --unit {PRESENCE_UNIT} --uid prosody --gid prosody "
-                                 f"--property RuntimeMaxSec={int(timeout) + 120} prosody --config {config} -F && "
-                                 f"timeout 20 sh -c 'until ss -ltn | grep -qF \"127.0.0.1:{PRESENCE_PORT} \"; do sleep 0.1; done'")
-            if started.returncode != 0:
-                raise RuntimeError(f"bench Prosody did not start (or port {PRESENCE_PORT} was taken)")
+            listening = f"ss -ltn | grep -qF '127.0.0.1:{PRESENCE_PORT} '"
+            if podman(IM, listening).returncode == 0:
+                raise RuntimeError(f"port {PRESENCE_PORT} is taken on {IM}")
+            start_transient(IM, PRESENCE_UNIT, f"--uid prosody --gid prosody prosody --config {config} -F", listening,
+                            timeout + 120, "bench Prosody")
             run = podman(IM, f"python3 -c \"$(cat)\" {PRESENCE_PORT} {PRESENCE_DOMAIN} {users} {timeout}",
                          (HERE / "presence_load.py").read_text(), timeout=timeout + 60)
             podman(IM, f"systemctl stop {PRESENCE_UNIT}")
@@ -349,16 +357,16 @@ def ike_setups(clients: int, timeout: float) -> dict[str, dict]:
             podman(GATEWAY, f"cat > {IKE_DIR}/strongswan.conf", IKE_SETTINGS.format(
                 plugins=IKE_PLUGINS, port=500, port_nat_t=4500, dir=IKE_DIR,
                 settings="".join(f"    {key} = {value}\n" for key, value in settings.items())))
-            # Transient units: stopped by name, and by themselves after their maximum run time.
-            unit = f"systemd-run --quiet --collect --unit {IKE_UNIT} --property RuntimeMaxSec={int(timeout) + 300}"
-            started = podman(GATEWAY, f"rm -f {IKE_DIR}/charon.vici && {unit} --setenv STRONGSWAN_CONF={IKE_DIR}/strongswan.conf "
-                                      f"/usr/sbin/charon-systemd && timeout 20 sh -c 'until [ -S {IKE_DIR}/charon.vici ]; "
-                                      f"do sleep 0.1; done' && swanctl --load-all --noprompt --file {IKE_DIR}/swanctl.conf "
-                                      f"--uri {vici}")
-            if started.returncode != 0:
-                raise RuntimeError(f"bench gateway did not start: {started.stderr[-500:]}")
-            podman(BRANCH, f"rm -f {IKE_DIR}/c*/charon.vici; {unit} bash -c 'for d in {IKE_DIR}/c*; do "
-                           f"STRONGSWAN_CONF=$d/strongswan.conf /usr/sbin/charon-systemd & done; wait'")
+            podman(GATEWAY, f"rm -f {IKE_DIR}/charon.vici")
+            start_transient(GATEWAY, IKE_UNIT, f"--setenv STRONGSWAN_CONF={IKE_DIR}/strongswan.conf /usr/sbin/charon-systemd",
+                            f"[ -S {IKE_DIR}/charon.vici ]", timeout + 300, "bench gateway")
+            loaded = podman(GATEWAY, f"swanctl --load-all --noprompt --file {IKE_DIR}/swanctl.conf --uri {vici}")
+            if loaded.returncode != 0:
+                raise RuntimeError(f"bench gateway's connection: {loaded.stderr[-500:]}")
+            # (ike_load.py waits for each client's socket.)
+            podman(BRANCH, f"rm -f {IKE_DIR}/c*/charon.vici")
+            start_transient(BRANCH, IKE_UNIT, f"bash -c 'for d in {IKE_DIR}/c*; do STRONGSWAN_CONF=$d/strongswan.conf "
+                                              f"/usr/sbin/charon-systemd & done; wait'", "true", timeout + 300, "bench clients")
             run = podman(BRANCH, f"python3 -c \"$(cat)\" {IKE_DIR} {clients} {timeout}", (HERE / "ike_load.py").read_text(),
                          timeout=timeout + 120)
             at_gateway = podman(GATEWAY, f"swanctl --list-sas --uri {vici} 2>/dev/null | grep -c ', ESTABLISHED, '").stdout
