@@ -13,7 +13,8 @@ import pytest
 from lab_aaa import APP, CLIENT, GW, ipsec_sa, ipsec_tunnel, psql, secret, tunnel
 
 FILES = "files1"
-SFTP_SESSION = (Path(__file__).parent / "sftp_session.py").read_text()
+# What a user's machine runs, shared with `make demo`'s journeys.
+SFTP_SESSION = (Path(__file__).resolve().parents[4] / "lab/journeys/sftp_session.py").read_text()
 
 
 def host_key(lab) -> str:

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from lab_aaa import APP, CLIENT, IM, IM_DOMAIN, SYSTEM_CA, ipsec_tunnel, psql, secret, tunnel
 
-XMPP_LOGIN = (Path(__file__).parent / "xmpp_login.py").read_text()
+# What a user's machine runs, shared with `make demo`'s journeys.
+XMPP_LOGIN = (Path(__file__).resolve().parents[4] / "lab/journeys/xmpp_login.py").read_text()
 
 
 def xmpp_login(lab, host: str, user: str, password: str) -> dict:
