@@ -340,18 +340,20 @@ def ike_setups(clients: int, timeout: float) -> dict[str, dict]:
     vici = f"unix://{IKE_DIR}/charon.vici"
     results: dict[str, dict] = {}
     try:
-        made = podman(GATEWAY, f"set -e; rm -rf {IKE_DIR}; install -d -m 0700 {IKE_DIR} {IKE_DIR}/x509 {IKE_DIR}/x509ca "
-                               f"{IKE_DIR}/private; python3 -c \"$(cat)\" {IKE_DIR} {clients} > {IKE_DIR}/clients.tar",
-                      IKE_CERTIFICATES)
+        # The clients' certificates come back as a tar on standard output.
+        made = subprocess.run(["podman", "exec", "-i", GATEWAY, "bash", "-c",
+                               f"set -e; rm -rf {IKE_DIR}; install -d -m 0700 {IKE_DIR} {IKE_DIR}/x509 {IKE_DIR}/x509ca "
+                               f"{IKE_DIR}/private; python3 -c \"$(cat)\" {IKE_DIR} {clients}"],
+                              input=IKE_CERTIFICATES.encode(), capture_output=True, timeout=120, check=False)
+        if made.returncode != 0:
+            raise RuntimeError(f"bench certificates: {made.stderr.decode()[-500:]}")
         podman(GATEWAY, f"cat > {IKE_DIR}/swanctl.conf", IKE_CONNECTION.format(
             proposals=proposals, more="        unique = never\n", local=gateway_id, remote=""))
         podman(BRANCH, f"rm -rf {IKE_DIR}; install -d -m 0700 {IKE_DIR}")
-        certificates = subprocess.run(["podman", "exec", GATEWAY, "cat", f"{IKE_DIR}/clients.tar"], capture_output=True,
-                                      check=False).stdout
-        for archive in (certificates, configuration):
-            if made.returncode != 0 or subprocess.run(["podman", "exec", "-i", BRANCH, "tar", "-x", "-C", IKE_DIR],
-                                                      input=archive, capture_output=True).returncode != 0:
-                raise RuntimeError(f"bench IKE files: {made.stderr[-500:]}")
+        for archive in (made.stdout, configuration):
+            if subprocess.run(["podman", "exec", "-i", BRANCH, "tar", "-x", "-C", IKE_DIR], input=archive,
+                              capture_output=True, check=False).returncode != 0:
+                raise RuntimeError(f"bench IKE files could not be unpacked on {BRANCH}")
         podman(GATEWAY, "systemctl stop strongswan.service")
         for name, settings in (("ours", ours), ("anchor", {})):
             podman(GATEWAY, f"cat > {IKE_DIR}/strongswan.conf", IKE_SETTINGS.format(
