@@ -21,33 +21,51 @@ SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"
 
 
 # Run on aaa1 with FreeRADIUS stopped: answers the first request (the
-# relay's, or strongSwan's) with an Access-Accept signed with a wrong secret, as an attacker who can send
-# from AAA's address but does not know the secret would.
+# relay's, or strongSwan's) with a forged Access-Accept, as an attacker who
+# can send from AAA's address would. "secret": signed with a wrong secret (an
+# attacker without it). "message-authenticator": the NAS's own secret (read
+# from standard input) for the Response Authenticator, but a
+# Message-Authenticator that is not (BlastRADIUS forges the one, not the other).
 FORGER = """
-import json, socket, sys
+import hashlib, json, socket, sys
+from dataclasses import replace
 from dmzkit_remote_access import radius
+wrong, secret = sys.argv[2], sys.stdin.read().strip().encode()
 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 sock.bind((sys.argv[1], 1812))
 sock.settimeout(30)
 print("listening", flush=True)
 data, source = sock.recvfrom(4096)
 request = radius.decode(data)
-forged = radius.reply(radius.ACCESS_ACCEPT, request, ((25, b"OU=staff"),), b"not the secret of gw1 at all")
+if wrong == "secret":
+    forged = radius.reply(radius.ACCESS_ACCEPT, request, ((25, b"OU=staff"),), b"not the secret of gw1 at all")
+else:
+    signed = radius.reply(radius.ACCESS_ACCEPT, request, ((25, b"OU=staff"),), secret)
+    unsigned = replace(signed, authenticator=request.authenticator, attributes=tuple(
+        (kind, bytes(16) if kind == radius.MESSAGE_AUTHENTICATOR else value) for kind, value in signed.attributes))
+    forged = replace(unsigned, authenticator=hashlib.md5(radius.encode(unsigned) + secret).digest())
 sock.sendto(radius.encode(forged), source)
 print(json.dumps({"forged_for": source[0]}), flush=True)
 """
+# What each forgery gets wrong.
+FORGERIES = ("secret", "message-authenticator")
 
 
 @contextmanager
-def forged_answers(lab) -> Iterator[Callable[[], str]]:
-    """FreeRADIUS stopped on aaa1 and FORGER in its place; yields a function
-    that waits for the forged answer and returns the address it went to."""
+def forged_answers(lab, wrong: str) -> Iterator[Callable[[], str]]:
+    """FreeRADIUS stopped on aaa1 and FORGER in its place, its answer wrong
+    in `wrong` (one of FORGERIES); yields a function that waits for the
+    forged answer and returns the address it went to."""
     aaa = lab[AAA].host
     assert aaa.run("systemctl stop freeradius").rc == 0
     try:
         forger = subprocess.Popen(["podman", "exec", "-i", AAA, "/opt/dmzkit/venv/bin/python", "-c", FORGER,
-                                   lab[AAA].address("internal")], stdout=subprocess.PIPE, text=True)
-        assert forger.stdout is not None and forger.stdout.readline().strip() == "listening"
+                                   lab[AAA].address("internal"), wrong], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  text=True)
+        assert forger.stdin is not None and forger.stdout is not None
+        forger.stdin.write(secret("aaa_gw1"))
+        forger.stdin.close()
+        assert forger.stdout.readline().strip() == "listening"
         yield lambda: json.loads(forger.stdout.readline())["forged_for"]
         forger.wait(10)
     finally:

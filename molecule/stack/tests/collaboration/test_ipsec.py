@@ -62,18 +62,23 @@ def test_the_tunnel_is_accounted_at_aaa(lab) -> None:
     assert recorded == "start,stop"
 
 
-def test_an_answer_forged_at_aaas_address_with_a_wrong_secret_is_ignored(lab) -> None:
+@pytest.mark.parametrize(("wrong", "refusal"), [
+    ("secret", "RADIUS Response-Authenticator verification failed"),
+    ("message-authenticator", "RADIUS Message-Authenticator verification failed"),
+])
+def test_an_answer_forged_at_aaas_address_is_ignored(lab, wrong: str, refusal: str) -> None:
     """strongSwan asks AAA itself: an Access-Accept from AAA's own address
-    but signed with a wrong secret is thrown away, and nobody gets in."""
+    but signed with a wrong secret, or with gw1's secret and a wrong
+    Message-Authenticator, is thrown away, and nobody gets in."""
     gw = lab[GW].host
     since = gw.check_output("date +%s")
-    with forged_answers(lab) as forged:
+    with forged_answers(lab, wrong) as forged:
         with ipsec_tunnel(lab, "alice", secret("sso_alice")) as run:
             assert run.returncode != 0
             assert ipsec_sa(lab, "alice")["state"] is None
         assert forged() == lab[GW].address("dmz")  # strongSwan asked, the forgery reached it
     log = gw.check_output(f"journalctl -u strongswan --since @{since} --no-pager")
-    assert "RADIUS Response-Authenticator verification failed" in log
+    assert refusal in log
 
 
 def group_setting(hostvar, group: str) -> dict:

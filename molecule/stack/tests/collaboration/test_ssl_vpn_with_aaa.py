@@ -3,7 +3,8 @@ certificate AND the password AAA accepts for that certificate's user, into
 the group AAA's answer names, and records the session in AAA's accounting.
 ocserv's RADIUS client cannot sign, so it asks the relay on gw1, which
 signs for it and passes back only authentic answers: an answer forged at
-AAA's own address with the wrong secret lets nobody in."""
+AAA's own address, with the wrong secret or a wrong Message-Authenticator,
+lets nobody in."""
 from __future__ import annotations
 
 import json
@@ -12,7 +13,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from lab_aaa import CLIENT, GW, IM, forged_answers, openconnect, psql, secret, tunnel
+from lab_aaa import CLIENT, FORGERIES, GW, IM, forged_answers, openconnect, psql, secret, tunnel
 
 POOL = "198.18.8.0/24"
 
@@ -85,9 +86,15 @@ def test_certificate_and_password_open_the_tunnel_of_the_group_aaa_names(lab, us
     assert recorded == ["start:", f"interim-update:{session['IPv4']}"]
 
 
-def test_an_answer_forged_at_aaas_address_with_a_wrong_secret_lets_nobody_in(lab) -> None:
+@pytest.mark.parametrize("wrong", FORGERIES)
+def test_an_answer_forged_at_aaas_address_lets_nobody_in(lab, wrong: str) -> None:
+    """The relay checks each answer as strongSwan does: a wrong secret, or
+    gw1's secret with a wrong Message-Authenticator, opens no tunnel.
+    Dropped by the relay itself: ocserv would refuse a session it accepted
+    anyway, for want of an accounting answer with FreeRADIUS stopped."""
+    since = lab[GW].host.check_output("date +%s")
     try:
-        with forged_answers(lab) as forged:
+        with forged_answers(lab, wrong) as forged:
             result: dict = {}
             login = threading.Thread(target=lambda: result.update(
                 run=openconnect(lab, "tun-forged", "alice", secret("sso_alice"), "alice")))
@@ -97,6 +104,8 @@ def test_an_answer_forged_at_aaas_address_with_a_wrong_secret_lets_nobody_in(lab
         assert answered == lab[GW].address("dmz")  # the relay asked, the forgery reached it
         assert result["run"].returncode != 0
         assert "tun-forged" not in lab[CLIENT].host.check_output("ip -o link show")
+        relay_log = lab[GW].host.check_output(f"journalctl -u dmzkit-radius-relay --since @{since} -o cat --no-pager")
+        assert "dropped an answer (code 2) whose authenticators are wrong" in relay_log, relay_log
     finally:
         lab[CLIENT].host.run("test -f /run/tun-forged.pid && kill $(cat /run/tun-forged.pid); rm -f /run/tun-forged.pid")
 
