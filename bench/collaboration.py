@@ -2,8 +2,10 @@
 
 - Access-Requests per second through our policy (a password found right
   lately, answered by FreeRADIUS itself: the account read from the user
-  database, the profile, the audit record), with 32 and 64 in flight, p50
-  and p99, from the gateway's host (a real client, every request signed);
+  database, the profile, the audit record spooled), with 32 and 64 in
+  flight, p50 and p99, from the gateway's host (a real client, every
+  request signed); then how many of those answers reached the audit log
+  and how long after the load the last one did (the audit shipper);
 - password checks per second (users FreeRADIUS has not seen: each costs an
   Argon2id check, against a decoy here), and the remembered path while they
   run, which shows rlm_python3's one-call-at-a-time limit;
@@ -49,6 +51,7 @@ import re
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -57,6 +60,9 @@ AAA_ADDRESS = "198.18.2.20"
 GATEWAY_ADDRESS = "198.18.1.11"
 GATEWAY = "gw1"
 AAA = "aaa1"
+DATABASE = "db1"
+# FreeRADIUS's spool of its answers, which the audit shipper takes away.
+ANSWERS = "/var/lib/dmzkit-aaa-audit/answers"
 IM = "im1"
 PRESENCE_DIR = "/run/dmzkit-bench-prosody"
 PRESENCE_PORT = 15222
@@ -208,6 +214,24 @@ def result(run: subprocess.Popen[str], seconds: float) -> dict:
 
 def load(seconds: float, inflight: int, users: list[tuple[str, str]], count: int = 10_000_000) -> dict:
     return result(start_load(seconds, inflight, users, count), seconds)
+
+
+def answers_recorded() -> int:
+    run = podman(DATABASE, "runuser -u postgres -- psql -d dmzkit -AtX -c "
+                           "\"SELECT count(*) FROM dmzkit.audit_log WHERE event = 'aaa.access'\"")
+    if run.returncode != 0:
+        raise RuntimeError(f"cannot count the audit records: {run.stderr.strip()[-300:]}")
+    return int(run.stdout)
+
+
+def shipped_after(timeout: float = 120) -> float:
+    """Seconds until AAA's spool is empty and no file taken from it is left."""
+    start = time.monotonic()
+    run = podman(AAA, f"for i in $(seq {int(timeout * 10)}); do if ! test -s {ANSWERS} && ! test -e {ANSWERS}.work; "
+                      "then exit 0; fi; sleep 0.1; done; exit 1", timeout=timeout + 30)
+    if run.returncode != 0:
+        raise RuntimeError(f"AAA's answers were not in the audit log within {timeout:.0f} s")
+    return time.monotonic() - start
 
 
 def make_anchor(users: list[tuple[str, str]]) -> None:
@@ -430,7 +454,13 @@ def bench_aaa(seconds: float) -> int:
 
     for user in users:  # each password checked once, then remembered
         load(1, 1, [user], count=1)
+    shipped_after()
+    before = answers_recorded()
     ours = {inflight: load(seconds, inflight, users) for inflight in (32, 64)}
+    # Every answer has its record, shipped after the load (the anchor keeps none).
+    drained = shipped_after()
+    audit = {"records": answers_recorded() - before, "drained_after": drained,
+             "answers": sum(r["accepted"] + r["rejected"] for r in ours.values())}
     # Users nobody has: every request is a password check (against the decoy).
     strangers = [(f"bench-stranger-{i}", "no password") for i in range(64)]
     checks = load(min(seconds, 5.0), 4, strangers)
@@ -449,7 +479,10 @@ def bench_aaa(seconds: float) -> int:
     print(row("ours, password checks, 4, at the same time", mixed_checks))
     print(row("stock FreeRADIUS (files, PAP), 32 in flight", anchor[32]))
     print(row("stock FreeRADIUS (files, PAP), 64 in flight", anchor[64]))
-    print(json.dumps({"ours": ours, "checks": checks, "mixed": mixed, "mixed_checks": mixed_checks, "anchor": anchor}))
+    print(f"{'ours, answers of the two runs in the audit log':<46} {audit['records']:>9,} of {audit['answers']:,}"
+          f" answered, all in {audit['drained_after']:.1f} s after the load")
+    print(json.dumps({"ours": ours, "checks": checks, "mixed": mixed, "mixed_checks": mixed_checks, "anchor": anchor,
+                      "audit": audit}))
     lost = sum(r["lost"] for r in (*ours.values(), *anchor.values()))
     return 1 if lost or any(r["rejected"] for r in (*ours.values(), *anchor.values())) else 0
 

@@ -24,6 +24,10 @@ class Settings(FileSettings):
     lockout_seconds: float = 300.0
     # How long FreeRADIUS may wait for one check (an Argon2 check, a query or two).
     timeout: float = 5.0
+    # The answers' spool (FreeRADIUS's linelog dmzkit_audit), and how often
+    # the audit shipper looks for it when it was empty.
+    audit_spool: str = ""
+    audit_interval: float = 0.5
 
     def check(self) -> None:
         if not self.db_host.startswith("/") and not (self.ca_chain and self.crl):
@@ -32,3 +36,7 @@ class Settings(FileSettings):
             raise ConfigError("lockout_attempts and lockout_seconds must be positive")
         if not 0 < self.timeout <= 30:
             raise ConfigError(f"timeout must be more than 0 and at most 30 s, got {self.timeout}")
+        if self.audit_spool and not self.audit_spool.startswith("/"):
+            raise ConfigError(f"audit_spool must be an absolute path, got {self.audit_spool!r}")
+        if not 0.05 <= self.audit_interval <= 10:
+            raise ConfigError(f"audit_interval must be 0.05-10 s, got {self.audit_interval}")

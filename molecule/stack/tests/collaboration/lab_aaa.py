@@ -1,5 +1,5 @@
 """What the collaboration journey's tests share: the hosts, the lab's
-secrets, the user database's audit and accounting, a user's SSL VPN and
+secrets, the user database's audit (AAA's answers once shipped) and accounting, a user's SSL VPN and
 IPsec tunnels from client1 (device and password), and a forger of AAA's
 answers."""
 from __future__ import annotations
@@ -9,6 +9,7 @@ import re
 import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 
 CLIENT, GW, AAA, DB, APP, IM = "client1", "gw1", "aaa1", "db1", "app1", "im1"
@@ -88,6 +89,28 @@ def psql(lab, statement: str) -> str:
     run = lab[DB].host.run("runuser -u postgres -- psql -d dmzkit -AtX -c %s", statement)
     assert run.rc == 0, run.stderr
     return run.stdout.strip()
+
+
+# FreeRADIUS's spool of its answers, which the audit shipper takes away.
+ANSWERS = "/var/lib/dmzkit-aaa-audit/answers"
+
+
+def audited(lab, statement: str) -> str:
+    """psql once AAA's answers so far are in the audit log: the spool is
+    empty and no file taken from it is left (the shipper looks every 0.5 s)."""
+    run = lab[AAA].host.run(f"for i in $(seq 50); do if ! test -s {ANSWERS} && ! test -e {ANSWERS}.work; "
+                            "then exit 0; fi; sleep 0.1; done; exit 1")
+    assert run.rc == 0, "AAA's answers were not shipped into the audit log within 5 s"
+    return psql(lab, statement)
+
+
+def answer_detail(detail: str) -> dict:
+    """An aaa.access record's detail, without the time it was answered,
+    which must be a moment ago."""
+    record = json.loads(detail)
+    answered = datetime.fromisoformat(record.pop("answered_at"))
+    assert abs((datetime.now(timezone.utc) - answered).total_seconds()) < 60, answered
+    return record
 
 
 def openconnect(lab, interface: str, user: str, password: str, certificate: str) -> subprocess.CompletedProcess[str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from argon2 import PasswordHasher
 
-from lab_aaa import AAA, DB, GW, psql, secret
+from lab_aaa import AAA, ANSWERS, DB, GW, answer_detail, audited, psql, secret
 
 PROBE = (Path(__file__).parent / "radius_probe.py").read_text()
 AUTH, ACCT = 1812, 1813
@@ -40,8 +40,8 @@ def access(lab, user: str, password: str, nas: str = "ocserv", host: str = GW, c
 
 
 def last_reason(lab, user: str, event: str = "aaa.access") -> str:
-    return psql(lab, f"SELECT detail->>'reason' FROM dmzkit.audit_log WHERE event = '{event}' "
-                     f"AND subject = '{user}' ORDER BY id DESC LIMIT 1")
+    return audited(lab, f"SELECT detail->>'reason' FROM dmzkit.audit_log WHERE event = '{event}' "
+                   f"AND subject = '{user}' ORDER BY id DESC LIMIT 1")
 
 
 @pytest.mark.parametrize(("user", "answer"), [("alice", "OU=staff"), ("bob", "OU=contractors")])
@@ -69,8 +69,8 @@ def test_who_the_user_database_refuses_is_rejected(lab) -> None:
         assert reply["classes"] == []
     # The refusals are audited, with why (the answer, and the password
     # check's own reason); the user is not told.
-    answers = psql(lab, "SELECT subject || ':' || (detail->>'reason') FROM dmzkit.audit_log "
-                        "WHERE event = 'aaa.access' AND outcome = 'failure' ORDER BY id DESC LIMIT 3")
+    answers = audited(lab, "SELECT subject || ':' || (detail->>'reason') FROM dmzkit.audit_log "
+                      "WHERE event = 'aaa.access' AND outcome = 'failure' ORDER BY id DESC LIMIT 3")
     assert answers.splitlines() == ["nobody:password refused", "alice:password refused", "dave:no profile"]
     checks = psql(lab, "SELECT subject || ':' || (detail->>'reason') FROM dmzkit.audit_log "
                        "WHERE event = 'aaa.password' AND outcome = 'failure' ORDER BY id DESC LIMIT 2")
@@ -110,11 +110,26 @@ def test_a_password_found_right_is_remembered_and_audited(lab) -> None:
     password = secret("sso_carol")
     for _ in range(2):
         assert access(lab, "carol", password)["code"] == ACCEPT
-    last = psql(lab, "SELECT outcome, detail FROM dmzkit.audit_log WHERE event = 'aaa.access' AND subject = 'carol' "
-                     "ORDER BY id DESC LIMIT 1")
+    last = audited(lab, "SELECT outcome, detail FROM dmzkit.audit_log WHERE event = 'aaa.access' AND subject = 'carol' "
+                   "ORDER BY id DESC LIMIT 1")
     outcome, detail = last.split("|", 1)
     assert outcome == "success"
-    assert json.loads(detail) == {"nas": "gw1", "profile": "staff", "reason": "password remembered"}
+    assert answer_detail(detail) == {"nas": "gw1", "profile": "staff", "reason": "password remembered"}
+
+
+def test_an_answer_whose_record_cannot_be_spooled_is_refused(lab) -> None:
+    """No answer goes out without its record: with the spool unwritable (a
+    directory where the file goes), FreeRADIUS refuses even a remembered
+    password, and answers again once it can write."""
+    aaa = lab[AAA].host
+    assert access(lab, "alice", secret("sso_alice"))["code"] == ACCEPT
+    assert aaa.run(f"systemctl stop dmzkit-aaa-audit && rm -f {ANSWERS} && mkdir {ANSWERS}").rc == 0
+    try:
+        assert access(lab, "alice", secret("sso_alice"))["code"] == REJECT
+    finally:
+        assert aaa.run(f"rmdir {ANSWERS} && systemctl start dmzkit-aaa-audit").rc == 0
+    assert access(lab, "alice", secret("sso_alice"))["code"] == ACCEPT
+    assert last_reason(lab, "alice") == "password remembered"
 
 
 @pytest.mark.parametrize("change", [
@@ -190,7 +205,7 @@ def test_quotes_and_backslashes_in_what_a_user_typed_stay_data(lab) -> None:
     before = psql(lab, "SELECT count(*) FROM dmzkit.audit_log")
     reply = access(lab, AWKWARD, "any password")
     assert reply["answered"] and reply["authentic"] and reply["code"] == REJECT
-    assert psql(lab, "SELECT subject FROM dmzkit.audit_log WHERE event = 'aaa.access' ORDER BY id DESC LIMIT 1") \
+    assert audited(lab, "SELECT subject FROM dmzkit.audit_log WHERE event = 'aaa.access' ORDER BY id DESC LIMIT 1") \
         == AWKWARD
     assert int(psql(lab, "SELECT count(*) FROM dmzkit.audit_log")) > int(before)
     session = f"test-{random.token_hex(4)}-'\\"

@@ -7,14 +7,13 @@ exactly what strongSwan would send it, and the cases strongSwan would
 never send."""
 from __future__ import annotations
 
-import json
 import subprocess
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from lab_aaa import AAA, CLIENT, GW, SECRETS, psql, secret
+from lab_aaa import AAA, CLIENT, GW, SECRETS, answer_detail, audited, psql, secret
 
 WORK = "/run/dmzkit-eap-test"
 DOMAIN = "lab.dmzkit.test"
@@ -67,10 +66,10 @@ def login(lab, identity: str, password: str, certificate: str | None, method: st
 
 
 def last_answer(lab) -> tuple[str, str, dict]:
-    row = psql(lab, "SELECT subject || '|' || outcome || '|' || detail FROM dmzkit.audit_log "
-                    "WHERE event = 'aaa.access' ORDER BY id DESC LIMIT 1")
+    row = audited(lab, "SELECT subject || '|' || outcome || '|' || detail FROM dmzkit.audit_log "
+                  "WHERE event = 'aaa.access' ORDER BY id DESC LIMIT 1")
     subject, outcome, detail = row.split("|", 2)
-    return subject, outcome, json.loads(detail)
+    return subject, outcome, answer_detail(detail)
 
 
 def failed_attempts(lab, user: str) -> str:

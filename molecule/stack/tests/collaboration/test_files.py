@@ -10,7 +10,7 @@ import secrets as random
 from pathlib import Path
 
 import pytest
-from lab_aaa import APP, CLIENT, GW, ipsec_sa, ipsec_tunnel, psql, secret, tunnel
+from lab_aaa import APP, CLIENT, GW, audited, ipsec_sa, ipsec_tunnel, psql, secret, tunnel
 
 FILES = "files1"
 # What a user's machine runs, shared with `make demo`'s journeys.
@@ -39,8 +39,8 @@ def service_log(lab, cursor: str) -> str:
 
 
 def last_files_answer(lab, user: str) -> str:
-    return psql(lab, "SELECT outcome || ':' || (detail->>'reason') FROM dmzkit.audit_log WHERE event = 'aaa.access' "
-                     f"AND subject = '{user}' AND detail->>'nas' = '{FILES}' ORDER BY id DESC LIMIT 1")
+    return audited(lab, "SELECT outcome || ':' || (detail->>'reason') FROM dmzkit.audit_log WHERE event = 'aaa.access' "
+                   f"AND subject = '{user}' AND detail->>'nas' = '{FILES}' ORDER BY id DESC LIMIT 1")
 
 
 def tunnel_address(lab, vpn, user: str) -> str:

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from lab_aaa import APP, CLIENT, IM, IM_DOMAIN, SYSTEM_CA, ipsec_tunnel, psql, secret, tunnel
+from lab_aaa import APP, CLIENT, IM, IM_DOMAIN, SYSTEM_CA, audited, ipsec_tunnel, psql, secret, tunnel
 
 # What a user's machine runs, shared with `make demo`'s journeys.
 XMPP_LOGIN = (Path(__file__).resolve().parents[4] / "lab/journeys/xmpp_login.py").read_text()
@@ -22,8 +22,8 @@ def xmpp_login(lab, host: str, user: str, password: str) -> dict:
 
 
 def last_im_answer(lab, user: str) -> str:
-    return psql(lab, "SELECT outcome || ':' || (detail->>'reason') FROM dmzkit.audit_log WHERE event = 'aaa.access' "
-                     f"AND subject = '{user}' AND detail->>'nas' = 'im1' ORDER BY id DESC LIMIT 1")
+    return audited(lab, "SELECT outcome || ':' || (detail->>'reason') FROM dmzkit.audit_log WHERE event = 'aaa.access' "
+                   f"AND subject = '{user}' AND detail->>'nas' = 'im1' ORDER BY id DESC LIMIT 1")
 
 
 def test_a_user_whose_profile_allows_im_logs_in_through_the_tunnel(lab) -> None:

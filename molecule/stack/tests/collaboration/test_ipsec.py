@@ -10,15 +10,15 @@ import re
 import time
 
 import pytest
-from lab_aaa import APP, CLIENT, GW, forged_answers, ipsec_sa, ipsec_tunnel, psql, secret
+from lab_aaa import APP, CLIENT, GW, audited, forged_answers, ipsec_sa, ipsec_tunnel, psql, secret
 
 IDP = "idp1"
 POOLS = {"staff": "198.18.9.0/25", "contractors": "198.18.9.128/25"}
 
 
 def last_answer(lab, subject: str) -> str:
-    return psql(lab, "SELECT outcome || ':' || (detail->>'reason') FROM dmzkit.audit_log WHERE event = 'aaa.access' "
-                     f"AND subject = '{subject}' ORDER BY id DESC LIMIT 1")
+    return audited(lab, "SELECT outcome || ':' || (detail->>'reason') FROM dmzkit.audit_log WHERE event = 'aaa.access' "
+                   f"AND subject = '{subject}' ORDER BY id DESC LIMIT 1")
 
 
 @pytest.mark.parametrize(("user", "group"), [("alice", "staff"), ("bob", "contractors")])

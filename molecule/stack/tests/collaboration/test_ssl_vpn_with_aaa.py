@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from lab_aaa import CLIENT, FORGERIES, GW, IM, forged_answers, openconnect, psql, secret, tunnel
+from lab_aaa import CLIENT, FORGERIES, GW, IM, audited, forged_answers, openconnect, psql, secret, tunnel
 
 POOL = "198.18.8.0/24"
 
@@ -52,8 +52,8 @@ def accounted(lab, user: str, session: str) -> list[str]:
 def test_a_wrong_password_or_another_users_name_gets_no_tunnel(lab) -> None:
     with tunnel(lab, "alice", "not her password") as run:
         assert run.returncode != 0
-    assert psql(lab, "SELECT detail->>'nas' || ':' || outcome FROM dmzkit.audit_log WHERE event = 'aaa.access' "
-                     "AND subject = 'alice' ORDER BY id DESC LIMIT 1") == "gw1:failure"
+    assert audited(lab, "SELECT detail->>'nas' || ':' || outcome FROM dmzkit.audit_log WHERE event = 'aaa.access' "
+                   "AND subject = 'alice' ORDER BY id DESC LIMIT 1") == "gw1:failure"
     # bob's name and password with alice's certificate: AAA accepts bob, ocserv refuses the mismatch.
     with tunnel(lab, "bob", secret("sso_bob"), certificate="alice") as run:
         assert run.returncode != 0
@@ -73,10 +73,10 @@ def test_certificate_and_password_open_the_tunnel_of_the_group_aaa_names(lab, us
         session = session_of(lab, user)
         assert session["Groupname"] == group
         # AAA's audit names the client and the profile; the session is in AAA's accounting.
-        audited = psql(lab, "SELECT detail->>'nas' || ':' || (detail->>'profile') || ':' || outcome "
-                            "FROM dmzkit.audit_log WHERE event = 'aaa.access' "
-                            f"AND subject = '{user}' ORDER BY id DESC LIMIT 1")
-        assert audited == f"gw1:{group}:success"
+        answer = audited(lab, "SELECT detail->>'nas' || ':' || (detail->>'profile') || ':' || outcome "
+                         "FROM dmzkit.audit_log WHERE event = 'aaa.access' "
+                         f"AND subject = '{user}' ORDER BY id DESC LIMIT 1")
+        assert answer == f"gw1:{group}:success"
         assert accounted(lab, user, session["Session"]) == ["start:"]
     # When the client leaves, ocserv reports the session with its address
     # (it ends it, with a stop, when the session's cookie expires).
