@@ -5,13 +5,21 @@
 FreeRADIUS appends one line per answer to a spool file (its linelog module
 `dmzkit_audit`, the file locked for each line), so that no request waits for
 the database. This service takes the file away and copies its records into
-`audit_log` in one transaction, the way radsqlrelay does with FreeRADIUS's
-SQL logs: rename the file to `<spool>.work` (FreeRADIUS then starts a new
-one), lock it (a line being written is finished first), read it, copy, and
-only then remove it. A failed copy keeps the file, and the next round ships
-it again, so a database that is away loses nothing; radsqlrelay instead drops
-a batch the database refused, waits 10 s between files, and runs the SQL it
-finds in the file.
+`audit_log`, the way radsqlrelay does with FreeRADIUS's SQL logs: rename the
+file to `<spool>.work` (FreeRADIUS then starts a new one), lock it (a line
+being written is finished first), and copy it in batches of BATCH records, a
+transaction each; after each batch, how far the file is shipped is noted
+(`<spool>.work.shipped`, synced), and the file is removed when all of it is.
+A failed batch is tried again from where the last one ended, so a database
+that is away loses nothing, however long the file has grown. A record is
+copied twice only when the service stops or times out between a batch's
+commit and its note. radsqlrelay instead drops a batch the database refused,
+waits 10 s between files, and runs the SQL it finds in the file.
+
+A line that is not a record (cut short when the disk was full: linelog
+takes a short write for a whole one) is appended to `<spool>.bad` and
+logged, not shipped; a record that follows a cut line on the same line is
+recovered.
 """
 from __future__ import annotations
 
@@ -21,16 +29,18 @@ import json
 import logging
 import os
 import re
+import stat
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO
 from datetime import datetime, timezone
+from typing import BinaryIO
 
 import asyncpg
 
 from ..config import ConfigError
 from ..daemon import Notifier, service_main
-from ..tls import client_context
+from .database import connect
 from .settings import Settings
 
 log = logging.getLogger("dmzkit-aaa-audit")
@@ -38,16 +48,21 @@ log = logging.getLogger("dmzkit-aaa-audit")
 EVENT = "aaa.access"
 COLUMNS = ("subject", "event", "outcome", "detail")
 FIELDS = 7
+# Records a transaction: a few tenths of a second for the database, a
+# bounded amount of memory here, however long the spool has grown.
+BATCH = 5000
 ESCAPED = re.compile(rb"=([0-9A-F]{2})")
+# Where a record begins: values are escaped, so none holds a tab.
+START = re.compile(rb"1\t[0-9]+\.[0-9]{6}\t(?:success|failure)\t")
 
 
 class BadLine(ValueError):
-    """A spool line that is not a record (cut short by a full disk, say)."""
+    """A spool line that is not a record."""
 
 
 @dataclass(frozen=True)
 class Answer:
-    at: datetime
+    received: datetime
     outcome: str
     user: str
     nas: str
@@ -55,7 +70,7 @@ class Answer:
     profile: str
 
     def row(self) -> tuple[str, str, str, str]:
-        detail = {"nas": self.nas, "reason": self.reason, "answered_at": self.at.isoformat()}
+        detail = {"nas": self.nas, "reason": self.reason, "received_at": self.received.isoformat()}
         if self.profile:
             detail["profile"] = self.profile
         return (self.user, EVENT, self.outcome, json.dumps(detail))
@@ -67,35 +82,71 @@ def unescape(value: bytes) -> str:
 
 
 def parse(line: bytes) -> Answer:
-    fields = line.rstrip(b"\n").split(b"\t")
-    if len(fields) != FIELDS or fields[0] != b"1":
-        raise BadLine(f"{len(fields)} fields, version {fields[0][:8]!r}")
-    _, at, outcome, user, nas, reason, profile = fields
-    if outcome not in (b"success", b"failure"):
-        raise BadLine(f"outcome {outcome[:16]!r}")
+    """One whole record, its line break included."""
+    if not line.endswith(b"\n"):
+        raise BadLine("no line break: cut short")
+    fields = line[:-1].split(b"\t")
+    if len(fields) != FIELDS or not START.match(line):
+        raise BadLine(f"{len(fields)} fields, beginning {line[:24]!r}")
+    _, received, outcome, user, nas, reason, profile = fields
     try:
-        when = datetime.fromtimestamp(float(at), timezone.utc)
+        when = datetime.fromtimestamp(float(received), timezone.utc)
     except (ValueError, OverflowError):
-        raise BadLine(f"time {at[:24]!r}") from None
+        raise BadLine(f"time {received[:24]!r}") from None
     return Answer(when, outcome.decode(), unescape(user), unescape(nas), unescape(reason), unescape(profile))
 
 
-def read_records(spool: BinaryIO, path: str) -> list[Answer]:
-    """The records of a taken spool file; a line that is not one is logged and skipped."""
-    answers = []
-    for number, line in enumerate(spool, 1):
+def records(line: bytes) -> tuple[Answer | None, bytes]:
+    """The record of a spool line, and what of the line is not one: a line
+    cut short runs into the next record, which begins where START last
+    matches and still parses."""
+    try:
+        return parse(line), b""
+    except BadLine:
+        pass
+    for start in reversed([m.start() for m in START.finditer(line) if m.start() > 0]):
         try:
-            answers.append(parse(line))
-        except BadLine as e:
-            log.warning("%s line %d is not a record (%s); skipped", path, number, e)
-    return answers
+            return parse(line[start:]), line[:start]
+        except BadLine:
+            continue
+    return None, line
+
+
+def read_batch(spool: BinaryIO, limit: int) -> tuple[list[Answer], list[bytes], int, bool]:
+    """Up to `limit` records from the file's position on: the records, the
+    parts that are not, the position after them, and whether the file ended."""
+    answers: list[Answer] = []
+    bad: list[bytes] = []
+    while len(answers) < limit:
+        line = spool.readline()
+        if not line:
+            return answers, bad, spool.tell(), True
+        answer, rest = records(line)
+        if answer is not None:
+            answers.append(answer)
+        if rest:
+            bad.append(rest if rest.endswith(b"\n") else rest + b"\n")
+    return answers, bad, spool.tell(), False
+
+
+def regular(path: str) -> bool | None:
+    """Whether path is a regular file; None when there is nothing there."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return None
 
 
 def take(spool: str) -> str | None:
     """The file to ship now: one left from an earlier round, or the spool,
-    renamed; None when there is nothing."""
+    renamed; None when there is nothing, or something that is not a file
+    (logged: FreeRADIUS refuses its answers meanwhile)."""
     work = spool + ".work"
-    if os.path.exists(work):
+    for path in (work, spool):
+        if regular(path) is False:
+            log.error("%s is not a regular file: nothing is shipped until it is moved away", path)
+            return None
+    if regular(work):
         return work
     try:
         if os.path.getsize(spool) == 0:
@@ -106,6 +157,29 @@ def take(spool: str) -> str | None:
     return work
 
 
+def shipped_offset(work: str) -> int:
+    try:
+        with open(work + ".shipped") as noted:
+            return int(noted.read())
+    except FileNotFoundError:
+        return 0
+
+
+def note_offset(work: str, offset: int) -> None:
+    temporary = work + ".shipped.new"
+    with open(temporary, "w") as noted:
+        noted.write(str(offset))
+        noted.flush()
+        os.fsync(noted.fileno())
+    os.replace(temporary, work + ".shipped")
+
+
+def keep_bad(spool: str, lines: list[bytes]) -> None:
+    with open(spool + ".bad", "ab") as bad:
+        bad.writelines(lines)
+    log.warning("%d lines of %s.work are not records; kept in %s.bad", len(lines), spool, spool)
+
+
 class Shipper:
     def __init__(self, settings: Settings) -> None:
         if not settings.audit_spool:
@@ -113,29 +187,36 @@ class Shipper:
         self.settings = settings
         self.connection: asyncpg.Connection | None = None
 
-    async def _connect(self) -> asyncpg.Connection:
-        s = self.settings
-        tls = None if s.db_host.startswith("/") else client_context(s.ca_chain, crl=s.crl)
-        return await asyncpg.connect(host=s.db_host, port=s.db_port, database=s.db_name, user=s.db_user,
-                                     passfile=s.db_passfile, ssl=tls, timeout=s.timeout,
-                                     server_settings={"application_name": "dmzkit-aaa-audit"})
+    async def _copy(self, answers: list[Answer]) -> None:
+        if self.connection is None or self.connection.is_closed():
+            self.connection = await connect(self.settings, "dmzkit-aaa-audit")
+        async with self.connection.transaction():
+            await self.connection.copy_records_to_table(
+                "audit_log", schema_name="dmzkit", columns=COLUMNS, records=[a.row() for a in answers])
 
-    async def ship(self, work: str) -> int:
-        """Copy the file's records in one transaction, then remove it. The
-        lock is held until the file is gone: FreeRADIUS, finding it locked,
-        writes to a new spool instead, and a line it had begun is finished
-        before the lock is taken."""
+    async def ship(self, work: str, alive: Callable[[], None] = lambda: None) -> int:
+        """Copy the file's records from where the last round stopped, a batch
+        at a time, then remove it. The lock is held until the file is gone:
+        FreeRADIUS, finding it locked, writes to a new spool instead, and a
+        line it had begun is finished before the lock is taken."""
+        shipped = 0
         with open(work, "rb") as spool:
             await asyncio.to_thread(fcntl.lockf, spool, fcntl.LOCK_SH)
-            answers = await asyncio.to_thread(read_records, spool, work)
-            if answers:
-                if self.connection is None or self.connection.is_closed():
-                    self.connection = await self._connect()
-                async with self.connection.transaction():
-                    await self.connection.copy_records_to_table(
-                        "audit_log", schema_name="dmzkit", columns=COLUMNS, records=[a.row() for a in answers])
+            spool.seek(shipped_offset(work))
+            while True:
+                answers, bad, offset, ended = await asyncio.to_thread(read_batch, spool, BATCH)
+                if bad:
+                    keep_bad(self.settings.audit_spool, bad)
+                if answers:
+                    await asyncio.wait_for(self._copy(answers), self.settings.timeout * 2)
+                    shipped += len(answers)
+                note_offset(work, offset)
+                alive()
+                if ended:
+                    break
             os.unlink(work)
-        return len(answers)
+            os.unlink(work + ".shipped")
+        return shipped
 
     async def run(self) -> None:
         notifier = Notifier()
@@ -144,18 +225,23 @@ class Shipper:
         backoff = interval
         loop = asyncio.get_running_loop()
         pinged = loop.time()
-        while True:
+
+        def alive() -> None:
+            nonlocal pinged
             if notifier.watchdog_interval is not None and loop.time() - pinged >= notifier.watchdog_interval:
                 notifier.notify(watchdog=1)
                 pinged = loop.time()
+
+        while True:
+            alive()
             work = take(self.settings.audit_spool)
             if work is None:
                 await asyncio.sleep(interval)
                 continue
             try:
-                shipped = await asyncio.wait_for(self.ship(work), self.settings.timeout * 2)
+                shipped = await self.ship(work, alive)
             except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as e:
-                # Kept for the next round; the database may be away.
+                # Kept, with how far it was shipped, for the next round; the database may be away.
                 log.warning("could not ship %s (%s: %s); again in %.1f s", work, type(e).__name__, e, backoff)
                 if self.connection is not None:
                     self.connection.terminate()

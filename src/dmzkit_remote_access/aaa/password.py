@@ -16,10 +16,8 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import asyncpg
-
 from ..userdb import Directory
-from ..tls import client_context
+from .database import connect
 from .settings import Settings
 
 EVENT = "aaa.password"
@@ -39,18 +37,11 @@ class PasswordCheck:
     async def _lock() -> asyncio.Lock:
         return asyncio.Lock()
 
-    async def _connect(self) -> asyncpg.Connection:
-        s = self.settings
-        tls = None if s.db_host.startswith("/") else client_context(s.ca_chain, crl=s.crl)
-        return await asyncpg.connect(host=s.db_host, port=s.db_port, database=s.db_name, user=s.db_user,
-                                     passfile=s.db_passfile, ssl=tls, timeout=s.timeout,
-                                     server_settings={"application_name": "dmzkit-aaa"})
-
     @asynccontextmanager
     async def _directory(self) -> AsyncIterator[Directory]:
         """The Directory on a connection of its own, one check at a time."""
         async with self._one:
-            connection = await self._connect()
+            connection = await connect(self.settings, "dmzkit-aaa")
             try:
                 self.directory.pool = connection
                 yield self.directory

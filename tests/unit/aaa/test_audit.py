@@ -1,6 +1,8 @@
 """The audit shipper against a real user database: the spool lines FreeRADIUS
 writes (its linelog format) become audit records, a database that is away
-loses none of them, and a line FreeRADIUS is still writing is waited for."""
+loses none of them, a long spool goes in batches and a failed one resumes
+where it stopped, a line FreeRADIUS is still writing is waited for, and a
+line cut short is kept aside without taking the next record with it."""
 from __future__ import annotations
 
 import asyncio
@@ -15,6 +17,7 @@ import pytest
 import local_servers
 from test_password import settings
 
+from dmzkit_remote_access.aaa import audit
 from dmzkit_remote_access.aaa.audit import EVENT, BadLine, Shipper, parse, take
 from dmzkit_remote_access.config import ConfigError
 
@@ -48,11 +51,11 @@ def test_the_answers_become_audit_records_and_the_spool_goes(userdb, tmp_path) -
     spool.write_bytes(line("o'brien\tx") + line("o'brien\tx", "failure", "no profile", ""))
     shipper = Shipper(settings(userdb, tmp_path, audit_spool=str(spool)))
     assert ship_once(shipper) == 2
-    answered = datetime.fromtimestamp(WHEN, timezone.utc).isoformat()
+    received = datetime.fromtimestamp(WHEN, timezone.utc).isoformat()
     assert records(userdb, "o'brien\tx") == [
         (userdb["user"], "success", {"nas": "gw1", "reason": "password remembered", "profile": "staff",
-                                     "answered_at": answered}),
-        (userdb["user"], "failure", {"nas": "gw1", "reason": "no profile", "answered_at": answered})]
+                                     "received_at": received}),
+        (userdb["user"], "failure", {"nas": "gw1", "reason": "no profile", "received_at": received})]
     assert not spool.exists() and not Path(f"{spool}.work").exists()
     assert take(str(spool)) is None
 
@@ -73,10 +76,10 @@ def test_a_database_that_is_away_keeps_the_records_for_the_next_round(userdb, tm
         "password remembered", "password checked"]
 
 
-@pytest.mark.parametrize("bad", [b"2\t1\tsuccess\ta\tgw1\tr\tp\n", b"1\t1\tsuccess\ta\tgw1\tr\n",
-                                 b"1\t1\tmaybe\ta\tgw1\tr\tp\n", b"1\tnow\tsuccess\ta\tgw1\tr\tp\n",
-                                 b"1\t1796636063.1\tsucc"])
-def test_a_line_that_is_not_a_record_is_skipped_and_the_others_shipped(userdb, tmp_path, bad: bytes) -> None:
+@pytest.mark.parametrize("bad", [b"2\t1.000000\tsuccess\ta\tgw1\tr\tp\n", b"1\t1.000000\tsuccess\ta\tgw1\tr\n",
+                                 b"1\t1.000000\tmaybe\ta\tgw1\tr\tp\n", b"1\tnow\tsuccess\ta\tgw1\tr\tp\n",
+                                 b"1\t1796636063.100000\tsuccess\ta\tgw1\tr\tp"])
+def test_a_line_that_is_not_a_record_is_kept_aside_and_the_others_shipped(userdb, tmp_path, bad: bytes) -> None:
     with pytest.raises(BadLine):
         parse(bad)
     spool, subject = tmp_path / "answers", f"after-{tmp_path.name}"
@@ -84,6 +87,50 @@ def test_a_line_that_is_not_a_record_is_skipped_and_the_others_shipped(userdb, t
     shipper = Shipper(settings(userdb, tmp_path, audit_spool=str(spool)))
     assert ship_once(shipper) == 1
     assert len(records(userdb, subject)) == 1
+    assert (tmp_path / "answers.bad").read_bytes() == (bad if bad.endswith(b"\n") else bad + b"\n")
+
+
+def test_a_line_cut_short_does_not_take_the_next_record_with_it(userdb, tmp_path) -> None:
+    """linelog takes a short write (a full disk) for a whole one: the next
+    record then follows the cut one on the same line. One record that
+    still has seven fields when cut is no record either."""
+    spool, subject = tmp_path / "answers", f"cut-{tmp_path.name}"
+    cut = line(subject, profile="staff")[:-4]
+    spool.write_bytes(cut + line(subject, reason="password checked") + line(subject)[:-1])
+    shipper = Shipper(settings(userdb, tmp_path, audit_spool=str(spool)))
+    assert ship_once(shipper) == 1
+    assert [detail["reason"] for _, _, detail in records(userdb, subject)] == ["password checked"]
+    assert (tmp_path / "answers.bad").read_bytes() == cut + b"\n" + line(subject)
+
+
+def test_a_long_spool_goes_in_batches_and_a_failed_one_resumes_where_it_stopped(userdb, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(audit, "BATCH", 4)
+    spool, subject = tmp_path / "answers", f"long-{tmp_path.name}"
+    spool.write_bytes(b"".join(line(subject, reason=f"answer {i}") for i in range(10)))
+    shipper = Shipper(settings(userdb, tmp_path, audit_spool=str(spool)))
+    copy, copies = shipper._copy, []
+
+    async def copy_twice_then_fail(answers: list) -> None:
+        if len(copies) == 2:
+            raise OSError("the database went away")
+        copies.append(len(answers))
+        await copy(answers)
+    monkeypatch.setattr(shipper, "_copy", copy_twice_then_fail)
+    work = take(str(spool))
+    with pytest.raises(OSError):
+        asyncio.run(shipper.ship(work))
+    assert copies == [4, 4] and len(records(userdb, subject)) == 8
+    monkeypatch.setattr(shipper, "_copy", copy)
+    shipper.connection = None  # its loop is gone
+    assert asyncio.run(shipper.ship(take(str(spool)))) == 2
+    assert [detail["reason"] for _, _, detail in records(userdb, subject)] == [f"answer {i}" for i in range(10)]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("answers")) == []
+
+
+def test_something_that_is_not_a_file_at_the_spool_is_left_alone(tmp_path, caplog) -> None:
+    (tmp_path / "answers").mkdir()
+    assert take(str(tmp_path / "answers")) is None
+    assert (tmp_path / "answers").is_dir() and "not a regular file" in caplog.text
 
 
 WRITER = """

@@ -105,11 +105,11 @@ def audited(lab, statement: str) -> str:
 
 
 def answer_detail(detail: str) -> dict:
-    """An aaa.access record's detail, without the time it was answered,
+    """An aaa.access record's detail, without the time its request came,
     which must be a moment ago."""
     record = json.loads(detail)
-    answered = datetime.fromisoformat(record.pop("answered_at"))
-    assert abs((datetime.now(timezone.utc) - answered).total_seconds()) < 60, answered
+    received = datetime.fromisoformat(record.pop("received_at"))
+    assert abs((datetime.now(timezone.utc) - received).total_seconds()) < 60, received
     return record
 
 
