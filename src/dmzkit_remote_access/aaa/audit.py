@@ -151,6 +151,9 @@ def take(spool: str) -> str | None:
     try:
         if os.path.getsize(spool) == 0:
             return None
+        # A note with no file of its own is an old one: a new file starts at 0.
+        if os.path.exists(work + ".shipped"):
+            os.unlink(work + ".shipped")
         os.rename(spool, work)
     except FileNotFoundError:
         return None
@@ -162,6 +165,10 @@ def shipped_offset(work: str) -> int:
         with open(work + ".shipped") as noted:
             return int(noted.read())
     except FileNotFoundError:
+        return 0
+    except ValueError:
+        log.error("%s.shipped is not an offset; shipping %s from its start (some records may be copied twice)",
+                  work, work)
         return 0
 
 
@@ -205,17 +212,19 @@ class Shipper:
             spool.seek(shipped_offset(work))
             while True:
                 answers, bad, offset, ended = await asyncio.to_thread(read_batch, spool, BATCH)
-                if bad:
-                    keep_bad(self.settings.audit_spool, bad)
                 if answers:
                     await asyncio.wait_for(self._copy(answers), self.settings.timeout * 2)
                     shipped += len(answers)
+                if bad:
+                    keep_bad(self.settings.audit_spool, bad)
                 note_offset(work, offset)
                 alive()
                 if ended:
                     break
-            os.unlink(work)
+            # The note goes first: a stop between the two leaves a file that
+            # is shipped again whole, never a note that skips a new file.
             os.unlink(work + ".shipped")
+            os.unlink(work)
         return shipped
 
     async def run(self) -> None:

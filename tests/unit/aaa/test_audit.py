@@ -127,6 +127,16 @@ def test_a_long_spool_goes_in_batches_and_a_failed_one_resumes_where_it_stopped(
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("answers")) == []
 
 
+def test_an_old_note_does_not_skip_a_new_spool(userdb, tmp_path) -> None:
+    """A note left without its file (the shipper stopped between removing
+    the two) must not make the next file start past its beginning."""
+    spool, subject = tmp_path / "answers", f"note-{tmp_path.name}"
+    (tmp_path / "answers.work.shipped").write_text("100000")
+    spool.write_bytes(line(subject))
+    assert ship_once(Shipper(settings(userdb, tmp_path, audit_spool=str(spool)))) == 1
+    assert len(records(userdb, subject)) == 1
+
+
 def test_something_that_is_not_a_file_at_the_spool_is_left_alone(tmp_path, caplog) -> None:
     (tmp_path / "answers").mkdir()
     assert take(str(tmp_path / "answers")) is None
