@@ -213,7 +213,9 @@ class Shipper:
             while True:
                 answers, bad, offset, ended = await asyncio.to_thread(read_batch, spool, BATCH)
                 if answers:
-                    await asyncio.wait_for(self._copy(answers), self.settings.timeout * 2)
+                    # Not wait_for: Python 3.11's loses a stop that comes as the copy ends.
+                    async with asyncio.timeout(self.settings.timeout * 2):
+                        await self._copy(answers)
                     shipped += len(answers)
                 if bad:
                     keep_bad(self.settings.audit_spool, bad)
@@ -249,7 +251,7 @@ class Shipper:
                 continue
             try:
                 shipped = await self.ship(work, alive)
-            except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as e:
+            except (OSError, asyncpg.PostgresError, TimeoutError) as e:
                 # Kept, with how far it was shipped, for the next round; the database may be away.
                 log.warning("could not ship %s (%s: %s); again in %.1f s", work, type(e).__name__, e, backoff)
                 if self.connection is not None:
