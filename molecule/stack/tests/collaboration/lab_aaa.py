@@ -1,7 +1,7 @@
 """What the collaboration journey's tests share: the hosts, the lab's
-secrets, the user database's audit (AAA's answers once shipped) and accounting, a user's SSL VPN and
-IPsec tunnels from client1 (device and password), and a forger of AAA's
-answers."""
+secrets, the user database's audit (AAA's answers once shipped) and
+accounting, a user's SSL VPN and IPsec tunnels from client1 (device and
+password), and a forger of AAA's answers."""
 from __future__ import annotations
 
 import json
