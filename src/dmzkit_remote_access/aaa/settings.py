@@ -28,6 +28,11 @@ class Settings(FileSettings):
     # the audit shipper looks for it when it was empty.
     audit_spool: str = ""
     audit_interval: float = 0.5
+    # FreeRADIUS's lease server (127.0.0.1) for the account listener, the
+    # file with its secret, and how long a lease lasts.
+    accounts_port: int = 0
+    accounts_secret: str = ""
+    lease_seconds: float = 3.0
 
     def check(self) -> None:
         if not self.db_host.startswith("/") and not (self.ca_chain and self.crl):
@@ -40,3 +45,7 @@ class Settings(FileSettings):
             raise ConfigError(f"audit_spool must be an absolute path, got {self.audit_spool!r}")
         if not 0.05 <= self.audit_interval <= 10:
             raise ConfigError(f"audit_interval must be 0.05-10 s, got {self.audit_interval}")
+        if not 0 <= self.accounts_port <= 65535:
+            raise ConfigError(f"accounts_port must be a UDP port, got {self.accounts_port}")
+        if not 0.3 <= self.lease_seconds <= 60:
+            raise ConfigError(f"lease_seconds must be 0.3-60 s, got {self.lease_seconds}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import secrets as random
+import time
 from pathlib import Path
 
 import pytest
@@ -15,17 +16,21 @@ from argon2 import PasswordHasher
 
 from lab_aaa import AAA, ANSWERS, DB, GW, answer_detail, audited, psql, secret
 
+# The account listener and its lease (the aaa role's internals, as deployed).
+ACCOUNTS_UNIT, ACCOUNTS_SECRET, LEASE_PORT, LEASE_SECONDS = (
+    "dmzkit-aaa-accounts", "/etc/dmzkit-aaa/accounts.secret", 18121, 3)
+
 PROBE = (Path(__file__).parent / "radius_probe.py").read_text()
 AUTH, ACCT = 1812, 1813
 ACCEPT, REJECT, ACCOUNTING_RESPONSE = 2, 3, 5
 
 
 def ask(lab, host: str, kind: str, options: dict, client_secret: str, password: str = "",
-        again_password: str = "") -> dict:
-    """One request from `host` to AAA, as radius_probe.py sends it."""
+        again_password: str = "", to: tuple[str, int] | None = None) -> dict:
+    """One request from `host` to AAA (or `to`), as radius_probe.py sends it."""
+    server, port = to or (lab[AAA].address("internal"), AUTH if kind == "access" else ACCT)
     run = lab[host].run_with_input(
-        ["python3", "-c", PROBE, kind, lab[AAA].address("internal"), str(AUTH if kind == "access" else ACCT),
-         json.dumps(options)],
+        ["python3", "-c", PROBE, kind, server, str(port), json.dumps(options)],
         json.dumps({"secret": client_secret, "password": password, "again_password": again_password}))
     assert run.returncode == 0, run.stderr
     return json.loads(run.stdout)
@@ -158,6 +163,44 @@ def test_a_remembered_password_stops_at_a_new_hash_a_lock_or_a_disabled_account(
     assert access(lab, "carol", password)["code"] == ACCEPT
 
 
+def test_with_the_account_listener_away_a_change_is_missed_for_one_lease_at_most(lab) -> None:
+    """FreeRADIUS keeps the accounts it read while the account listener
+    holds its lease; with the listener stopped, the lease runs out and every
+    account is read from the user database again."""
+    password = secret("sso_carol")
+    assert access(lab, "carol", password)["code"] == ACCEPT
+    assert access(lab, "carol", password)["code"] == ACCEPT
+    user_id = psql(lab, "SELECT id FROM dmzkit.users WHERE username = 'carol'")
+    aaa = lab[AAA].host
+    assert aaa.run(f"systemctl stop {ACCOUNTS_UNIT}").rc == 0
+    try:
+        psql(lab, f"UPDATE dmzkit.credentials SET locked_until = now() + interval '1 hour' WHERE user_id = {user_id}")
+        time.sleep(LEASE_SECONDS + 0.5)
+        assert access(lab, "carol", password)["code"] == REJECT
+    finally:
+        psql(lab, f"UPDATE dmzkit.credentials SET locked_until = NULL, failed_attempts = 0 WHERE user_id = {user_id}")
+        assert aaa.run(f"systemctl start {ACCOUNTS_UNIT}").rc == 0
+    assert access(lab, "carol", password)["code"] == ACCEPT
+
+
+def lease(lab, host: str, client_secret: str, server: str = "127.0.0.1") -> dict:
+    return ask(lab, host, "access", {"strings": {"User-Name": random.token_hex(8)}, "timeout": 1.5}, client_secret,
+               to=(server, LEASE_PORT))
+
+
+def test_the_lease_is_renewed_only_with_its_secret_and_on_aaa_itself(lab) -> None:
+    """A renewal names the generation FreeRADIUS keeps accounts under: an
+    old one would bring back accounts as they were. Only the listener's
+    secret renews it, and only from AAA's own host."""
+    line = lab[AAA].host.run(f"cat {ACCOUNTS_SECRET}").stdout
+    right = line.split('"')[1]
+    renewed = lease(lab, AAA, right)
+    assert renewed["answered"] and renewed["code"] == ACCEPT and renewed["authentic"]
+    assert lease(lab, AAA, random.token_hex(32)) == {"answered": False}
+    # gw1, a client of AAA's own server, with the right secret: nothing listens there for it.
+    assert lease(lab, GW, right, server=lab[AAA].address("internal")) == {"answered": False}
+
+
 @pytest.mark.parametrize("message_authenticator", ["none", "wrong"])
 def test_a_request_without_a_valid_message_authenticator_is_dropped(lab, message_authenticator: str) -> None:
     """BlastRADIUS (CVE-2024-3596): a request that is not signed whole is not
@@ -242,3 +285,5 @@ def test_freeradius_runs_only_the_collections_site_and_checks_its_configuration(
     assert host.file("/etc/freeradius/3.0/clients.conf").mode == 0o640
     assert host.file("/etc/dmzkit-aaa/userdb.pgpass").mode == 0o600
     assert host.file("/etc/dmzkit-aaa/userdb.pgpass").user == "freerad"
+    secret_file = host.file(ACCOUNTS_SECRET)
+    assert (secret_file.mode, secret_file.user, secret_file.group) == (0o640, "root", "freerad")

@@ -1,0 +1,159 @@
+"""dmzkit-aaa-accounts: tell FreeRADIUS when the accounts it keeps are stale.
+
+    dmzkit-aaa-accounts --config FILE [--check]
+
+FreeRADIUS keeps each account it has read from the user database
+(`aaa_check_items`) under a generation, which it finds in a lease that this
+service holds: while there is no lease, it reads every account from the
+database, as it did before it kept any. This service listens on the user
+database's channel `dmzkit_aaa_accounts` (a trigger announces each change to
+users, credentials, groups and memberships as it commits) and
+
+- starts a new generation, at random, when it connects and after each
+  change: FreeRADIUS then reads every account afresh;
+- renews the lease every third of its lifetime, each time after a round trip
+  on the listening connection, which delivers first every change committed
+  before it;
+- sends the generation to FreeRADIUS's server `dmzkit-accounts` (127.0.0.1
+  only) as an Access-Request, User-Name the generation, signed with a secret
+  of its own; FreeRADIUS's signed Access-Accept says the lease is renewed.
+
+A change takes one notification and one datagram to reach FreeRADIUS. When
+the database or this service is away, the lease runs out within its lifetime
+and FreeRADIUS reads the database for every request: a change is missed for
+that long at most.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+import socket
+import sys
+
+import asyncpg
+
+from .. import radius
+from ..config import ConfigError
+from ..daemon import Notifier, service_main
+from .database import connect
+from .settings import Settings
+
+log = logging.getLogger("dmzkit-aaa-accounts")
+
+CHANNEL = "dmzkit_aaa_accounts"
+# The client's secret in FreeRADIUS's own syntax, the file it includes.
+SECRET = re.compile(r'secret = "([0-9a-f]{64})"\n?')
+# A lost datagram (FreeRADIUS restarting) is sent again this often within a renewal.
+TRIES = 3
+
+
+def read_secret(path: str) -> bytes:
+    try:
+        with open(path, encoding="ascii") as f:
+            text = f.read(200)
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read the lease's secret in {path}: {e}") from None
+    found = SECRET.fullmatch(text)
+    if found is None:
+        raise ConfigError(f'{path} must hold one line: secret = "<64 hex digits>"')
+    return found.group(1).encode()
+
+
+def new_generation() -> str:
+    return secrets.token_hex(8)
+
+
+class Lease:
+    """FreeRADIUS's end: the loopback server that keeps the lease."""
+
+    def __init__(self, port: int, secret: bytes, wait: float) -> None:
+        self.port = port
+        self.secret = secret
+        self.wait = wait
+        self.ident = 0
+
+    async def renew(self, generation: str) -> None:
+        """Renew the lease with this generation; TimeoutError when FreeRADIUS does not say it did."""
+        loop = asyncio.get_running_loop()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.setblocking(False)
+            sock.connect(("127.0.0.1", self.port))
+            for _ in range(TRIES):
+                self.ident = (self.ident + 1) % 256
+                request = radius.access_request(self.ident, ((radius.USER_NAME, generation.encode()),), b"",
+                                                self.secret)
+                await loop.sock_sendall(sock, radius.encode(request))
+                try:
+                    async with asyncio.timeout(self.wait / TRIES):
+                        while True:
+                            try:
+                                answer = radius.decode(await loop.sock_recv(sock, radius.MAX_PACKET))
+                            except (radius.Malformed, ConnectionRefusedError):
+                                continue
+                            if answer.code == radius.ACCESS_ACCEPT and radius.reply_valid(answer, request, self.secret):
+                                return
+                except TimeoutError:
+                    continue
+        raise TimeoutError(f"FreeRADIUS did not renew the lease on 127.0.0.1:{self.port}")
+
+
+class Listener:
+    def __init__(self, settings: Settings) -> None:
+        if not (settings.accounts_port and settings.accounts_secret):
+            raise ConfigError("accounts_port and accounts_secret are needed: FreeRADIUS's lease server")
+        self.settings = settings
+        self.lease = Lease(settings.accounts_port, read_secret(settings.accounts_secret), settings.lease_seconds / 3)
+        self.generation = ""
+        self.renewed = False
+
+    async def hold(self, notifier: Notifier) -> None:
+        """Hold the lease while the listening connection works; returns or raises when it stops."""
+        changed = asyncio.Event()
+        connection = await connect(self.settings, "dmzkit-aaa-accounts")
+        try:
+            await connection.add_listener(CHANNEL, lambda *_: changed.set())
+            changed.set()
+            while not connection.is_closed():
+                # Not wait_for: Python 3.11's loses a stop that comes as the query ends.
+                async with asyncio.timeout(self.settings.timeout):
+                    await connection.fetchval("SELECT 1")
+                # The notifications that came before the answer are handled first.
+                await asyncio.sleep(0)
+                if changed.is_set():
+                    changed.clear()
+                    self.generation = new_generation()
+                await self.lease.renew(self.generation)
+                self.renewed = True
+                notifier.notify(watchdog=1, status=f"generation {self.generation}")
+                try:
+                    async with asyncio.timeout(self.settings.lease_seconds / 3):
+                        await changed.wait()
+                except TimeoutError:
+                    pass
+        finally:
+            connection.terminate()
+
+    async def run(self) -> None:
+        notifier = Notifier()
+        notifier.notify(ready=1, status="connecting")
+        backoff = 0.5
+        while True:
+            self.renewed = False
+            try:
+                await self.hold(notifier)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as e:
+                # The lease runs out by itself: FreeRADIUS reads the database meanwhile.
+                log.warning("the lease is not renewed (%s: %s); again in %.1f s", type(e).__name__, e, backoff)
+            notifier.notify(watchdog=1, status="not holding the lease")
+            backoff = 0.5 if self.renewed else min(backoff * 2, 5.0)
+            await asyncio.sleep(backoff)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return service_main("dmzkit-aaa-accounts", __doc__, lambda path: Listener(Settings.load(path)), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
