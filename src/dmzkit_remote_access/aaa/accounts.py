@@ -11,17 +11,22 @@ users, credentials, groups and memberships as it commits) and
 
 - starts a new generation, at random, when it connects and after each
   change: FreeRADIUS then reads every account afresh;
-- renews the lease every third of its lifetime, each time after a round trip
-  on the listening connection, which delivers first every change committed
-  before it;
+- renews the lease every quarter of its lifetime, each time after a round
+  trip on the listening connection that also finds every trigger of
+  migration 0004 in place and enabled ALWAYS (none missing, none disabled:
+  otherwise a change could go unannounced, and no lease is held);
 - sends the generation to FreeRADIUS's server `dmzkit-accounts` (127.0.0.1
-  only) as an Access-Request, User-Name the generation, signed with a secret
-  of its own; FreeRADIUS's signed Access-Accept says the lease is renewed.
+  only) as an Access-Request, User-Name the generation, Event-Timestamp
+  now, signed with a secret of its own; FreeRADIUS's signed Access-Accept
+  says the lease is renewed. FreeRADIUS takes no renewal more than 2 s old.
 
-A change takes one notification and one datagram to reach FreeRADIUS. When
-the database or this service is away, the lease runs out within its lifetime
-and FreeRADIUS reads the database for every request: a change is missed for
-that long at most.
+A change takes one notification and one datagram to reach FreeRADIUS (new
+generations come at most every GAP s, so a flood of notifications costs
+little). When the database or this service is away, the lease runs out and
+FreeRADIUS reads the database for every request: FreeRADIUS keeps a lease
+its lifetime and up to 1 s more (it counts whole seconds), and a renewal
+reaches it up to a quarter of the lifetime after its round trip, so a change
+is missed for that long at most.
 """
 from __future__ import annotations
 
@@ -30,7 +35,9 @@ import logging
 import re
 import secrets
 import socket
+import struct
 import sys
+import time
 
 import asyncpg
 
@@ -47,6 +54,27 @@ CHANNEL = "dmzkit_aaa_accounts"
 SECRET = re.compile(r'secret = "([0-9a-f]{64})"\n?')
 # A lost datagram (FreeRADIUS restarting) is sent again this often within a renewal.
 TRIES = 3
+EVENT_TIMESTAMP = 55
+# The least time between two generations, so that a flood of notifications
+# does not keep FreeRADIUS from keeping any account.
+GAP = 0.1
+# Migration 0004's triggers (table, name), each of which must be enabled ALWAYS.
+TRIGGERS = frozenset({
+    ("users", "aaa_accounts_changed"), ("users", "aaa_accounts_updated"), ("users", "aaa_accounts_truncated"),
+    ("credentials", "aaa_accounts_changed"), ("credentials", "aaa_accounts_updated"),
+    ("credentials", "aaa_accounts_truncated"),
+    ("memberships", "aaa_accounts_changed"), ("memberships", "aaa_accounts_truncated"),
+    ("groups", "aaa_accounts_changed"), ("groups", "aaa_accounts_updated"), ("groups", "aaa_accounts_truncated"),
+})
+ENABLED_TRIGGERS = """
+    SELECT c.relname, t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+    WHERE c.relnamespace = 'dmzkit'::regnamespace AND t.tgenabled = 'A'
+      AND t.tgname IN ('aaa_accounts_changed', 'aaa_accounts_updated', 'aaa_accounts_truncated')
+"""
+
+
+class Unannounced(Exception):
+    """The user database would not announce every change to the accounts."""
 
 
 def read_secret(path: str) -> bytes:
@@ -80,10 +108,13 @@ class Lease:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.setblocking(False)
             sock.connect(("127.0.0.1", self.port))
+            sent: dict[int, radius.Packet] = {}
             for _ in range(TRIES):
                 self.ident = (self.ident + 1) % 256
-                request = radius.access_request(self.ident, ((radius.USER_NAME, generation.encode()),), b"",
-                                                self.secret)
+                attributes = ((radius.USER_NAME, generation.encode()),
+                              (EVENT_TIMESTAMP, struct.pack("!I", int(time.time()))))
+                request = radius.access_request(self.ident, attributes, b"", self.secret)
+                sent[request.ident] = request
                 await loop.sock_sendall(sock, radius.encode(request))
                 try:
                     async with asyncio.timeout(self.wait / TRIES):
@@ -92,7 +123,10 @@ class Lease:
                                 answer = radius.decode(await loop.sock_recv(sock, radius.MAX_PACKET))
                             except (radius.Malformed, ConnectionRefusedError):
                                 continue
-                            if answer.code == radius.ACCESS_ACCEPT and radius.reply_valid(answer, request, self.secret):
+                            # The answer to any of this renewal's tries.
+                            asked = sent.get(answer.ident)
+                            if (asked is not None and answer.code == radius.ACCESS_ACCEPT
+                                    and radius.reply_valid(answer, asked, self.secret)):
                                 return
                 except TimeoutError:
                     continue
@@ -104,31 +138,38 @@ class Listener:
         if not (settings.accounts_port and settings.accounts_secret):
             raise ConfigError("accounts_port and accounts_secret are needed: FreeRADIUS's lease server")
         self.settings = settings
-        self.lease = Lease(settings.accounts_port, read_secret(settings.accounts_secret), settings.lease_seconds / 3)
+        self.renew_every = settings.lease_seconds / 4
+        self.lease = Lease(settings.accounts_port, read_secret(settings.accounts_secret), self.renew_every)
         self.generation = ""
         self.renewed = False
 
     async def hold(self, notifier: Notifier) -> None:
         """Hold the lease while the listening connection works; returns or raises when it stops."""
         changed = asyncio.Event()
+        loop = asyncio.get_running_loop()
         connection = await connect(self.settings, "dmzkit-aaa-accounts")
         try:
             await connection.add_listener(CHANNEL, lambda *_: changed.set())
             changed.set()
+            started = loop.time() - GAP
             while not connection.is_closed():
                 # Not wait_for: Python 3.11's loses a stop that comes as the query ends.
                 async with asyncio.timeout(self.settings.timeout):
-                    await connection.fetchval("SELECT 1")
+                    enabled = {(table, name) for table, name in await connection.fetch(ENABLED_TRIGGERS)}
+                if TRIGGERS - enabled:
+                    raise Unannounced(f"triggers missing or not enabled ALWAYS: {sorted(TRIGGERS - enabled)}")
                 # The notifications that came before the answer are handled first.
                 await asyncio.sleep(0)
                 if changed.is_set():
                     changed.clear()
+                    await asyncio.sleep(max(0.0, started + GAP - loop.time()))
                     self.generation = new_generation()
+                    started = loop.time()
                 await self.lease.renew(self.generation)
                 self.renewed = True
-                notifier.notify(watchdog=1, status=f"generation {self.generation}")
+                notifier.notify(watchdog=1, status="holding the lease")
                 try:
-                    async with asyncio.timeout(self.settings.lease_seconds / 3):
+                    async with asyncio.timeout(self.renew_every):
                         await changed.wait()
                 except TimeoutError:
                     pass
@@ -143,7 +184,7 @@ class Listener:
             self.renewed = False
             try:
                 await self.hold(notifier)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as e:
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError, Unannounced) as e:
                 # The lease runs out by itself: FreeRADIUS reads the database meanwhile.
                 log.warning("the lease is not renewed (%s: %s); again in %.1f s", type(e).__name__, e, backoff)
             notifier.notify(watchdog=1, status="not holding the lease")

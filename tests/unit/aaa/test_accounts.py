@@ -1,13 +1,16 @@
-"""The account listener against a real user database: the trigger's
-notifications start a new generation (a change to a hash, a lock, an
-account, a group or a membership), nothing else does, the lease goes only
-to an answer signed with the lease's secret, and a database that is away
-renews no lease. The other end, FreeRADIUS's lease server, is played here
+"""The account listener against a real user database: the triggers'
+notifications start a new generation (a change to a hash, a lock, whether
+there are failures, an account, a group or a membership), nothing else does
+(another failure, a statement that changes nothing), the lease goes only to
+an answer signed with the lease's secret, and neither a database that is
+away nor one whose triggers are missing or not enabled ALWAYS renews one. The other end, FreeRADIUS's lease server, is played here
 by a UDP socket that answers as the lab's FreeRADIUS does (the collaboration
 journey drives the real one)."""
 from __future__ import annotations
 
 import asyncio
+import struct
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,7 +22,7 @@ import local_servers
 from test_password import CHEAP, settings
 
 from dmzkit_remote_access import radius
-from dmzkit_remote_access.aaa.accounts import Lease, Listener, read_secret
+from dmzkit_remote_access.aaa.accounts import EVENT_TIMESTAMP, Lease, Listener, Unannounced, read_secret
 from dmzkit_remote_access.aaa.settings import Settings
 from dmzkit_remote_access.config import ConfigError
 from dmzkit_remote_access.daemon import Notifier
@@ -44,6 +47,9 @@ class LeaseServer(asyncio.DatagramProtocol):
         request = radius.decode(data)
         if not radius.message_authenticator_valid(request, SECRET.encode()):
             return
+        # As FreeRADIUS's lease server: a renewal says when it was sent.
+        sent = struct.unpack("!I", request.values(EVENT_TIMESTAMP)[0])[0]
+        assert abs(time.time() - sent) <= 2
         self.generations.append(request.values(radius.USER_NAME)[0].decode())
         assert self.transport is not None
         self.transport.sendto(radius.encode(radius.reply(radius.ACCESS_ACCEPT, request, (), self.secret)), addr)
@@ -111,10 +117,19 @@ def account(userdb: dict[str, str], request: pytest.FixtureRequest) -> Iterator[
 CHANGES = {
     "a new hash": "UPDATE dmzkit.credentials SET password_hash = password_hash || 'x' WHERE user_id = {id}",
     "a lock": "UPDATE dmzkit.credentials SET locked_until = now() + interval '1 hour' WHERE user_id = {id}",
-    "a failed attempt": "UPDATE dmzkit.credentials SET failed_attempts = failed_attempts + 1 WHERE user_id = {id}",
+    "a first failure": "UPDATE dmzkit.credentials SET failed_attempts = 1 WHERE user_id = {id}",
+    "a new membership": "INSERT INTO dmzkit.groups (name) VALUES ('other') ON CONFLICT DO NOTHING; "
+                        "INSERT INTO dmzkit.memberships SELECT {id}, id FROM dmzkit.groups WHERE name = 'other'",
     "a disabled account": "UPDATE dmzkit.users SET enabled = false WHERE id = {id}",
     "a membership gone": "DELETE FROM dmzkit.memberships WHERE user_id = {id}",
-    "a renamed group": "UPDATE dmzkit.groups SET name = name WHERE name = 'staff'",
+    "a renamed group": "UPDATE dmzkit.groups SET name = 'staff2' WHERE name = 'staff'; "
+                       "UPDATE dmzkit.groups SET name = 'staff' WHERE name = 'staff2'",
+}
+UNCHANGED = {
+    "an audit record": "INSERT INTO dmzkit.audit_log (subject, event, outcome) VALUES ('x', 'aaa.access', 'success')",
+    "a second failure": "UPDATE dmzkit.credentials SET failed_attempts = failed_attempts + 1 WHERE user_id = {id}",
+    "a statement that changes nothing": "UPDATE dmzkit.credentials SET failed_attempts = 0 WHERE false",
+    "a display name": "UPDATE dmzkit.users SET display_name = 'Someone Else' WHERE id = {id}",
 }
 
 
@@ -134,15 +149,42 @@ def test_a_change_in_the_user_database_starts_a_new_generation(userdb, tmp_path,
     run(userdb, tmp_path, test)
 
 
-def test_what_aaa_does_not_read_starts_no_generation(userdb, tmp_path, account) -> None:
+@pytest.mark.parametrize("change", UNCHANGED)
+def test_what_aaa_does_not_read_starts_no_generation(userdb, tmp_path, account, change) -> None:
+    user_id = local_servers.superuser_rows(userdb, "SELECT id FROM dmzkit.users WHERE username = $1", account)[0][0]
+
     async def test(server: LeaseServer, listener: Listener) -> None:
-        first = await server.next_generation("")
-        await superuser(userdb, f"INSERT INTO dmzkit.audit_log (subject, event, outcome) VALUES ('{account}', "
-                                "'aaa.access', 'success')")
+        # A failure already, so that another is only a count.
+        await superuser(userdb, f"UPDATE dmzkit.credentials SET failed_attempts = 1 WHERE user_id = {user_id}")
+        await server.next_generation("")
+        await asyncio.sleep(LEASE)
+        first = server.generations[-1]
+        await superuser(userdb, UNCHANGED[change].format(id=user_id))
         await asyncio.sleep(LEASE * 2)
-        assert set(server.generations) == {first}
+        assert server.generations[-1] == first
 
     run(userdb, tmp_path, test)
+
+
+@pytest.mark.parametrize("alter", ["DISABLE TRIGGER aaa_accounts_updated", "ENABLE TRIGGER aaa_accounts_updated",
+                                   "DISABLE TRIGGER ALL"])
+def test_no_lease_while_a_change_could_go_unannounced(userdb, tmp_path, alter) -> None:
+    """A trigger disabled (as pg_restore --disable-triggers does) or enabled
+    for origin sessions only (a session with session_replication_role =
+    replica skips it): no lease, so FreeRADIUS reads every account."""
+    async def main() -> None:
+        await superuser(userdb, f"ALTER TABLE dmzkit.credentials {alter}")
+        try:
+            async with lease_server() as (server, port):
+                listener = Listener(lease_settings(userdb, tmp_path, port))
+                with pytest.raises(Unannounced, match="credentials"):
+                    await listener.hold(Notifier())
+                assert server.generations == []
+        finally:
+            await superuser(userdb, "ALTER TABLE dmzkit.credentials ENABLE TRIGGER ALL; "
+                                    + "".join(f"ALTER TABLE dmzkit.credentials ENABLE ALWAYS TRIGGER aaa_accounts_{t};"
+                                              for t in ("changed", "updated", "truncated")))
+    asyncio.run(main())
 
 
 def test_an_answer_not_signed_with_the_lease_secret_renews_nothing(userdb, tmp_path) -> None:

@@ -17,6 +17,7 @@ import sys
 ACCESS_REQUEST, ACCESS_ACCEPT, ACCESS_REJECT, ACCOUNTING_REQUEST, ACCOUNTING_RESPONSE = 1, 2, 3, 4, 5
 USER_NAME, USER_PASSWORD, CLASS, CALLING_STATION_ID, NAS_IDENTIFIER = 1, 2, 25, 31, 32
 ACCT_STATUS_TYPE, ACCT_SESSION_ID, FRAMED_IP_ADDRESS, MESSAGE_AUTHENTICATOR = 40, 44, 8, 80
+EVENT_TIMESTAMP = 55
 
 
 def attribute(kind, value):
@@ -54,6 +55,8 @@ def main():
         attrs += attribute({"User-Name": USER_NAME, "NAS-Identifier": NAS_IDENTIFIER,
                             "Calling-Station-Id": CALLING_STATION_ID, "Acct-Session-Id": ACCT_SESSION_ID}[name],
                            value.encode())
+    for name, value in options.get("integers", {}).items():
+        attrs += attribute({"Event-Timestamp": EVENT_TIMESTAMP}[name], struct.pack("!I", value))
     if kind == "access":
         code, authenticator = ACCESS_REQUEST, os.urandom(16)
         attrs += attribute(USER_PASSWORD, hidden(secrets["password"].encode(), secret, authenticator))

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from argon2 import PasswordHasher
 
-from lab_aaa import AAA, ANSWERS, DB, GW, answer_detail, audited, psql, secret
+from lab_aaa import AAA, ANSWERS, DB, GW, Secret, answer_detail, audited, psql, secret
 
 # The account listener and its lease (the aaa role's internals, as deployed).
 ACCOUNTS_UNIT, ACCOUNTS_SECRET, LEASE_PORT, LEASE_SECONDS = (
-    "dmzkit-aaa-accounts", "/etc/dmzkit-aaa/accounts.secret", 18121, 3)
+    "dmzkit-aaa-accounts", "/etc/dmzkit-aaa/accounts.secret", 18121, 2)
 
 PROBE = (Path(__file__).parent / "radius_probe.py").read_text()
 AUTH, ACCT = 1812, 1813
@@ -165,8 +165,9 @@ def test_a_remembered_password_stops_at_a_new_hash_a_lock_or_a_disabled_account(
 
 def test_with_the_account_listener_away_a_change_is_missed_for_one_lease_at_most(lab) -> None:
     """FreeRADIUS keeps the accounts it read while the account listener
-    holds its lease; with the listener stopped, the lease runs out and every
-    account is read from the user database again."""
+    holds its lease; with the listener stopped, the lease runs out (within
+    its time and 1 s: FreeRADIUS counts whole seconds) and every account is
+    read from the user database again."""
     password = secret("sso_carol")
     assert access(lab, "carol", password)["code"] == ACCEPT
     assert access(lab, "carol", password)["code"] == ACCEPT
@@ -175,7 +176,7 @@ def test_with_the_account_listener_away_a_change_is_missed_for_one_lease_at_most
     assert aaa.run(f"systemctl stop {ACCOUNTS_UNIT}").rc == 0
     try:
         psql(lab, f"UPDATE dmzkit.credentials SET locked_until = now() + interval '1 hour' WHERE user_id = {user_id}")
-        time.sleep(LEASE_SECONDS + 0.5)
+        time.sleep(LEASE_SECONDS + 1.5)
         assert access(lab, "carol", password)["code"] == REJECT
     finally:
         psql(lab, f"UPDATE dmzkit.credentials SET locked_until = NULL, failed_attempts = 0 WHERE user_id = {user_id}")
@@ -183,20 +184,22 @@ def test_with_the_account_listener_away_a_change_is_missed_for_one_lease_at_most
     assert access(lab, "carol", password)["code"] == ACCEPT
 
 
-def lease(lab, host: str, client_secret: str, server: str = "127.0.0.1") -> dict:
-    return ask(lab, host, "access", {"strings": {"User-Name": random.token_hex(8)}, "timeout": 1.5}, client_secret,
-               to=(server, LEASE_PORT))
+def lease(lab, host: str, client_secret: str, server: str = "127.0.0.1", age: int = 0) -> dict:
+    return ask(lab, host, "access", {"strings": {"User-Name": random.token_hex(8)},
+                                     "integers": {"Event-Timestamp": int(time.time()) - age}, "timeout": 1.5},
+               client_secret, to=(server, LEASE_PORT))
 
 
-def test_the_lease_is_renewed_only_with_its_secret_and_on_aaa_itself(lab) -> None:
+def test_the_lease_is_renewed_only_with_its_secret_on_aaa_itself_and_never_late(lab) -> None:
     """A renewal names the generation FreeRADIUS keeps accounts under: an
-    old one would bring back accounts as they were. Only the listener's
-    secret renews it, and only from AAA's own host."""
-    line = lab[AAA].host.run(f"cat {ACCOUNTS_SECRET}").stdout
-    right = line.split('"')[1]
-    renewed = lease(lab, AAA, right)
+    old one sent again would bring back accounts as they were. Only the
+    listener's secret renews it, only from AAA's own host, and a renewal
+    sent 5 s ago is refused."""
+    right = Secret(lab[AAA].host.run(f"cat {ACCOUNTS_SECRET}").stdout.split('"')[1])
+    renewed, late = lease(lab, AAA, right), lease(lab, AAA, right, age=5)
     assert renewed["answered"] and renewed["code"] == ACCEPT and renewed["authentic"]
-    assert lease(lab, AAA, random.token_hex(32)) == {"answered": False}
+    assert late["answered"] and late["code"] == REJECT and late["authentic"]
+    assert lease(lab, AAA, Secret(random.token_hex(32))) == {"answered": False}
     # gw1, a client of AAA's own server, with the right secret: nothing listens there for it.
     assert lease(lab, GW, right, server=lab[AAA].address("internal")) == {"answered": False}
 
