@@ -14,19 +14,24 @@ users, credentials, groups and memberships as it commits) and
 - renews the lease every quarter of its lifetime, each time after a round
   trip on the listening connection that also finds every trigger of
   migration 0004 in place and enabled ALWAYS (none missing, none disabled:
-  otherwise a change could go unannounced, and no lease is held);
+  otherwise a change could go unannounced, and no lease is held); the
+  renewal goes within a quarter of the lifetime from the round trip's start,
+  or not at all;
 - sends the generation to FreeRADIUS's server `dmzkit-accounts` (127.0.0.1
-  only) as an Access-Request, User-Name the generation, Event-Timestamp
-  now, signed with a secret of its own; FreeRADIUS's signed Access-Accept
-  says the lease is renewed. FreeRADIUS takes no renewal more than 2 s old.
+  only) as an Access-Request, User-Name the generation, Event-Timestamp the
+  round trip's start, signed with a secret of its own; FreeRADIUS's signed
+  Access-Accept says the lease is renewed. FreeRADIUS takes no renewal
+  stamped more than a second (in whole seconds) off its clock.
 
 A change takes one notification and one datagram to reach FreeRADIUS (new
 generations come at most every GAP s, so a flood of notifications costs
 little). When the database or this service is away, the lease runs out and
-FreeRADIUS reads the database for every request: FreeRADIUS keeps a lease
-its lifetime and up to 1 s more (it counts whole seconds), and a renewal
-reaches it up to a quarter of the lifetime after its round trip, so a change
-is missed for that long at most.
+FreeRADIUS reads the database for every request: a renewal lands within a
+quarter of the lifetime of its round trip, and FreeRADIUS keeps it for its
+lifetime and up to 1 s more (it counts whole seconds), so a change is missed
+for that long at most. A change made by the schema's owner with the triggers
+off within one transaction is not seen (the catalog shows them on again by
+the time the listener looks).
 """
 from __future__ import annotations
 
@@ -96,28 +101,32 @@ def new_generation() -> str:
 class Lease:
     """FreeRADIUS's end: the loopback server that keeps the lease."""
 
-    def __init__(self, port: int, secret: bytes, wait: float) -> None:
+    def __init__(self, port: int, secret: bytes) -> None:
         self.port = port
         self.secret = secret
-        self.wait = wait
         self.ident = 0
 
-    async def renew(self, generation: str) -> None:
-        """Renew the lease with this generation; TimeoutError when FreeRADIUS does not say it did."""
+    async def renew(self, generation: str, checked: int, deadline: float) -> None:
+        """Renew the lease with this generation, as of `checked` (when the
+        database last answered, in whole seconds), sending nothing after
+        `deadline` (the loop's clock); TimeoutError when FreeRADIUS has not
+        said it did by then."""
         loop = asyncio.get_running_loop()
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.setblocking(False)
             sock.connect(("127.0.0.1", self.port))
             sent: dict[int, radius.Packet] = {}
-            for _ in range(TRIES):
+            for tried in range(TRIES):
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
                 self.ident = (self.ident + 1) % 256
-                attributes = ((radius.USER_NAME, generation.encode()),
-                              (EVENT_TIMESTAMP, struct.pack("!I", int(time.time()))))
+                attributes = ((radius.USER_NAME, generation.encode()), (EVENT_TIMESTAMP, struct.pack("!I", checked)))
                 request = radius.access_request(self.ident, attributes, b"", self.secret)
                 sent[request.ident] = request
                 await loop.sock_sendall(sock, radius.encode(request))
                 try:
-                    async with asyncio.timeout(self.wait / TRIES):
+                    async with asyncio.timeout(left / (TRIES - tried)):
                         while True:
                             try:
                                 answer = radius.decode(await loop.sock_recv(sock, radius.MAX_PACKET))
@@ -130,7 +139,7 @@ class Lease:
                                 return
                 except TimeoutError:
                     continue
-        raise TimeoutError(f"FreeRADIUS did not renew the lease on 127.0.0.1:{self.port}")
+        raise TimeoutError(f"FreeRADIUS did not renew the lease on 127.0.0.1:{self.port} in time")
 
 
 class Listener:
@@ -139,7 +148,7 @@ class Listener:
             raise ConfigError("accounts_port and accounts_secret are needed: FreeRADIUS's lease server")
         self.settings = settings
         self.renew_every = settings.lease_seconds / 4
-        self.lease = Lease(settings.accounts_port, read_secret(settings.accounts_secret), self.renew_every)
+        self.lease = Lease(settings.accounts_port, read_secret(settings.accounts_secret))
         self.generation = ""
         self.renewed = False
 
@@ -153,6 +162,10 @@ class Listener:
             changed.set()
             started = loop.time() - GAP
             while not connection.is_closed():
+                # What the renewal vouches for: the database's answer to this
+                # query, sent before it came. A renewal goes within a quarter of
+                # the lease from here, or not at all.
+                deadline, checked = loop.time() + self.renew_every, int(time.time())
                 # Not wait_for: Python 3.11's loses a stop that comes as the query ends.
                 async with asyncio.timeout(self.settings.timeout):
                     enabled = {(table, name) for table, name in await connection.fetch(ENABLED_TRIGGERS)}
@@ -165,7 +178,7 @@ class Listener:
                     await asyncio.sleep(max(0.0, started + GAP - loop.time()))
                     self.generation = new_generation()
                     started = loop.time()
-                await self.lease.renew(self.generation)
+                await self.lease.renew(self.generation, checked, deadline)
                 self.renewed = True
                 notifier.notify(watchdog=1, status="holding the lease")
                 try:

@@ -210,13 +210,29 @@ def test_a_database_that_is_away_renews_no_lease(userdb, tmp_path) -> None:
 
 def test_a_lost_answer_is_asked_for_again_then_given_up() -> None:
     async def main() -> None:
-        # Nothing listens: each try goes unanswered (or refused), and the renewal fails within its time.
-        lease = Lease(9, SECRET.encode(), wait=0.3)
+        # Nothing listens: each try goes unanswered (or refused), and the renewal fails by its deadline.
+        lease = Lease(9, SECRET.encode())
         loop = asyncio.get_running_loop()
         started = loop.time()
         with pytest.raises(TimeoutError):
-            await lease.renew("0123456789abcdef")
+            await lease.renew("0123456789abcdef", int(time.time()), started + 0.3)
         assert 0.25 <= loop.time() - started < 1.0
+    asyncio.run(main())
+
+
+def test_no_renewal_goes_after_its_deadline() -> None:
+    """A renewal vouches for the database's last answer: one that would go
+    late (the listener held up) does not go at all."""
+    async def main() -> None:
+        async with lease_server() as (server, port):
+            lease = Lease(port, SECRET.encode())
+            loop = asyncio.get_running_loop()
+            with pytest.raises(TimeoutError):
+                await lease.renew("0123456789abcdef", int(time.time()), loop.time() - 0.01)
+            await asyncio.sleep(0.1)
+            assert server.generations == []
+            await lease.renew("0123456789abcdef", int(time.time()), loop.time() + 0.3)
+            assert server.generations == ["0123456789abcdef"]
     asyncio.run(main())
 
 

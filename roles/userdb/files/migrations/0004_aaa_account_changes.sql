@@ -20,7 +20,8 @@ END $$;
 CREATE TRIGGER aaa_accounts_changed AFTER INSERT OR DELETE ON users
     FOR EACH ROW EXECUTE FUNCTION aaa_accounts_changed();
 CREATE TRIGGER aaa_accounts_updated AFTER UPDATE ON users
-    FOR EACH ROW WHEN (OLD.username IS DISTINCT FROM NEW.username OR OLD.enabled IS DISTINCT FROM NEW.enabled)
+    FOR EACH ROW WHEN (OLD.id IS DISTINCT FROM NEW.id OR OLD.username IS DISTINCT FROM NEW.username
+                       OR OLD.enabled IS DISTINCT FROM NEW.enabled)
     EXECUTE FUNCTION aaa_accounts_changed();
 
 CREATE TRIGGER aaa_accounts_changed AFTER INSERT OR DELETE ON credentials
@@ -38,7 +39,7 @@ CREATE TRIGGER aaa_accounts_changed AFTER INSERT OR UPDATE OR DELETE ON membersh
 CREATE TRIGGER aaa_accounts_changed AFTER INSERT OR DELETE ON groups
     FOR EACH ROW EXECUTE FUNCTION aaa_accounts_changed();
 CREATE TRIGGER aaa_accounts_updated AFTER UPDATE ON groups
-    FOR EACH ROW WHEN (OLD.name IS DISTINCT FROM NEW.name)
+    FOR EACH ROW WHEN (OLD.id IS DISTINCT FROM NEW.id OR OLD.name IS DISTINCT FROM NEW.name)
     EXECUTE FUNCTION aaa_accounts_changed();
 
 CREATE TRIGGER aaa_accounts_truncated AFTER TRUNCATE ON users
