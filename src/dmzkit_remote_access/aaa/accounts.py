@@ -73,8 +73,7 @@ TRIGGERS = frozenset({
 })
 ENABLED_TRIGGERS = """
     SELECT c.relname, t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-    WHERE c.relnamespace = 'dmzkit'::regnamespace AND t.tgenabled = 'A'
-      AND t.tgname IN ('aaa_accounts_changed', 'aaa_accounts_updated', 'aaa_accounts_truncated')
+    WHERE c.relnamespace = 'dmzkit'::regnamespace AND t.tgenabled = 'A' AND t.tgname::text = ANY($1::text[])
 """
 
 
@@ -168,7 +167,8 @@ class Listener:
                 deadline, checked = loop.time() + self.renew_every, int(time.time())
                 # Not wait_for: Python 3.11's loses a stop that comes as the query ends.
                 async with asyncio.timeout(self.settings.timeout):
-                    enabled = {(table, name) for table, name in await connection.fetch(ENABLED_TRIGGERS)}
+                    rows = await connection.fetch(ENABLED_TRIGGERS, sorted({name for _, name in TRIGGERS}))
+                enabled = {(table, name) for table, name in rows}
                 if TRIGGERS - enabled:
                     raise Unannounced(f"triggers missing or not enabled ALWAYS: {sorted(TRIGGERS - enabled)}")
                 # The notifications that came before the answer are handled first.

@@ -32,7 +32,7 @@ class Settings(FileSettings):
     # file with its secret, and how long a lease lasts.
     accounts_port: int = 0
     accounts_secret: str = ""
-    lease_seconds: float = 3.0
+    lease_seconds: float = 2.0
 
     def check(self) -> None:
         if not self.db_host.startswith("/") and not (self.ca_chain and self.crl):
