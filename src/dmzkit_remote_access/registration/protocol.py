@@ -4,7 +4,8 @@ inside TLS 1.3 with a certificate on each side (docs/device-autologin.md).
     device                              registration server
       Reg    serial, nonce, ts, epoch ──▶
                                       ◀── Grant  nonce, snonce, pending epoch,
-                                                 account, password, servers
+                                                 committed epoch, account,
+                                                 password, servers
       Ack    pending epoch, snonce    ──▶  (the device has stored the grant)
                                       ◀── Done   epoch, now committed
                                       ◀── Err    instead of Grant or Done
@@ -32,7 +33,7 @@ from typing import Any, ClassVar, TypeVar
 
 VERSION = 1
 # A frame's payload, at most; the largest message (a Grant with three
-# servers of 253-character names) is about 1,400 bytes.
+# servers of 253-character names) is 1,463 bytes.
 MAX_FRAME = 4096
 HEADER = 2
 ALPN = "regproto/1"
@@ -193,21 +194,24 @@ class Grant(Message):
     """The server: the Reg's nonce and one of its own, the pending epoch,
     the business account and its new password, and the servers to log in
     to (the nearest first); the password becomes the account's when the
-    device acknowledges it within commit_by seconds."""
+    device acknowledges it within commit_by seconds. Until then the account
+    keeps the password of epoch `committed`, which the device keeps too."""
     nonce: str
     snonce: str
     epoch: int
+    committed: int
     account: str
     password: str
     servers: tuple[Server, ...]
     commit_by: int
     TYPE = "grant"
-    CHECKS = {"nonce": nonce, "snonce": nonce, "epoch": epoch, "account": account, "password": password,
-              "servers": servers, "commit_by": seconds}
+    CHECKS = {"nonce": nonce, "snonce": nonce, "epoch": epoch, "committed": epoch, "account": account,
+              "password": password, "servers": servers, "commit_by": seconds}
 
     def __repr__(self) -> str:
         # A grant is logged by its epoch, never with its password.
-        return f"Grant(epoch={self.epoch}, account={self.account!r}, servers={self.servers!r})"
+        return (f"Grant(epoch={self.epoch}, committed={self.committed}, account={self.account!r},"
+                f" servers={self.servers!r})")
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ SERVERS = (Server("biz1.lab.dmzkit.test", 443, "hq"), Server("198.18.3.10", 8443
 MESSAGES = [
     Reg(serial="DEV-0001", nonce=NONCE, ts=1_796_000_000_000, epoch=0, cache_logins=()),
     Reg(serial="dev.2_b-3", nonce=NONCE, ts=0, epoch=7, cache_logins=(1, 2, 3), ip_hint="2001:db8::1"),
-    Grant(nonce=NONCE, snonce="f" * 32, epoch=8, account="dev-0001", password="Aa0!" * 8, servers=SERVERS,
+    Grant(nonce=NONCE, snonce="f" * 32, epoch=8, committed=7, account="dev-0001", password="Aa0!" * 8, servers=SERVERS,
           commit_by=60),
     Ack(epoch=8, snonce="f" * 32),
     Done(epoch=8),
@@ -133,7 +133,7 @@ def test_a_message_in_another_encoding_is_refused(other) -> None:
 
 def test_the_largest_message_fits_a_frame() -> None:
     name = ".".join(["h" * 63] * 3) + "." + "h" * 61
-    grant = Grant(nonce=NONCE, snonce=NONCE, epoch=2**53 - 1, account="a" * 64, password="~" * 128,
+    grant = Grant(nonce=NONCE, snonce=NONCE, epoch=2**53 - 1, committed=2**53 - 1, account="a" * 64, password="~" * 128,
                   servers=(Server(name, 65535, "s" * 63),) * 3, commit_by=3600)
     assert len(encode(grant)) - 2 <= MAX_FRAME
     assert decode(encode(grant)[2:], Grant) == grant
