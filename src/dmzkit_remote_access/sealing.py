@@ -17,14 +17,24 @@ class Sealer:
     def __init__(self, key: bytes) -> None:
         self.aead = AESGCM(key)
 
-    def seal(self, value: bytes, purpose: bytes) -> str:
+    def seal_bytes(self, value: bytes, purpose: bytes) -> bytes:
         nonce = secrets.token_bytes(NONCE_BYTES)
-        return base64.urlsafe_b64encode(nonce + self.aead.encrypt(nonce, value, purpose)).decode()
+        return nonce + self.aead.encrypt(nonce, value, purpose)
 
-    def unseal(self, sealed: str, purpose: bytes) -> bytes | None:
+    def unseal_bytes(self, sealed: bytes, purpose: bytes) -> bytes | None:
         """The value, or None when `sealed` is not ours, for another purpose, or garbled."""
         try:
-            raw = base64.urlsafe_b64decode(sealed.encode())
-            return self.aead.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], purpose)
-        except (binascii.Error, ValueError, InvalidTag):
+            return self.aead.decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], purpose)
+        except (ValueError, InvalidTag):
             return None
+
+    def seal(self, value: bytes, purpose: bytes) -> str:
+        """seal_bytes, as URL-safe base64 (a cookie's value, say)."""
+        return base64.urlsafe_b64encode(self.seal_bytes(value, purpose)).decode()
+
+    def unseal(self, sealed: str, purpose: bytes) -> bytes | None:
+        try:
+            raw = base64.urlsafe_b64decode(sealed.encode())
+        except (binascii.Error, ValueError):
+            return None
+        return self.unseal_bytes(raw, purpose)

@@ -1,0 +1,113 @@
+"""The device's cache: what the agent keeps between registrations (the
+passwords of rotation.Kept, the business servers of the last grant, and
+the logins it made from the cache that it has not reported yet), for a
+login when no registration server answers.
+
+Sealed with AES-256-GCM (sealing.Sealer) under a key derived from the
+device's private key, with the serial bound in, and written whole and
+synced (files.write_atomically): an edited or truncated cache, or one
+copied from another device, does not open. The epoch never goes back: a
+cache older than the one on disk is not written, and online the server
+refuses a cache older than the account's password (rotation.Rotation.reg).
+On a device without a TPM, whoever can write the cache's directory can put
+an older copy back: only the server notices then.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from ..files import write_atomically
+from ..sealing import Sealer
+from . import protocol
+from .rotation import Kept
+
+INFO = b"dmzkit-remote-access registration cache v1"
+MODE = 0o600
+
+
+class CacheError(Exception):
+    """No cache that can be used: missing, garbled, another device's, or
+    older than the one kept."""
+
+
+def cache_key(private_key_pem: bytes) -> bytes:
+    """The cache's key, derived from the device's private key (which never
+    leaves the device)."""
+    key = serialization.load_pem_private_key(private_key_pem, password=None)
+    der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=INFO).derive(der)
+
+
+@dataclass(frozen=True)
+class Cache:
+    serial: str
+    account: str
+    kept: Kept
+    servers: tuple[protocol.Server, ...]
+    cache_logins: tuple[int, ...] = ()
+
+    def __repr__(self) -> str:
+        return f"Cache(serial={self.serial!r}, account={self.account!r}, kept={self.kept!r})"
+
+    def _json(self) -> bytes:
+        return json.dumps({
+            "serial": self.serial, "account": self.account,
+            "current": list(self.kept.current),
+            "candidate": list(self.kept.candidate) if self.kept.candidate else None,
+            "servers": [server.to_json() for server in self.servers],
+            "cache_logins": list(self.cache_logins[-protocol.MAX_REPORTED:]),
+        }, sort_keys=True).encode()
+
+    @classmethod
+    def _from_json(cls, data: bytes) -> Cache:
+        value = json.loads(data)
+        current = value["current"]
+        candidate = value["candidate"]
+        return cls(serial=protocol.serial(value["serial"]), account=protocol.account(value["account"]),
+                   kept=Kept(current=(protocol.epoch(current[0]),
+                                      None if current[1] is None else protocol.password(current[1])),
+                             candidate=None if candidate is None else (protocol.epoch(candidate[0]),
+                                                                       protocol.password(candidate[1]))),
+                   servers=protocol.servers(value["servers"]),
+                   cache_logins=tuple(protocol.timestamp(t) for t in value["cache_logins"]))
+
+
+def _purpose(serial: str) -> bytes:
+    return INFO + b" " + serial.encode()
+
+
+def load(path: str, serial: str, key: bytes) -> Cache:
+    """The cache of device `serial` at path, or CacheError."""
+    try:
+        with open(path, "rb") as f:
+            sealed = f.read(64 * 1024)
+    except FileNotFoundError:
+        raise CacheError(f"no cache at {path}") from None
+    data = Sealer(key).unseal_bytes(sealed, _purpose(serial))
+    if data is None:
+        raise CacheError(f"{path} is not this device's cache, or was changed")
+    try:
+        cache = Cache._from_json(data)
+    except (ValueError, KeyError, TypeError, IndexError, protocol.Malformed) as e:
+        # Sealed by this key and still not a cache: written by another version.
+        raise CacheError(f"{path} holds no cache this agent reads ({type(e).__name__})") from None
+    if cache.serial != serial:
+        raise CacheError(f"{path} is the cache of another device")
+    return cache
+
+
+def save(path: str, cache: Cache, key: bytes) -> None:
+    """Write the cache whole and synced, unless the one kept there is
+    newer (its epoch higher)."""
+    try:
+        kept = load(path, cache.serial, key)
+    except CacheError:
+        kept = None
+    if kept is not None and kept.kept.stored > cache.kept.stored:
+        raise CacheError(f"{path} holds epoch {kept.kept.stored}; epoch {cache.kept.stored} is older")
+    write_atomically(path, Sealer(key).seal_bytes(cache._json(), _purpose(cache.serial)), MODE, sync=True)

@@ -1,0 +1,125 @@
+"""The device's cache: sealed to the device's key and serial, every edit
+and truncation detected, never older than the one on disk, 0600, synced."""
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from dmzkit_remote_access.registration.cache import Cache, CacheError, cache_key, load, save
+from dmzkit_remote_access.registration.protocol import Server
+from dmzkit_remote_access.registration.rotation import Kept
+
+SERIAL = "DEV-0001"
+
+
+def device_key() -> bytes:
+    return ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+KEY = cache_key(device_key())
+CACHE = Cache(serial=SERIAL, account="dev-0001", kept=Kept(current=(4, "c" * 32), candidate=(5, "n" * 32)),
+              servers=(Server("biz1.lab.dmzkit.test", 443, "hq"),), cache_logins=(1_796_000_000_000,))
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> str:
+    return str(tmp_path / "cache")
+
+
+def test_a_cache_reads_back_as_it_was_written(path: str) -> None:
+    save(path, CACHE, KEY)
+    assert load(path, SERIAL, KEY) == CACHE
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert os.listdir(os.path.dirname(path)) == ["cache"]
+
+
+def test_a_cache_holds_no_password_in_the_clear_and_none_in_its_repr(path: str) -> None:
+    save(path, CACHE, KEY)
+    data = Path(path).read_bytes()
+    assert b"c" * 16 not in data and b"dev-0001" not in data
+    assert "c" * 16 not in repr(CACHE)
+
+
+def test_a_cache_before_the_first_commit_reads_back(path: str) -> None:
+    first = Cache(serial=SERIAL, account="dev-0001", kept=Kept(candidate=(1, "f" * 32)), servers=CACHE.servers)
+    save(path, first, KEY)
+    assert load(path, SERIAL, KEY) == first
+
+
+def test_every_bit_flipped_and_every_truncation_is_detected(path: str) -> None:
+    save(path, CACHE, KEY)
+    data = Path(path).read_bytes()
+    changed = 0
+    for bit in range(len(data) * 8):
+        edited = bytearray(data)
+        edited[bit // 8] ^= 1 << (bit % 8)
+        Path(path).write_bytes(edited)
+        with pytest.raises(CacheError):
+            load(path, SERIAL, KEY)
+        changed += 1
+    for length in range(len(data)):
+        Path(path).write_bytes(data[:length])
+        with pytest.raises(CacheError):
+            load(path, SERIAL, KEY)
+        changed += 1
+    Path(path).write_bytes(data + b"\0")
+    with pytest.raises(CacheError):
+        load(path, SERIAL, KEY)
+    assert changed == len(data) * 9
+
+
+def test_a_cache_does_not_open_on_another_device_or_for_another_serial(path: str) -> None:
+    save(path, CACHE, KEY)
+    with pytest.raises(CacheError):
+        load(path, SERIAL, cache_key(device_key()))
+    with pytest.raises(CacheError):
+        load(path, "DEV-0002", KEY)
+
+
+def test_no_cache_is_an_error(path: str) -> None:
+    with pytest.raises(CacheError):
+        load(path, SERIAL, KEY)
+
+
+def test_an_older_cache_is_not_written_over_a_newer_one(path: str) -> None:
+    save(path, CACHE, KEY)
+    older = Cache(serial=SERIAL, account="dev-0001", kept=Kept(current=(4, "c" * 32)), servers=CACHE.servers)
+    with pytest.raises(CacheError):
+        save(path, older, KEY)
+    assert load(path, SERIAL, KEY) == CACHE
+    newer = Cache(serial=SERIAL, account="dev-0001", kept=Kept(current=(5, "n" * 32)), servers=CACHE.servers)
+    save(path, newer, KEY)
+    assert load(path, SERIAL, KEY) == newer
+
+
+def test_a_garbled_cache_is_replaced(path: str) -> None:
+    Path(path).write_bytes(b"garbage")
+    save(path, CACHE, KEY)
+    assert load(path, SERIAL, KEY) == CACHE
+
+
+def test_only_the_last_cache_logins_are_kept(path: str) -> None:
+    many = Cache(serial=SERIAL, account="dev-0001", kept=CACHE.kept, servers=CACHE.servers,
+                 cache_logins=tuple(range(40)))
+    save(path, many, KEY)
+    assert load(path, SERIAL, KEY).cache_logins == tuple(range(24, 40))
+
+
+def test_a_failed_write_leaves_the_old_cache_and_no_temporary(path: str, monkeypatch) -> None:
+    save(path, CACHE, KEY)
+
+    def full_disk(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "fsync", full_disk)
+    newer = Cache(serial=SERIAL, account="dev-0001", kept=Kept(current=(5, "n" * 32)), servers=CACHE.servers)
+    with pytest.raises(OSError):
+        save(path, newer, KEY)
+    monkeypatch.undo()
+    assert load(path, SERIAL, KEY) == CACHE
+    assert os.listdir(os.path.dirname(path)) == ["cache"]
