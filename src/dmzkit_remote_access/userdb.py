@@ -5,12 +5,21 @@ while; an unknown user or a locked account is checked against a decoy made
 with the stored hashes' own Argon2 parameters, so a refusal takes as long as
 a wrong password; hashes beyond the bounds are never checked; every
 sign-in, good or bad, goes to the audit log. The IdP and AAA's password
-check are the same Directory, read with the `authn` privilege."""
+check are the same Directory, read with the `authn` privilege.
+
+A device's account (device auto-login) has a password the registration
+service made, random, of 128 bits or more: its hash is its SHA-256
+(`$sha256$`), checked in microseconds, and failures never lock it, since
+guessing it is hopeless; a refusal of it is quicker than a person's, which
+tells only that the name is a device's."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import logging
+import re
 from collections import Counter
 from dataclasses import dataclass
 
@@ -25,8 +34,13 @@ from argon2.exceptions import InvalidHash, VerificationError
 # memory_cost in KiB: 256 MiB.
 MAX_PARAMETERS = {"time_cost": 8, "memory_cost": 262144, "parallelism": 8, "hash_len": 64, "salt_len": 64}
 
-# The hash written last: made with the parameters hashes are made with now.
-NEWEST_HASH = "SELECT password_hash FROM credentials ORDER BY changed_at DESC LIMIT 1"
+# A device password's hash (migration 0005).
+DEVICE_HASH = re.compile(r"\$sha256\$[0-9a-f]{64}")
+# A person's password hash written last: made with the parameters hashes
+# are made with now.
+NEWEST_HASH = """
+SELECT password_hash FROM credentials WHERE password_hash LIKE '$argon2id$%' ORDER BY changed_at DESC LIMIT 1
+"""
 # Counts the attempt as failed before its password is checked, and only if
 # the account is not locked, in one statement: concurrent attempts, in this
 # process or another IdP's, queue on the row and each sees the others'
@@ -40,7 +54,8 @@ WITH account AS (
     WHERE u.username = $1 AND u.enabled
 ), taken AS (
     UPDATE credentials c SET failed_attempts = c.failed_attempts + 1,
-           locked_until = CASE WHEN c.failed_attempts + 1 >= $2 THEN now() + make_interval(secs => $3) END
+           locked_until = CASE WHEN c.failed_attempts + 1 >= $2 AND c.password_hash LIKE '$argon2id$%'
+                               THEN now() + make_interval(secs => $3) END
     FROM account a
     WHERE c.user_id = a.user_id AND (c.locked_until IS NULL OR c.locked_until <= now())
     RETURNING c.user_id
@@ -70,9 +85,16 @@ def bounded(parameters: Parameters) -> Parameters:
     return Parameters(type=parameters.type, version=parameters.version, **limits)
 
 
+def device_hash(password: str) -> str:
+    """The stored hash of a device's password."""
+    return "$sha256$" + hashlib.sha256(password.encode(errors="surrogateescape")).hexdigest()
+
+
 def checkable(stored: str) -> bool:
-    """Whether a stored hash is one to check a password against: valid, and
-    within the bounds."""
+    """Whether a stored hash is one to check a password against: a device
+    password's, or a valid Argon2 hash within the bounds."""
+    if DEVICE_HASH.fullmatch(stored):
+        return True
     parameters = parameters_of(stored)
     return parameters is not None and bounded(parameters) == parameters
 
@@ -188,6 +210,8 @@ class Directory:
         return Account(row["username"], row["display_name"], row["email"], tuple(row["groups"]))
 
     async def _verify(self, stored: str, password: str) -> bool:
+        if DEVICE_HASH.fullmatch(stored):
+            return hmac.compare_digest(device_hash(password), stored)
         async with self.checks:
             try:
                 return await asyncio.to_thread(self.hasher.verify, stored, password)

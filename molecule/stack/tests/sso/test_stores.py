@@ -130,7 +130,7 @@ def test_the_idp_reads_users_over_tls_and_may_do_nothing_else(lab):
     outcome = as_idp_role(lab, IDP, lab[DB].address("internal"), "verify")
     assert outcome["connected"], outcome
     assert outcome["users"] == ["alice", "bob", "carol", "dave"]
-    # Hashes are Argon2id only: the migration's check refuses anything else.
+    # People's hashes are Argon2id (the lab has no device accounts, whose hashes are $sha256$).
     assert outcome["hash_kinds"] == ["argon2id"]
     assert outcome["count_failures"] == "allowed"
     for forbidden in ("update_users", "read_audit", "delete_audit", "enrol_device", "create_table"):
