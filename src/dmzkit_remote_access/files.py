@@ -12,7 +12,8 @@ def write_atomically(path: str, data: bytes, mode: int = 0o644, sync: bool = Fal
     the file and then its directory are synced, so that after a crash the
     path holds the old data or the new, whole; without it (runtime state in
     /run, where a sync would only cost the writer time) it may hold
-    neither."""
+    neither. When the directory's sync fails, the new data is in place
+    already, but may not last a crash: the error says so to the caller."""
     directory = os.path.dirname(path) or "."
     fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.")
     try:

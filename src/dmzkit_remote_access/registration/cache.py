@@ -14,7 +14,10 @@ an older copy back: only the server notices then.
 """
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import stat
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -27,6 +30,8 @@ from .rotation import Kept
 
 INFO = b"dmzkit-remote-access registration cache v1"
 MODE = 0o600
+# Far more than a cache holds (a few hundred bytes).
+MAX_SIZE = 64 * 1024
 
 
 class CacheError(Exception):
@@ -81,13 +86,30 @@ def _purpose(serial: str) -> bytes:
     return INFO + b" " + serial.encode()
 
 
-def load(path: str, serial: str, key: bytes) -> Cache:
-    """The cache of device `serial` at path, or CacheError."""
+def _read(path: str) -> bytes:
+    """The file's bytes, if it is a regular file (not a link, and not a
+    FIFO, which would block the agent)."""
     try:
-        with open(path, "rb") as f:
-            sealed = f.read(64 * 1024)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
         raise CacheError(f"no cache at {path}") from None
+    except OSError as e:
+        raise CacheError(f"cannot open {path}: {e.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise CacheError(f"{path} is not a regular file")
+    with os.fdopen(fd, "rb") as f:
+        try:
+            return f.read(MAX_SIZE + 1)
+        except OSError as e:
+            raise CacheError(f"cannot read {path}: {e.strerror}") from None
+
+
+def load(path: str, serial: str, key: bytes) -> Cache:
+    """The cache of device `serial` at path, or CacheError."""
+    sealed = _read(path)
+    if len(sealed) > MAX_SIZE:
+        raise CacheError(f"{path} is larger than a cache")
     data = Sealer(key).unseal_bytes(sealed, _purpose(serial))
     if data is None:
         raise CacheError(f"{path} is not this device's cache, or was changed")
@@ -103,11 +125,17 @@ def load(path: str, serial: str, key: bytes) -> Cache:
 
 def save(path: str, cache: Cache, key: bytes) -> None:
     """Write the cache whole and synced, unless the one kept there is
-    newer (its epoch higher)."""
+    newer (its epoch higher). Saves queue on a lock beside the cache, so
+    two at once cannot put the older last."""
+    fd = os.open(path + ".lock", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, MODE)
     try:
-        kept = load(path, cache.serial, key)
-    except CacheError:
-        kept = None
-    if kept is not None and kept.kept.stored > cache.kept.stored:
-        raise CacheError(f"{path} holds epoch {kept.kept.stored}; epoch {cache.kept.stored} is older")
-    write_atomically(path, Sealer(key).seal_bytes(cache._json(), _purpose(cache.serial)), MODE, sync=True)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            kept = load(path, cache.serial, key)
+        except CacheError:
+            kept = None
+        if kept is not None and kept.kept.stored > cache.kept.stored:
+            raise CacheError(f"{path} holds epoch {kept.kept.stored}; epoch {cache.kept.stored} is older")
+        write_atomically(path, Sealer(key).seal_bytes(cache._json(), _purpose(cache.serial)), MODE, sync=True)
+    finally:
+        os.close(fd)

@@ -27,6 +27,7 @@ import asyncio
 import ipaddress
 import json
 import re
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, TypeVar
@@ -69,8 +70,9 @@ def _integer(low: int, high: int) -> Callable[[Any], int]:
 
 
 def _address(value: Any) -> str:
-    """An IP address, in the one form Python writes it."""
-    if type(value) is not str or len(value) > 45:
+    """An IP address, in the one form Python writes it (IPv6 with no
+    scope: ipaddress would take any text after a "%")."""
+    if type(value) is not str or not re.fullmatch(r"[0-9a-f:.]{2,45}", value):
         raise Malformed("not an address")
     try:
         written = str(ipaddress.ip_address(value))
@@ -275,6 +277,8 @@ def encode(message: Message) -> bytes:
 
 def decode(payload: bytes, *expect: type[M]) -> M:
     """The message in a frame's payload, of one of the types expected."""
+    if len(payload) > MAX_FRAME:
+        raise Malformed(f"a payload of {len(payload)} bytes")
     try:
         value = json.loads(payload.decode("ascii"), object_pairs_hook=_no_duplicates,
                            parse_constant=_no_constant, parse_float=_no_float)
@@ -312,8 +316,9 @@ def split(data: bytes) -> tuple[bytes, bytes] | None:
 
 async def read(reader: asyncio.StreamReader, timeout: float, *expect: type[M]) -> M:
     """The next frame's message, read within timeout seconds (TimeoutError
-    otherwise). A peer that ends the connection mid-frame sent a malformed
-    one; nothing after a malformed frame is read."""
+    otherwise). A frame the connection ends in the middle of, whether the
+    peer closed it or it failed (TLS or TCP), is malformed; nothing after
+    a malformed frame is read."""
     async with asyncio.timeout(timeout):
         try:
             header = await reader.readexactly(HEADER)
@@ -323,4 +328,6 @@ async def read(reader: asyncio.StreamReader, timeout: float, *expect: type[M]) -
             payload = await reader.readexactly(length)
         except asyncio.IncompleteReadError:
             raise Malformed("cut short") from None
+        except (ConnectionError, ssl.SSLError) as e:
+            raise Malformed(f"connection failed ({type(e).__name__})") from None
     return decode(payload, *expect)

@@ -132,8 +132,16 @@ class Kept:
         kept = self._committed(committed)
         if epoch <= committed:
             raise Refused(f"a grant of epoch {epoch} is not newer than the committed {committed}")
+        if self.candidate and epoch < self.candidate[0]:
+            # A late answer on another connection: the newer grant may be
+            # committed yet.
+            raise Refused(f"a grant of epoch {epoch} is older than the one stored ({self.candidate[0]})")
         return replace(kept, candidate=(epoch, password))
 
     def done(self, epoch: int) -> Kept:
-        """The server committed `epoch`."""
+        """The server committed `epoch`. A done of the epoch already known
+        to be committed (a late one, on another connection) changes
+        nothing: the candidate may be committed since."""
+        if epoch == self.current[0]:
+            return self
         return self._committed(epoch)

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import os
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from dmzkit_remote_access.registration import cache as cache_module
 from dmzkit_remote_access.registration.cache import Cache, CacheError, cache_key, load, save
 from dmzkit_remote_access.registration.protocol import Server
 from dmzkit_remote_access.registration.rotation import Kept
+from dmzkit_remote_access.sealing import Sealer
 
 SERIAL = "DEV-0001"
 
@@ -36,7 +39,7 @@ def test_a_cache_reads_back_as_it_was_written(path: str) -> None:
     save(path, CACHE, KEY)
     assert load(path, SERIAL, KEY) == CACHE
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert os.listdir(os.path.dirname(path)) == ["cache"]
+    assert sorted(os.listdir(os.path.dirname(path))) == ["cache", "cache.lock"]
 
 
 def test_a_cache_holds_no_password_in_the_clear_and_none_in_its_repr(path: str) -> None:
@@ -55,23 +58,19 @@ def test_a_cache_before_the_first_commit_reads_back(path: str) -> None:
 def test_every_bit_flipped_and_every_truncation_is_detected(path: str) -> None:
     save(path, CACHE, KEY)
     data = Path(path).read_bytes()
-    changed = 0
     for bit in range(len(data) * 8):
         edited = bytearray(data)
         edited[bit // 8] ^= 1 << (bit % 8)
         Path(path).write_bytes(edited)
         with pytest.raises(CacheError):
             load(path, SERIAL, KEY)
-        changed += 1
     for length in range(len(data)):
         Path(path).write_bytes(data[:length])
         with pytest.raises(CacheError):
             load(path, SERIAL, KEY)
-        changed += 1
     Path(path).write_bytes(data + b"\0")
     with pytest.raises(CacheError):
         load(path, SERIAL, KEY)
-    assert changed == len(data) * 9
 
 
 def test_a_cache_does_not_open_on_another_device_or_for_another_serial(path: str) -> None:
@@ -122,4 +121,55 @@ def test_a_failed_write_leaves_the_old_cache_and_no_temporary(path: str, monkeyp
         save(path, newer, KEY)
     monkeypatch.undo()
     assert load(path, SERIAL, KEY) == CACHE
-    assert os.listdir(os.path.dirname(path)) == ["cache"]
+    assert sorted(os.listdir(os.path.dirname(path))) == ["cache", "cache.lock"]
+
+
+def test_the_serial_is_sealed_in_so_a_cache_names_no_other(path: str) -> None:
+    """A cache sealed for one serial that says it is another's: refused by
+    the seal itself, before its content is read."""
+    other = Cache(serial="DEV-0002", account="dev-0002", kept=CACHE.kept, servers=CACHE.servers)
+    Path(path).write_bytes(Sealer(KEY).seal_bytes(other._json(), cache_module._purpose(SERIAL)))
+    with pytest.raises(CacheError, match="not this device's cache"):
+        load(path, "DEV-0002", KEY)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "link"])
+def test_a_cache_path_that_is_not_a_file_is_refused_at_once(path: str, kind: str) -> None:
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        os.mkdir(path)
+    else:
+        save(path + ".real", CACHE, KEY)
+        os.symlink(path + ".real", path)
+    with pytest.raises(CacheError):
+        load(path, SERIAL, KEY)
+
+
+def test_saves_at_once_never_leave_the_older(path: str) -> None:
+    caches = [Cache(serial=SERIAL, account="dev-0001", kept=Kept(current=(e, "c" * 32)), servers=CACHE.servers)
+              for e in range(1, 41)]
+    with ThreadPoolExecutor(8) as pool:
+        for outcome in pool.map(lambda c: _try_save(path, c), reversed(caches)):
+            assert outcome in ("saved", "older")
+    assert load(path, SERIAL, KEY).kept.stored == 40
+
+
+def _try_save(path: str, cache: Cache) -> str:
+    try:
+        save(path, cache, KEY)
+        return "saved"
+    except CacheError:
+        return "older"
+
+
+def test_the_file_and_then_its_directory_are_synced(path: str, monkeypatch) -> None:
+    synced: list[bool] = []
+    fsync = os.fsync
+
+    def recorded(fd: int) -> None:
+        synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        fsync(fd)
+    monkeypatch.setattr(os, "fsync", recorded)
+    save(path, CACHE, KEY)
+    assert synced == [False, True]

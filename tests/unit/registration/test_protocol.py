@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import ssl
 import time
 
 import pytest
@@ -75,6 +76,8 @@ def test_a_grants_password_is_not_in_its_repr() -> None:
     pytest.param(lambda f: {**f, "ip_hint": None}, id="null optional"),
     pytest.param(lambda f: {**f, "ip_hint": "198.018.0.1"}, id="address in another form"),
     pytest.param(lambda f: {**f, "ip_hint": "2001:DB8::1"}, id="address in capitals"),
+    pytest.param(lambda f: {**f, "ip_hint": "fe80::1%eth0"}, id="address with a scope"),
+    pytest.param(lambda f: {**f, "ip_hint": "::1%\n"}, id="address with a line break in its scope"),
     pytest.param(lambda f: {**f, "cache_logins": list(range(17))}, id="too many reports"),
     pytest.param(lambda f: {**f, "cache_logins": [1.5]}, id="a fraction"),
     pytest.param(lambda f: {**f, "cache_logins": {}}, id="object for a list"),
@@ -92,6 +95,7 @@ def test_a_reg_that_is_not_exactly_a_reg_is_refused(change) -> None:
     pytest.param(lambda f: {**f, "servers": [{**f["servers"][0], "host": "-x.test"}]}, id="bad host"),
     pytest.param(lambda f: {**f, "servers": ["biz1"]}, id="text for a server"),
     pytest.param(lambda f: {**f, "servers": [{**f["servers"][0], "host": "198.018.3.10"}]}, id="address as a name"),
+    pytest.param(lambda f: {**f, "servers": [{**f["servers"][0], "host": "fe80::1%\u0000"}]}, id="host with a scope"),
     pytest.param(lambda f: {**f, "servers": [{**f["servers"][0], "host": "biz1.test\n"}]}, id="name and a line break"),
     pytest.param(lambda f: {**f, "password": "short"}, id="short password"),
     pytest.param(lambda f: {**f, "password": "a b" * 8}, id="password with a space"),
@@ -133,10 +137,16 @@ def test_a_message_in_another_encoding_is_refused(other) -> None:
 
 def test_the_largest_message_fits_a_frame() -> None:
     name = ".".join(["h" * 63] * 3) + "." + "h" * 61
-    grant = Grant(nonce=NONCE, snonce=NONCE, epoch=2**53 - 1, committed=2**53 - 1, account="a" * 64, password="~" * 128,
-                  servers=(Server(name, 65535, "s" * 63),) * 3, commit_by=3600)
-    assert len(encode(grant)) - 2 <= MAX_FRAME
+    # A password of quotes: each is written escaped, in two bytes.
+    grant = Grant(nonce=NONCE, snonce=NONCE, epoch=2**53 - 1, committed=2**53 - 1, account="a" * 64,
+                  password='"' * 128, servers=(Server(name, 65535, "s" * 63),) * 3, commit_by=3600)
+    assert len(encode(grant)) - 2 == 1_589 <= MAX_FRAME
     assert decode(encode(grant)[2:], Grant) == grant
+
+
+def test_a_payload_larger_than_a_frame_is_refused_before_it_is_parsed() -> None:
+    with pytest.raises(Malformed, match="payload of"):
+        decode(b" " * (MAX_FRAME + 1), Reg)
 
 
 def test_a_message_the_peer_would_refuse_is_not_sent() -> None:
@@ -187,6 +197,16 @@ def test_read_refuses_a_bad_frame_whatever_follows(bad, then_eof: bool) -> None:
         reader = reader_of(bad(good), *([] if then_eof else [good]), eof=then_eof)
         with pytest.raises(Malformed):
             await read(reader, 1, Ack)
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("failure", [ConnectionResetError(), ssl.SSLError("bad record mac")])
+def test_a_connection_that_fails_mid_frame_gave_a_malformed_frame(failure: Exception) -> None:
+    async def run() -> None:
+        reader = reader_of(encode(MESSAGES[4])[:3], eof=False)
+        reader.set_exception(failure)
+        with pytest.raises(Malformed):
+            await read(reader, 1, Done)
     asyncio.run(run())
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import itertools
 import random
+from collections import deque
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import pytest
 from hypothesis import given, settings
@@ -187,3 +190,99 @@ def test_whatever_is_lost_and_whenever_the_device_keeps_the_accounts_password(se
         assert lab.can_log_in()
         assert lab.rotation.committed >= before
         assert lab.rotation.committed <= lab.rotation.issued
+
+
+def test_a_late_done_on_another_connection_keeps_the_newer_password() -> None:
+    kept = Kept(current=(1, "p1"), candidate=(2, "p2"))
+    assert kept.done(1) == kept
+    assert kept.passwords() == ["p2", "p1"]
+
+
+def test_a_late_grant_older_than_the_one_stored_is_refused() -> None:
+    with pytest.raises(Refused):
+        Kept(current=(4, "p4"), candidate=(6, "p6")).grant(5, "p5", committed=4)
+
+
+class World(NamedTuple):
+    """The server's rotation and the account's password; the device's
+    passwords in memory and in its cache on disk; a message in flight on
+    each of two connections (the agent's hedged attempts), or None."""
+    rotation: Rotation
+    account: str | None
+    now: float
+    memory: Kept
+    disk: Kept
+    connections: tuple[tuple | None, ...]
+    regs: int
+    made: int
+
+
+def saved(disk: Kept, new: Kept) -> Kept:
+    # cache.save: a cache older than the one on disk is not written.
+    return disk if disk.stored > new.stored else new
+
+
+def steps(w: World, most_regs: int) -> Iterator[World]:
+    """Every next step: a message delivered or lost on either connection,
+    a new reg, the server's clock jumping past a deadline or back, or the
+    device restarting from its cache."""
+    for i, message in enumerate(w.connections):
+        def on(message_i: tuple | None, **changes) -> World:
+            connections = list(w.connections)
+            connections[i] = message_i
+            return w._replace(connections=tuple(connections), **changes)
+        if message is None:
+            if w.regs < most_regs:
+                yield on(("reg", w.memory.stored), regs=w.regs + 1)
+            continue
+        yield on(None)
+        kind, *fields = message
+        try:
+            if kind == "reg":
+                step = w.rotation.reg(fields[0], w.now, COMMIT_BY, lambda: f"p{w.made + 1}")
+                grant = step.grant
+                yield on(("grant", grant.epoch, grant.password, step.rotation.committed), rotation=step.rotation,
+                         account=step.committed.password if step.committed else w.account, made=w.made + 1)
+            elif kind == "grant":
+                memory = w.memory.grant(*fields)
+                yield on(("ack", fields[0]), memory=memory, disk=saved(w.disk, memory))
+            elif kind == "ack":
+                step = w.rotation.ack(fields[0], w.now)
+                yield on(("done", fields[0]), rotation=step.rotation,
+                         account=step.committed.password if step.committed else w.account)
+            else:
+                memory = w.memory.done(fields[0])
+                yield on(None, memory=memory, disk=saved(w.disk, memory))
+        except Refused:
+            yield on(None)
+    if w.now < 2 * (COMMIT_BY + 1):
+        yield w._replace(now=w.now + COMMIT_BY + 1)
+    if w.now > 0:
+        yield w._replace(now=w.now - COMMIT_BY - 1)
+    yield w._replace(memory=w.disk, connections=(None, None))
+
+
+@pytest.mark.parametrize("most_regs", [4])
+def test_every_interleaving_of_two_connections_keeps_the_accounts_password(most_regs: int, capsys) -> None:
+    """All the worlds reachable with up to `most_regs` registrations on two
+    overlapping connections, any message lost, the server's clock jumping
+    past a grant's deadline or back, and the device restarting from its
+    cache: in each, the device keeps the account's password in memory and
+    on disk, and the committed epoch never goes back."""
+    start = World(Rotation(), None, 0.0, Kept(), Kept(), (None, None), 0, 0)
+    seen = {start}
+    queue = deque([start])
+    while queue:
+        world = queue.popleft()
+        for after in steps(world, most_regs):
+            if after in seen:
+                continue
+            seen.add(after)
+            if after.account is not None:
+                assert after.account in after.memory.passwords(), after
+                assert after.account in after.disk.passwords(), after
+            assert after.rotation.committed >= world.rotation.committed, after
+            queue.append(after)
+    assert len(seen) > 10_000
+    with capsys.disabled():
+        print(f"\nrotation, two connections, {most_regs} registrations: {len(seen):,} worlds, none locked out")
