@@ -10,7 +10,20 @@ import secrets
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from .config import ConfigError, read_secret
+
 NONCE_BYTES = 12
+
+
+def load_key(path: str) -> bytes:
+    """A sealing key from its file: 32 bytes written as hex."""
+    try:
+        key = bytes.fromhex(read_secret(path))
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise ConfigError(f"{path} must hold 32 bytes as 64 hex digits")
+    return key
 
 
 class Sealer:

@@ -15,7 +15,8 @@ from ..config import ConfigError
 from ..daemon import Notifier, until_stopped
 from ..sso.settings import load_certificate, load_signing_key
 from ..tls import server_context
-from .settings import Settings, load_session_key
+from ..sealing import load_key
+from .settings import Settings
 
 DEFAULT_CONFIG = "/etc/dmzkit-bs-app/settings.json"
 
@@ -29,7 +30,7 @@ def check(settings: Settings) -> None:
     if settings.sso is not None:
         load_certificate(settings.sso.idp_signing_certificate)
         load_signing_key(settings.sso.signing_key)
-        load_session_key(settings.sso.session_key_file)
+        load_key(settings.sso.session_key_file)
 
 
 async def serve(settings: Settings) -> None:

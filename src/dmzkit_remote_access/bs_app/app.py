@@ -41,12 +41,12 @@ import aiohttp
 from aiohttp import web
 
 from ..constant_time import same
-from ..sealing import Sealer
+from ..sealing import Sealer, load_key
 from ..sso.settings import load_certificate, load_signing_key
 from ..sso.sp import ArtifactConsumer, IdpFailed, Partner, Relying
 from ..tls import client_context, common_name, host_name, peer_certificate, server_context
 from ..web import start_site
-from .settings import Settings, SingleSignOn, load_session_key
+from .settings import Settings, SingleSignOn
 
 log = logging.getLogger("dmzkit.bs_app")
 
@@ -260,7 +260,7 @@ async def running(settings: Settings) -> AsyncIterator[tuple[str, int]]:
                       (load_certificate(sso.idp_signing_certificate).public_key(),))
         back = aiohttp.ClientSession(connector=aiohttp.TCPConnector(
             ssl=client_context(settings.ca_chain, sso.client_certificate, sso.client_key, crl=settings.crl)))
-        sealer = Sealer(load_session_key(sso.session_key_file))
+        sealer = Sealer(load_key(sso.session_key_file))
         sign_on = SignOn(sso, ArtifactConsumer(idp, load_signing_key(sso.signing_key), back, SeenIds().first_use),
                          sealer)
     try:

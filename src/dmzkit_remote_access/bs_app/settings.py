@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import ConfigError, FileSettings, check_url, read_secret, typed
+from ..config import ConfigError, FileSettings, check_url, typed
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 # session_seconds: long enough for a sign-in's redirects, short enough to bound revocation.
@@ -100,14 +100,3 @@ class Settings(FileSettings):
             if not SESSION_SECONDS[0] <= self.sso.session_seconds <= SESSION_SECONDS[1]:
                 raise ConfigError(f"sso: session_seconds must be {SESSION_SECONDS[0]}-{SESSION_SECONDS[1]}: "
                                   "a disabled or signed-out user keeps the app that long")
-
-
-def load_session_key(path: str) -> bytes:
-    """The key sealing the app's cookies: 32 bytes written as hex."""
-    try:
-        key = bytes.fromhex(read_secret(path))
-    except ValueError:
-        key = b""
-    if len(key) != 32:
-        raise ConfigError(f"{path} must hold 32 bytes as 64 hex digits")
-    return key
