@@ -24,7 +24,10 @@ import logging
 import secrets
 import ssl
 import time
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import asyncpg
@@ -70,10 +73,47 @@ JOIN business_servers b ON b.id = ds.server_id
 JOIN sites s ON s.id = b.site_id
 WHERE ds.device_id = $1
 ORDER BY prefix DESC NULLS LAST, b.host, b.port
-LIMIT $3
 """
 AUDIT = ("INSERT INTO audit_log (subject, event, outcome, source, detail) "
          "VALUES ($1, 'registration', $2, $3::inet, $4::jsonb)")
+
+
+# TLS handshakes under way at once, in all and from one address: a
+# connection beyond is closed before any TLS, so that a flood of idle ones
+# holds a bounded number of sockets (the unit's LimitNOFILE is above).
+MAX_HANDSHAKES = 256
+MAX_HANDSHAKES_PER_SOURCE = 8
+
+
+class StoreFailed(Exception):
+    """The user database or Redis did not answer in time, or failed."""
+
+
+@dataclass
+class Record:
+    """What a connection's audit record says, filled in as it goes: the
+    subject is the certificate's name; what the device claimed is in the
+    detail."""
+    subject: str | None
+    outcome: str = "failure"
+    detail: dict = field(default_factory=dict)
+
+    def fail(self, reason: str, why: str | None = None) -> None:
+        self.detail["reason"] = reason
+        if why is not None:
+            self.detail["detail"] = why
+
+
+@asynccontextmanager
+async def store(seconds: float) -> AsyncIterator[None]:
+    """A call to the user database or Redis, within `seconds`."""
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError:
+        raise StoreFailed(f"no answer within {seconds} s") from None
+    except (asyncpg.PostgresError, RedisError, OSError) as e:
+        raise StoreFailed(f"{type(e).__name__}: {e}") from None
 
 
 @dataclass(frozen=True)
@@ -84,11 +124,15 @@ class Device:
 
 
 class Registrar:
-    def __init__(self, settings: Settings, pool: asyncpg.Pool, redis: Redis, seal_key: bytes) -> None:
+    def __init__(self, settings: Settings, tls: ssl.SSLContext, pool: asyncpg.Pool, redis: Redis,
+                 seal_key: bytes) -> None:
         self.settings = settings
+        self.tls = tls
         self.pool = pool
         self.redis = redis
         self.sealer = Sealer(seal_key)
+        self.handshaking = 0
+        self.handshaking_from: Counter[str] = Counter()
 
     def _purpose(self, device: Device, epoch: int) -> bytes:
         return f"dmzkit registration pending {device.id} {epoch}".encode()
@@ -108,7 +152,7 @@ class Registrar:
         """One step of the device's rotation (`take`: reg or ack), read and
         written back in one transaction, with the account's password when
         it commits one."""
-        async with self.pool.acquire() as connection, connection.transaction():
+        async with store(self.settings.frame_seconds), self.pool.acquire() as connection, connection.transaction():
             rotation = self._rotation(device, await connection.fetchrow(ROTATION, device.id))
             now = time.time()
             if take == "reg":
@@ -127,14 +171,23 @@ class Registrar:
         return step
 
     async def _device(self, certificate) -> Device | None:
-        row = await self.pool.fetchrow(DEVICE, spki_sha256(certificate.public_key()))
+        async with store(self.settings.frame_seconds):
+            row = await self.pool.fetchrow(DEVICE, spki_sha256(certificate.public_key()))
         if row is None or row["serial"] != common_name(certificate):
             return None
         return Device(row["id"], row["serial"], row["account"])
 
     async def _servers(self, device: Device, seen: str) -> tuple[Server, ...]:
-        rows = await self.pool.fetch(SERVERS, device.id, seen, protocol.MAX_SERVERS)
-        return tuple(Server(r["host"], r["port"], r["site"]) for r in rows)
+        async with store(self.settings.frame_seconds):
+            rows = await self.pool.fetch(SERVERS, device.id, seen)
+        servers = []
+        for row in rows:
+            try:
+                servers.append(Server.from_json({"host": row["host"], "port": row["port"], "site": row["site"]}))
+            except Malformed as e:
+                log.error("business server %s:%s (site %s) cannot be sent to a device (%s); skipped",
+                          row["host"], row["port"], row["site"], e)
+        return tuple(servers[:protocol.MAX_SERVERS])
 
     async def _fresh(self, reg: Reg) -> str | None:
         """Why a reg is not fresh (clock, replay), or None."""
@@ -143,87 +196,114 @@ class Registrar:
             return "clock"
         # Kept for twice the skew: a reg within the window has its nonce here.
         key = f"dmzkit:registration:nonce:{reg.serial}:{reg.nonce}"
-        if not await self.redis.set(key, 1, nx=True, ex=2 * skew):
+        async with store(self.settings.frame_seconds):
+            fresh = await self.redis.set(key, 1, nx=True, ex=2 * skew)
+        if not fresh:
             return "replay"
         return None
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One connection: the TLS handshake within its caps, then one
+        registration, then its audit record."""
         seen = writer.get_extra_info("peername")[0]
+        if self.handshaking >= MAX_HANDSHAKES or self.handshaking_from[seen] >= MAX_HANDSHAKES_PER_SOURCE:
+            # Closed before any TLS: a flood holds at most the caps' sockets.
+            writer.transport.abort()
+            return
+        self.handshaking += 1
+        self.handshaking_from[seen] += 1
+        try:
+            await writer.start_tls(self.tls, ssl_handshake_timeout=self.settings.frame_seconds)
+        except (OSError, TimeoutError, ssl.SSLError):
+            writer.transport.abort()
+            return
+        finally:
+            self.handshaking -= 1
+            self.handshaking_from[seen] -= 1
+            if not self.handshaking_from[seen]:
+                del self.handshaking_from[seen]
         certificate = peer_certificate(writer.transport)
-        subject, outcome, detail = common_name(certificate) if certificate else None, "failure", {}
+        record = Record(common_name(certificate) if certificate else None)
         try:
             async with asyncio.timeout(self.settings.session_seconds):
-                subject, outcome, detail = await self._session(reader, writer, certificate, seen)
+                await self._session(reader, writer, certificate, seen, record)
         except Malformed as e:
-            detail = {"reason": "malformed", "detail": str(e)}
+            record.fail("malformed", str(e))
         except TimeoutError:
-            detail = {"reason": "timeout"}
+            record.fail("timeout")
         except (ConnectionError, ssl.SSLError) as e:
-            detail = {"reason": "connection", "detail": type(e).__name__}
-        except (asyncpg.PostgresError, RedisError, OSError) as e:
-            # The user database or Redis is away: the device tries again, or the backup.
-            log.error("registration by %s failed: %s: %s", subject, type(e).__name__, e)
-            detail = {"reason": "store", "detail": type(e).__name__}
+            record.fail("connection", type(e).__name__)
+        except StoreFailed as e:
+            # The user database or Redis is away or slow: the device tries again, or the backup.
+            log.error("registration by %s failed: %s", record.subject, e)
+            record.fail("store", str(e))
         finally:
             writer.close()
-        await self._audit(subject, outcome, seen, detail)
+        await self._audit(record, seen)
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, certificate,
-                       seen: str) -> tuple[str | None, str, dict]:
+                       seen: str, record: Record) -> None:
         frame = self.settings.frame_seconds
         device = await self._device(certificate)
         reg = await protocol.read(reader, frame, Reg)
+        record.detail["epoch"] = reg.epoch
+        if reg.ip_hint is not None and reg.ip_hint != seen:
+            record.detail["ip_hint"] = reg.ip_hint
+        if reg.cache_logins:
+            record.detail["cache_logins"] = list(reg.cache_logins)
+        if reg.serial != record.subject:
+            record.detail["claimed"] = reg.serial
         if device is None:
             await self._send(writer, Err("unknown_device", 0))
-            return reg.serial, "failure", {"reason": "unknown device"}
-        detail: dict = {"epoch": reg.epoch}
-        if reg.ip_hint is not None and reg.ip_hint != seen:
-            detail["ip_hint"] = reg.ip_hint
-        if reg.cache_logins:
-            detail["cache_logins"] = list(reg.cache_logins)
+            return record.fail("unknown device")
         if reg.serial != device.serial:
-            return device.serial, "failure", {**detail, "reason": "another serial", "claimed": reg.serial}
+            return record.fail("another serial")
         stale = await self._fresh(reg)
         if stale is not None:
             await self._send(writer, Err(stale, 0))
-            return device.serial, "failure", {**detail, "reason": stale}
+            return record.fail(stale)
         servers = await self._servers(device, seen)
         if not servers:
             await self._send(writer, Err("suspended", 0))
-            return device.serial, "failure", {**detail, "reason": "no business server"}
+            return record.fail("no business server")
         try:
             step = await self._step(device, "reg", reg.epoch)
         except Refused as e:
             await self._send(writer, Err("replay", 0))
-            return device.serial, "failure", {**detail, "reason": "stale epoch", "detail": str(e)}
+            return record.fail("stale epoch", str(e))
         assert step.grant is not None
+        if step.committed is not None:
+            record.detail["committed"] = step.committed.epoch
         snonce = secrets.token_hex(16)
-        detail.update(granted=step.grant.epoch, site=servers[0].site)
+        record.detail.update(granted=step.grant.epoch, site=servers[0].site)
         await self._send(writer, Grant(nonce=reg.nonce, snonce=snonce, epoch=step.grant.epoch,
                                        committed=step.rotation.committed, account=device.account,
                                        password=step.grant.password, servers=servers,
                                        commit_by=self.settings.commit_by))
         ack = await protocol.read(reader, frame, Ack)
         if ack.snonce != snonce or ack.epoch != step.grant.epoch:
-            return device.serial, "failure", {**detail, "reason": "ack of another grant"}
+            return record.fail("ack of another grant")
         try:
             await self._step(device, "ack", ack.epoch)
         except Refused as e:
             await self._send(writer, Err("replay", 0))
-            return device.serial, "failure", {**detail, "reason": "late ack", "detail": str(e)}
+            return record.fail("late ack", str(e))
+        record.detail["committed"] = ack.epoch
         await self._send(writer, Done(epoch=ack.epoch))
-        return device.serial, "success", {**detail, "committed": ack.epoch}
+        record.outcome = "success"
 
     @staticmethod
     async def _send(writer: asyncio.StreamWriter, message: protocol.Message) -> None:
         writer.write(protocol.encode(message))
         await writer.drain()
 
-    async def _audit(self, subject: str | None, outcome: str, seen: str, detail: dict) -> None:
+    async def _audit(self, record: Record, seen: str) -> None:
         try:
-            await self.pool.execute(AUDIT, subject, outcome, seen, json.dumps(detail, sort_keys=True))
-        except (asyncpg.PostgresError, OSError) as e:
-            log.error("audit record of a registration by %s not written: %s", subject, e)
+            async with asyncio.timeout(self.settings.frame_seconds):
+                await self.pool.execute(AUDIT, record.subject, record.outcome, seen,
+                                        json.dumps(record.detail, sort_keys=True))
+        except (asyncpg.PostgresError, OSError, TimeoutError) as e:
+            log.error("audit record of a registration by %s not written: %s", record.subject, e)
 
 
 def context(settings: Settings) -> ssl.SSLContext:
@@ -250,12 +330,12 @@ class Service:
         tls = None if s.db_host.startswith("/") else client_context(s.ca_chain, crl=s.crl)
         pool = await asyncpg.create_pool(host=s.db_host, port=s.db_port, database=s.db_name, user=s.db_user,
                                          passfile=s.db_passfile, ssl=tls, min_size=1, max_size=8,
+                                         command_timeout=s.frame_seconds,
                                          server_settings={"application_name": "dmzkit-registration"})
         redis = Redis(unix_socket_path=s.store_socket, username=s.store_user, password=self.store_password)
-        registrar = Registrar(s, pool, redis, self.seal_key)
+        registrar = Registrar(s, self.tls, pool, redis, self.seal_key)
         host, _, port = s.listen.rpartition(":")
-        server = await asyncio.start_server(registrar.handle, host.strip("[]"), int(port), ssl=self.tls,
-                                            ssl_handshake_timeout=s.frame_seconds)
+        server = await asyncio.start_server(registrar.handle, host.strip("[]"), int(port))
         Notifier().notify(ready=1, status=f"registering on {s.listen}")
         try:
             async with server:

@@ -43,14 +43,17 @@ def device(userdb: dict[str, str]) -> dict[str, str]:
             WHERE d.serial = 'DEV-UNIT-0001' AND u.username = '{DEVICE}';
         CREATE ROLE registration_unit LOGIN IN ROLE dmzkit_registration;
     """)
-    [(device_id,)] = superuser_rows(userdb, "SELECT device_id FROM dmzkit.device_logins")
+    [(device_id,)] = superuser_rows(userdb, "SELECT id FROM dmzkit.devices WHERE serial = 'DEV-UNIT-0001'")
     return {**userdb, "device_id": str(device_id)}
 
 
-def as_registration(device: dict[str, str], query: str, *args: object) -> object:
+def as_registration(device: dict[str, str], query: str, *args: object, before: str = "") -> object:
+    """One query as the registration privilege, after `before` on the same connection."""
     async def main() -> object:
         conn = await asyncpg.connect(host=device["host"], database=device["database"], user="registration_unit")
         try:
+            if before:
+                await conn.execute(before)
             return await conn.fetchval(query, *args)
         finally:
             await conn.close()
@@ -92,6 +95,41 @@ def test_it_sets_no_password_of_an_account_that_is_not_a_devices(device) -> None
     assert stored_hash(device, PERSON) == before
 
 
+@pytest.mark.parametrize("whose", ["the owner of devices", "an account with a person's hash"])
+def test_it_sets_no_password_of_a_person_linked_to_a_device(device, whose: str) -> None:
+    """A device whose account is, by mistake, its owner's or another
+    person's: the person's password stays."""
+    person = PERSON if whose == "the owner of devices" else "pat-of-device-logins-2"
+    if person != PERSON:
+        add_user(device, person, PERSON_HASHER.hash("another person's password"))
+    run_sql(device, f"""
+        INSERT INTO dmzkit.devices (user_id, name, spki_sha256, serial)
+            SELECT id, 'misfiled device {person}', md5('{person}') || md5('{person}'), 'DEV-MISFILED'
+            FROM dmzkit.users WHERE username = '{PERSON}';
+        INSERT INTO dmzkit.device_logins (device_id, account_id)
+            SELECT d.id, u.id FROM dmzkit.devices d, dmzkit.users u
+            WHERE d.name = 'misfiled device {person}' AND u.username = '{person}';""")
+    [(misfiled,)] = superuser_rows(device, "SELECT id FROM dmzkit.devices WHERE name = $1", f"misfiled device {person}")
+    before = stored_hash(device, person)
+    try:
+        with pytest.raises(asyncpg.RaiseError, match="is a person's"):
+            as_registration(device, "SELECT dmzkit.set_device_password($1, $2)", misfiled, device_hash("x"))
+        assert stored_hash(device, person) == before
+    finally:
+        run_sql(device, f"DELETE FROM dmzkit.devices WHERE name = 'misfiled device {person}';")
+
+
+def test_a_temporary_table_of_the_callers_cannot_stand_in_for_device_logins(device) -> None:
+    person_id = superuser_rows(device, "SELECT id FROM dmzkit.users WHERE username = $1", PERSON)[0][0]
+    before = stored_hash(device, PERSON)
+    with pytest.raises(asyncpg.RaiseError, match="has no account"):
+        as_registration(device, "SELECT dmzkit.set_device_password(424242, $1)", device_hash("x"),
+                        before=f"CREATE TEMP TABLE device_logins (device_id bigint, account_id bigint);"
+                               f" INSERT INTO device_logins VALUES (424242, {person_id});"
+                               f" GRANT SELECT ON device_logins TO PUBLIC;")
+    assert stored_hash(device, PERSON) == before
+
+
 def test_no_other_kind_of_hash_is_stored(device) -> None:
     with pytest.raises(asyncpg.CheckViolationError):
         superuser_rows(device, "UPDATE dmzkit.credentials SET password_hash = '$md5$abc' WHERE user_id ="
@@ -99,15 +137,16 @@ def test_no_other_kind_of_hash_is_stored(device) -> None:
 
 
 def test_a_pending_grant_is_whole_and_newer_than_the_committed_one(device) -> None:
+    mine = f" WHERE device_id = {int(device['device_id'])}"
     with pytest.raises(asyncpg.CheckViolationError):
-        as_registration(device, "UPDATE dmzkit.device_logins SET pending_epoch = 1, issued = 1")
+        as_registration(device, "UPDATE dmzkit.device_logins SET pending_epoch = 1, issued = 1" + mine)
     with pytest.raises(asyncpg.CheckViolationError):
         as_registration(device, "UPDATE dmzkit.device_logins SET pending_epoch = 0, issued = 0,"
-                                " pending_password = 'x', pending_expires = now()")
+                                " pending_password = 'x', pending_expires = now()" + mine)
     as_registration(device, "UPDATE dmzkit.device_logins SET pending_epoch = 1, issued = 1,"
-                            " pending_password = 'sealed', pending_expires = now()")
+                            " pending_password = 'sealed', pending_expires = now()" + mine)
     as_registration(device, "UPDATE dmzkit.device_logins SET committed = 1, pending_epoch = NULL,"
-                            " pending_password = NULL, pending_expires = NULL")
+                            " pending_password = NULL, pending_expires = NULL" + mine)
 
 
 def with_directory(device: dict[str, str], body, lockout_attempts: int = 3):

@@ -126,8 +126,9 @@ async def serving(lab: Lab) -> AsyncIterator[int]:
     pool = await asyncpg.create_pool(host=lab.userdb["host"], database="dmzkit", user="registration_server_unit",
                                      min_size=1, max_size=4)
     redis = Redis(unix_socket_path=str(lab.redis_socket))
-    registrar = Registrar(lab.settings, pool, redis, bytes.fromhex((lab.where / "seal.key").read_text()))
-    server = await asyncio.start_server(registrar.handle, "127.0.0.1", 0, ssl=context(lab.settings))
+    registrar = Registrar(lab.settings, context(lab.settings), pool, redis,
+                          bytes.fromhex((lab.where / "seal.key").read_text()))
+    server = await asyncio.start_server(registrar.handle, "127.0.0.1", 0)
     try:
         yield server.sockets[0].getsockname()[1]
     finally:
@@ -267,13 +268,23 @@ def test_a_reg_naming_another_serial_gets_no_answer(lab: Lab) -> None:
 
 @pytest.mark.parametrize("name", ["stranger", "renamed"])
 def test_a_certificate_not_as_enrolled_is_an_unknown_device(lab: Lab, name: str) -> None:
-    """Its serial with another key, or its key under another name."""
-    answers = run(lab, lambda port: exchange(port, client_tls(lab, name), protocol.encode(reg())))
+    """Its serial with another key, or its key under another name; the
+    record names the certificate, and what it claimed apart."""
+    answers = run(lab, lambda port: exchange(port, client_tls(lab, name), protocol.encode(reg(SERIALS[1]))))
     assert answers == [Err("unknown_device", 0)]
+    subject, detail = last_record(lab)
+    assert subject == ("DEV-S-9999" if name == "renamed" else SERIALS[0])
+    assert detail["reason"] == "unknown device" and detail["claimed"] == SERIALS[1]
 
 
 def audit_records(lab: Lab) -> int:
     return superuser_rows(lab.userdb, "SELECT count(*) FROM dmzkit.audit_log WHERE event = 'registration'")[0][0]
+
+
+def last_record(lab: Lab) -> tuple[str, dict]:
+    [(subject, detail)] = superuser_rows(lab.userdb, "SELECT subject, detail FROM dmzkit.audit_log"
+                                                     " WHERE event = 'registration' ORDER BY id DESC LIMIT 1")
+    return subject, json.loads(detail)
 
 
 def test_another_cas_certificate_with_the_same_serial_gets_nothing(lab: Lab) -> None:
@@ -298,8 +309,12 @@ def test_a_tls_1_2_client_gets_no_connection(lab: Lab) -> None:
                          ids=["bad json", "too long", "an ack first"])
 def test_a_bad_first_frame_ends_the_connection_with_no_answer_and_no_change(lab: Lab, first: bytes) -> None:
     before = state(lab, SERIALS[0])
+    start = time.monotonic()
     assert run(lab, lambda port: exchange(port, client_tls(lab, SERIALS[0]), first)) == []
+    # At once, not when the frame's deadline passes.
+    assert time.monotonic() - start < lab.settings.frame_seconds
     assert state(lab, SERIALS[0]) == before
+    assert last_record(lab)[1]["reason"] == "malformed"
 
 
 def test_each_registration_has_its_audit_record(lab: Lab) -> None:
@@ -312,3 +327,53 @@ def test_each_registration_has_its_audit_record(lab: Lab) -> None:
     assert (subject, outcome, source) == (SERIALS[0], "success", "127.0.0.1")
     assert json.loads(detail)["ip_hint"] == "198.18.9.9"
     assert audit_records(lab) == start + 1
+
+
+def test_a_device_that_leaves_after_its_grant_is_recorded_with_what_it_said(lab: Lab) -> None:
+    claimed = reg(epoch=state(lab, SERIALS[0])[0], ip_hint="198.18.9.8", cache_logins=(1_796_000_000_000,))
+    [grant] = run(lab, lambda port: exchange(port, client_tls(lab, SERIALS[0]), protocol.encode(claimed), ack=False))
+    subject, detail = last_record(lab)
+    assert subject == SERIALS[0]
+    assert detail["reason"] == "malformed" and detail["granted"] == grant.epoch
+    assert detail["ip_hint"] == "198.18.9.8" and detail["cache_logins"] == [1_796_000_000_000]
+
+
+def test_a_business_server_the_protocol_cannot_name_is_skipped(lab: Lab) -> None:
+    sql(lab.userdb, "INSERT INTO dmzkit.business_servers (site_id, host, port) SELECT id, '1.2.3', 443"
+                    " FROM dmzkit.sites WHERE name = 'hq';"
+                    "INSERT INTO dmzkit.device_servers SELECT d.id, b.id FROM dmzkit.devices d, dmzkit.business_servers b"
+                    f" WHERE d.serial = '{SERIALS[0]}' AND b.host = '1.2.3';")
+    try:
+        fresh = reg(epoch=state(lab, SERIALS[0])[0])
+        answers = run(lab, lambda port: exchange(port, client_tls(lab, SERIALS[0]), protocol.encode(fresh)))
+        assert "1.2.3" not in [s.host for s in answers[0].servers] and isinstance(answers[1], Done)
+    finally:
+        sql(lab.userdb, "DELETE FROM dmzkit.business_servers WHERE host = '1.2.3';")
+
+
+def test_a_flood_of_unfinished_handshakes_holds_a_few_sockets_and_registrations_go_on(lab: Lab) -> None:
+    """40 connections from one address that never start TLS: 8 are held
+    (the cap per source), the others closed at once; a device from another
+    address registers meanwhile."""
+    committed = state(lab, SERIALS[1])[0]
+
+    async def flood(port: int):
+        idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(40)]
+        await asyncio.sleep(0.2)
+        closed = 0
+        for reader, _ in idle:
+            try:
+                if await asyncio.wait_for(reader.read(1), 0.05) == b"":
+                    closed += 1
+            except ConnectionResetError:
+                closed += 1
+            except TimeoutError:
+                pass
+        answers = await exchange(port, client_tls(lab, SERIALS[1]), protocol.encode(reg(SERIALS[1], committed)),
+                                 source="127.0.0.2")
+        for _, writer in idle:
+            writer.close()
+        return closed, answers
+    closed, answers = run(lab, flood)
+    assert closed == 40 - 8
+    assert [type(a) for a in answers] == [Grant, Done]

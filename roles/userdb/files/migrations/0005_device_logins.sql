@@ -13,6 +13,8 @@ CREATE TABLE sites (
 CREATE TABLE business_servers (
     id      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     site_id bigint NOT NULL REFERENCES sites ON DELETE CASCADE,
+    -- A name (no label all digits at the end) or an address; registration
+    -- also checks each as the protocol does, and skips one it would refuse.
     host    text NOT NULL CHECK (host ~ '^[A-Za-z0-9.:-]{1,253}$'),
     port    integer NOT NULL CHECK (port BETWEEN 1 AND 65535),
     UNIQUE (host, port)
@@ -51,20 +53,28 @@ ALTER TABLE credentials ADD CONSTRAINT credentials_password_hash_check
     CHECK (password_hash LIKE '$argon2id$%' OR password_hash ~ '^\$sha256\$[0-9a-f]{64}$');
 
 -- The registration service sets the password of a device's own account,
--- only with a device password's hash, and of no other account.
+-- only with a device password's hash, and of no other account: not one
+-- that owns devices (a person's), not one with a person's hash. Every
+-- name is qualified and pg_temp searched last, so a temporary table of the
+-- caller's cannot stand in for ours.
 CREATE FUNCTION set_device_password(device bigint, hash text) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = dmzkit, pg_catalog AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     account bigint;
 BEGIN
     IF hash IS NULL OR hash !~ '^\$sha256\$[0-9a-f]{64}$' THEN
         RAISE EXCEPTION 'not the hash of a device password';
     END IF;
-    SELECT account_id INTO account FROM device_logins WHERE device_id = device;
+    SELECT l.account_id INTO account FROM dmzkit.device_logins l WHERE l.device_id = device;
     IF account IS NULL THEN
         RAISE EXCEPTION 'device % has no account', device;
     END IF;
-    INSERT INTO credentials (user_id, password_hash) VALUES (account, hash)
+    IF EXISTS (SELECT 1 FROM dmzkit.devices d WHERE d.user_id = account)
+       OR EXISTS (SELECT 1 FROM dmzkit.credentials c
+                  WHERE c.user_id = account AND c.password_hash !~ '^\$sha256\$') THEN
+        RAISE EXCEPTION 'the account of device % is a person''s', device;
+    END IF;
+    INSERT INTO dmzkit.credentials (user_id, password_hash) VALUES (account, hash)
     ON CONFLICT (user_id) DO UPDATE
         SET password_hash = EXCLUDED.password_hash, changed_at = now(), failed_attempts = 0, locked_until = NULL;
 END $$;
