@@ -51,6 +51,15 @@ class Endpoint:
         return f"{self.host}:{self.port}"
 
 
+def client_context(ca_chain: str, certificate: str, private_key: str) -> ssl.SSLContext:
+    """TLS 1.3 with the device's certificate, to servers of `ca_chain`."""
+    tls = ssl.create_default_context(cafile=ca_chain)
+    tls.minimum_version = ssl.TLSVersion.TLSv1_3
+    tls.load_cert_chain(certificate, private_key)
+    tls.set_alpn_protocols([protocol.ALPN])
+    return tls
+
+
 class Keeper:
     """The device's passwords and cache: one grant or done at a time, each
     saved (synced) before the device acts on it."""

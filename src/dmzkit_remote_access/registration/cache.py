@@ -51,7 +51,8 @@ def cache_key(private_key_pem: bytes) -> bytes:
 @dataclass(frozen=True)
 class Cache:
     serial: str
-    account: str
+    # None before the first grant.
+    account: str | None
     kept: Kept
     servers: tuple[protocol.Server, ...]
     cache_logins: tuple[int, ...] = ()
@@ -73,7 +74,9 @@ class Cache:
         value = json.loads(data)
         current = value["current"]
         candidate = value["candidate"]
-        return cls(serial=protocol.serial(value["serial"]), account=protocol.account(value["account"]),
+        account = value["account"]
+        return cls(serial=protocol.serial(value["serial"]),
+                   account=None if account is None else protocol.account(account),
                    kept=Kept(current=(protocol.epoch(current[0]),
                                       None if current[1] is None else protocol.password(current[1])),
                              candidate=None if candidate is None else (protocol.epoch(candidate[0]),
