@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
 from . import protocol
-from .cache import Cache, save
+from .cache import Cache, CacheError, save
 from .protocol import Ack, Done, Err, Grant, Reg
 from .rotation import Kept, Refused
 
@@ -105,7 +105,8 @@ async def attempt(endpoint: Endpoint, tls: ssl.SSLContext, keeper: Keeper, hands
             raise RegistrationFailed(f"{endpoint}: refused ({grant.code}, again in {grant.retry_after} s)")
         try:
             ack = await keeper.granted(grant)
-        except Refused as e:
+        except (Refused, CacheError) as e:
+            # No ack: the server keeps the grant pending, the account its password.
             raise RegistrationFailed(f"{endpoint}: a grant this device cannot keep ({e})") from None
         writer.write(protocol.encode(ack))
         done = await protocol.read(reader, EXCHANGE_SECONDS, Done, Err)
@@ -113,7 +114,7 @@ async def attempt(endpoint: Endpoint, tls: ssl.SSLContext, keeper: Keeper, hands
             raise RegistrationFailed(f"{endpoint}: the grant was not committed")
         try:
             await keeper.committed(done)
-        except Refused as e:
+        except (Refused, CacheError) as e:
             raise RegistrationFailed(f"{endpoint}: a done this device cannot take ({e})") from None
         return grant
     except (protocol.Malformed, TimeoutError, OSError) as e:

@@ -81,8 +81,15 @@ class Cache:
                                       None if current[1] is None else protocol.password(current[1])),
                              candidate=None if candidate is None else (protocol.epoch(candidate[0]),
                                                                        protocol.password(candidate[1]))),
-                   servers=protocol.servers(value["servers"]),
+                   servers=_servers(value["servers"]),
                    cache_logins=tuple(protocol.timestamp(t) for t in value["cache_logins"]))
+
+
+def _servers(value: object) -> tuple[protocol.Server, ...]:
+    """The last grant's servers; none before the first grant."""
+    if type(value) is not list or len(value) > protocol.MAX_SERVERS:
+        raise ValueError("not a list of servers")
+    return tuple(protocol.Server.from_json(server) for server in value)
 
 
 def _purpose(serial: str) -> bytes:

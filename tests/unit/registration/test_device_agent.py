@@ -14,7 +14,7 @@ from reglab import SERIALS, Lab, run
 
 from dmzkit_remote_access.registration.agent import (
     Endpoint, Keeper, RegistrationFailed, attempt, client_context, hedged)
-from dmzkit_remote_access.registration.cache import Cache, cache_key, load
+from dmzkit_remote_access.registration.cache import Cache, cache_key, load, save
 from dmzkit_remote_access.registration.protocol import Grant
 from dmzkit_remote_access.registration.rotation import Kept
 
@@ -183,3 +183,18 @@ def test_with_both_servers_down_the_failure_is_clear_and_quick(lab: Lab, tmp_pat
     finally:
         for s in closed:
             s.close()
+
+
+def test_a_grant_the_cache_cannot_keep_is_not_acknowledged(lab: Lab, tmp_path: Path) -> None:
+    """The cache on disk is newer than the agent's (another agent wrote
+    it): the grant is not kept, no ack goes, the account keeps its password."""
+    kept = keeper(lab, tmp_path)
+    committed = stored(lab, SERIALS[1])
+    save(kept.path, Cache(serial=SERIALS[1], account=None, kept=Kept(current=(10**6, "n" * 32)), servers=()), kept.key)
+    kept.cache = Cache(serial=SERIALS[1], account=None, kept=Kept(current=(committed, None)), servers=())
+
+    async def body(port: int) -> None:
+        with pytest.raises(RegistrationFailed, match="cannot keep"):
+            await attempt(Endpoint("localhost", port), endpoint_tls(lab), kept, asyncio.Event())
+    run(lab, body)
+    assert stored(lab, SERIALS[1]) == committed

@@ -49,7 +49,10 @@ def test_a_cache_holds_no_password_in_the_clear_and_none_in_its_repr(path: str) 
     assert "c" * 16 not in repr(CACHE)
 
 
-def test_a_cache_before_the_first_commit_reads_back(path: str) -> None:
+def test_a_cache_before_the_first_grant_and_before_the_first_commit_reads_back(path: str) -> None:
+    empty = Cache(serial=SERIAL, account=None, kept=Kept(), servers=())
+    save(path, empty, KEY)
+    assert load(path, SERIAL, KEY) == empty
     first = Cache(serial=SERIAL, account="dev-0001", kept=Kept(candidate=(1, "f" * 32)), servers=CACHE.servers)
     save(path, first, KEY)
     assert load(path, SERIAL, KEY) == first
