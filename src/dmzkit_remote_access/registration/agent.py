@@ -24,6 +24,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
+from ..tls import client_context
 from . import protocol
 from .cache import Cache, CacheError, save
 from .protocol import Ack, Done, Err, Grant, Reg
@@ -51,11 +52,11 @@ class Endpoint:
         return f"{self.host}:{self.port}"
 
 
-def client_context(ca_chain: str, certificate: str, private_key: str) -> ssl.SSLContext:
-    """TLS 1.3 with the device's certificate, to servers of `ca_chain`."""
-    tls = ssl.create_default_context(cafile=ca_chain)
+def registration_context(ca_chain: str, crl: str, certificate: str, private_key: str) -> ssl.SSLContext:
+    """The collection's client context (servers of `ca_chain`, not on
+    `crl`), with the device's certificate, TLS 1.3 only."""
+    tls = client_context(ca_chain, certificate, private_key, crl=crl)
     tls.minimum_version = ssl.TLSVersion.TLSv1_3
-    tls.load_cert_chain(certificate, private_key)
     tls.set_alpn_protocols([protocol.ALPN])
     return tls
 

@@ -13,7 +13,7 @@ from local_servers import superuser_rows
 from reglab import SERIALS, Lab, run
 
 from dmzkit_remote_access.registration.agent import (
-    Endpoint, Keeper, RegistrationFailed, attempt, client_context, hedged)
+    Endpoint, Keeper, RegistrationFailed, attempt, hedged, registration_context)
 from dmzkit_remote_access.registration.cache import Cache, cache_key, load, save
 from dmzkit_remote_access.registration.protocol import Grant
 from dmzkit_remote_access.registration.rotation import Kept
@@ -119,7 +119,8 @@ def keeper(lab: Lab, tmp_path: Path, serial: str = SERIALS[1]) -> Keeper:
 
 
 def endpoint_tls(lab: Lab, serial: str = SERIALS[1]) -> ssl.SSLContext:
-    return client_context(lab.path("ca.pem"), lab.path(f"{serial}.pem"), lab.path(f"{serial}.key"))
+    return registration_context(lab.path("ca.pem"), lab.path("crl.pem"), lab.path(f"{serial}.pem"),
+                                lab.path(f"{serial}.key"))
 
 
 def stored(lab: Lab, serial: str) -> int:
