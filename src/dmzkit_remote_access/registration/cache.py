@@ -82,14 +82,11 @@ class Cache:
                              candidate=None if candidate is None else (protocol.epoch(candidate[0]),
                                                                        protocol.password(candidate[1]))),
                    servers=_servers(value["servers"]),
-                   cache_logins=tuple(protocol.timestamp(t) for t in value["cache_logins"]))
+                   cache_logins=protocol.reports(value["cache_logins"]))
 
 
-def _servers(value: object) -> tuple[protocol.Server, ...]:
-    """The last grant's servers; none before the first grant."""
-    if type(value) is not list or len(value) > protocol.MAX_SERVERS:
-        raise ValueError("not a list of servers")
-    return tuple(protocol.Server.from_json(server) for server in value)
+# The last grant's servers; none before the first grant.
+_servers = protocol.list_of(protocol.Server.from_json, 0, protocol.MAX_SERVERS)
 
 
 def _purpose(serial: str) -> bytes:

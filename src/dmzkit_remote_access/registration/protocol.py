@@ -83,7 +83,7 @@ def _address(value: Any) -> str:
     return value
 
 
-def _list(item: Callable[[Any], Any], low: int, high: int) -> Callable[[Any], tuple[Any, ...]]:
+def list_of(item: Callable[[Any], Any], low: int, high: int) -> Callable[[Any], tuple[Any, ...]]:
     def check(value: Any) -> tuple[Any, ...]:
         if type(value) is not list or not low <= len(value) <= high:
             raise Malformed(f"not a list of {low} to {high}")
@@ -166,7 +166,9 @@ class Server(Fields):
     CHECKS = {"host": host, "port": port, "site": site}
 
 
-servers = _list(Server.from_json, 1, MAX_SERVERS)
+servers = list_of(Server.from_json, 1, MAX_SERVERS)
+# The cache logins a reg reports.
+reports = list_of(timestamp, 0, MAX_REPORTED)
 
 
 class Message(Fields):
@@ -187,7 +189,7 @@ class Reg(Message):
     ip_hint: str | None = None
     TYPE = "reg"
     CHECKS = {"serial": serial, "nonce": nonce, "ts": timestamp, "epoch": epoch,
-              "cache_logins": _list(timestamp, 0, MAX_REPORTED), "ip_hint": _address}
+              "cache_logins": reports, "ip_hint": _address}
     OPTIONAL = frozenset({"ip_hint"})
 
 
@@ -268,10 +270,23 @@ def _no_float(text: str) -> Any:
     raise Malformed("a number with a fraction or an exponent")
 
 
+def _payload(message: Message) -> bytes:
+    """The message's one encoding."""
+    return _encode({"t": message.TYPE, "v": VERSION, **message.to_json()})
+
+
+def _length(header: bytes) -> int:
+    """A frame's length from its header, or Malformed."""
+    length = int.from_bytes(header, "big")
+    if not 0 < length <= MAX_FRAME:
+        raise Malformed(f"a frame of {length} bytes")
+    return length
+
+
 def encode(message: Message) -> bytes:
     """The message's frame: its length, then its one encoding."""
     message.check()
-    payload = _encode({"t": message.TYPE, "v": VERSION, **message.to_json()})
+    payload = _payload(message)
     return len(payload).to_bytes(HEADER, "big") + payload
 
 
@@ -296,7 +311,7 @@ def decode(payload: bytes, *expect: type[M]) -> M:
     if type(version) is not int or version != VERSION:
         raise Malformed("another version")
     message: M = kind.from_json(value)  # type: ignore[assignment]
-    if _encode({"t": kind.TYPE, "v": VERSION, **message.to_json()}) != payload:
+    if _payload(message) != payload:
         raise Malformed("not in its one encoding")
     return message
 
@@ -306,9 +321,7 @@ def split(data: bytes) -> tuple[bytes, bytes] | None:
     data does not hold the whole frame yet."""
     if len(data) < HEADER:
         return None
-    length = int.from_bytes(data[:HEADER], "big")
-    if not 0 < length <= MAX_FRAME:
-        raise Malformed(f"a frame of {length} bytes")
+    length = _length(data[:HEADER])
     if len(data) < HEADER + length:
         return None
     return data[HEADER:HEADER + length], data[HEADER + length:]
@@ -321,11 +334,7 @@ async def read(reader: asyncio.StreamReader, timeout: float, *expect: type[M]) -
     a malformed frame is read."""
     async with asyncio.timeout(timeout):
         try:
-            header = await reader.readexactly(HEADER)
-            length = int.from_bytes(header, "big")
-            if not 0 < length <= MAX_FRAME:
-                raise Malformed(f"a frame of {length} bytes")
-            payload = await reader.readexactly(length)
+            payload = await reader.readexactly(_length(await reader.readexactly(HEADER)))
         except asyncio.IncompleteReadError:
             raise Malformed("cut short") from None
         except (ConnectionError, ssl.SSLError) as e:
