@@ -25,7 +25,7 @@ import secrets
 import ssl
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -131,8 +131,8 @@ class Registrar:
         self.pool = pool
         self.redis = redis
         self.sealer = Sealer(seal_key)
-        self.handshaking = 0
-        self.handshaking_from: Counter[str] = Counter()
+        # TLS handshakes under way, by address.
+        self.handshaking: Counter[str] = Counter()
 
     def _purpose(self, device: Device, epoch: int) -> bytes:
         return f"dmzkit registration pending {device.id} {epoch}".encode()
@@ -148,17 +148,12 @@ class Registrar:
                 log.warning("the pending grant of device %s does not open; a new one is made", device.serial)
         return Rotation(row["committed"], row["issued"], pending)
 
-    async def _step(self, device: Device, take: str, epoch: int) -> Step:
-        """One step of the device's rotation (`take`: reg or ack), read and
-        written back in one transaction, with the account's password when
-        it commits one."""
+    async def _step(self, device: Device, move: Callable[[Rotation, float], Step]) -> Step:
+        """One step of the device's rotation (`move`: its reg or its ack, at
+        a time), read and written back in one transaction, with the
+        account's password when it commits one."""
         async with store(self.settings.frame_seconds), self.pool.acquire() as connection, connection.transaction():
-            rotation = self._rotation(device, await connection.fetchrow(ROTATION, device.id))
-            now = time.time()
-            if take == "reg":
-                step = rotation.reg(epoch, now, self.settings.commit_by, lambda: secrets.token_urlsafe(24))
-            else:
-                step = rotation.ack(epoch, now)
+            step = move(self._rotation(device, await connection.fetchrow(ROTATION, device.id)), time.time())
             pending = step.rotation.pending
             await connection.execute(
                 WRITE_ROTATION, device.id, step.rotation.committed, step.rotation.issued,
@@ -206,22 +201,20 @@ class Registrar:
         """One connection: the TLS handshake within its caps, then one
         registration, then its audit record."""
         seen = writer.get_extra_info("peername")[0]
-        if self.handshaking >= MAX_HANDSHAKES or self.handshaking_from[seen] >= MAX_HANDSHAKES_PER_SOURCE:
+        if self.handshaking.total() >= MAX_HANDSHAKES or self.handshaking[seen] >= MAX_HANDSHAKES_PER_SOURCE:
             # Closed before any TLS: a flood holds at most the caps' sockets.
             writer.transport.abort()
             return
-        self.handshaking += 1
-        self.handshaking_from[seen] += 1
+        self.handshaking[seen] += 1
         try:
             await writer.start_tls(self.tls, ssl_handshake_timeout=self.settings.frame_seconds)
         except (OSError, TimeoutError, ssl.SSLError):
             writer.transport.abort()
             return
         finally:
-            self.handshaking -= 1
-            self.handshaking_from[seen] -= 1
-            if not self.handshaking_from[seen]:
-                del self.handshaking_from[seen]
+            self.handshaking[seen] -= 1
+            if not self.handshaking[seen]:
+                del self.handshaking[seen]
         certificate = peer_certificate(writer.transport)
         record = Record(common_name(certificate) if certificate else None)
         try:
@@ -267,7 +260,8 @@ class Registrar:
             await self._send(writer, Err("suspended", 0))
             return record.fail("no business server")
         try:
-            step = await self._step(device, "reg", reg.epoch)
+            step = await self._step(device, lambda rotation, now: rotation.reg(
+                reg.epoch, now, self.settings.commit_by, lambda: secrets.token_urlsafe(24)))
         except Refused as e:
             await self._send(writer, Err("replay", 0))
             return record.fail("stale epoch", str(e))
@@ -284,7 +278,7 @@ class Registrar:
         if ack.snonce != snonce or ack.epoch != step.grant.epoch:
             return record.fail("ack of another grant")
         try:
-            await self._step(device, "ack", ack.epoch)
+            await self._step(device, lambda rotation, now: rotation.ack(ack.epoch, now))
         except Refused as e:
             await self._send(writer, Err("replay", 0))
             return record.fail("late ack", str(e))
