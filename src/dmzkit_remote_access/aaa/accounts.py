@@ -71,6 +71,7 @@ TRIGGERS = frozenset({
     ("memberships", "aaa_accounts_changed"), ("memberships", "aaa_accounts_truncated"),
     ("groups", "aaa_accounts_changed"), ("groups", "aaa_accounts_updated"), ("groups", "aaa_accounts_truncated"),
 })
+TRIGGER_NAMES = sorted({name for _, name in TRIGGERS})
 ENABLED_TRIGGERS = """
     SELECT c.relname, t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
     WHERE c.relnamespace = 'dmzkit'::regnamespace AND t.tgenabled = 'A' AND t.tgname::text = ANY($1::text[])
@@ -167,7 +168,7 @@ class Listener:
                 deadline, checked = loop.time() + self.renew_every, int(time.time())
                 # Not wait_for: Python 3.11's loses a stop that comes as the query ends.
                 async with asyncio.timeout(self.settings.timeout):
-                    rows = await connection.fetch(ENABLED_TRIGGERS, sorted({name for _, name in TRIGGERS}))
+                    rows = await connection.fetch(ENABLED_TRIGGERS, TRIGGER_NAMES)
                 enabled = {(table, name) for table, name in rows}
                 if TRIGGERS - enabled:
                     raise Unannounced(f"triggers missing or not enabled ALWAYS: {sorted(TRIGGERS - enabled)}")
