@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -113,9 +114,10 @@ def test_no_server_is_a_failure() -> None:
 # over a primary that refuses or never answers.
 
 def keeper(lab: Lab, tmp_path: Path, serial: str = SERIALS[1]) -> Keeper:
+    """The device's keeper, its cache as of the epoch the server has committed."""
     key_pem = Path(lab.path(f"{serial}.key")).read_bytes()
-    return Keeper(Cache(serial=serial, account=None, kept=Kept(), servers=()), str(tmp_path / "cache"),
-                  cache_key(key_pem))
+    return Keeper(Cache(serial=serial, account=None, kept=Kept(current=(stored(lab, serial), None)), servers=()),
+                  str(tmp_path / "cache"), cache_key(key_pem))
 
 
 def endpoint_tls(lab: Lab, serial: str = SERIALS[1]) -> ssl.SSLContext:
@@ -130,8 +132,6 @@ def stored(lab: Lab, serial: str) -> int:
 
 def test_an_attempt_registers_and_keeps_the_committed_password_in_its_cache(lab: Lab, tmp_path: Path) -> None:
     kept = keeper(lab, tmp_path)
-    # The device's cache says what it last stored: the server's committed epoch here.
-    kept.cache = Cache(serial=SERIALS[1], account=None, kept=Kept(current=(stored(lab, SERIALS[1]), None)), servers=())
 
     async def body(port: int) -> Grant:
         return await attempt(Endpoint("localhost", port), endpoint_tls(lab), kept, asyncio.Event())
@@ -146,7 +146,6 @@ def test_an_attempt_registers_and_keeps_the_committed_password_in_its_cache(lab:
 def test_the_backup_registers_when_the_primary_refuses_or_never_answers(lab: Lab, tmp_path: Path,
                                                                         primary: str) -> None:
     kept = keeper(lab, tmp_path)
-    kept.cache = Cache(serial=SERIALS[1], account=None, kept=Kept(current=(stored(lab, SERIALS[1]), None)), servers=())
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
     if primary == "never answers":
@@ -191,8 +190,7 @@ def test_a_grant_the_cache_cannot_keep_is_not_acknowledged(lab: Lab, tmp_path: P
     it): the grant is not kept, no ack goes, the account keeps its password."""
     kept = keeper(lab, tmp_path)
     committed = stored(lab, SERIALS[1])
-    save(kept.path, Cache(serial=SERIALS[1], account=None, kept=Kept(current=(10**6, "n" * 32)), servers=()), kept.key)
-    kept.cache = Cache(serial=SERIALS[1], account=None, kept=Kept(current=(committed, None)), servers=())
+    save(kept.path, replace(kept.cache, kept=Kept(current=(10**6, "n" * 32))), kept.key)
 
     async def body(port: int) -> None:
         with pytest.raises(RegistrationFailed, match="cannot keep"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from dataclasses import replace
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -30,6 +31,11 @@ CACHE = Cache(serial=SERIAL, account="dev-0001", kept=Kept(current=(4, "c" * 32)
               servers=(Server("biz1.lab.dmzkit.test", 443, "hq"),), cache_logins=(1_796_000_000_000,))
 
 
+def keeping(kept: Kept) -> Cache:
+    """The test cache with other passwords, and no cache logins."""
+    return replace(CACHE, kept=kept, cache_logins=())
+
+
 @pytest.fixture
 def path(tmp_path: Path) -> str:
     return str(tmp_path / "cache")
@@ -53,7 +59,7 @@ def test_a_cache_before_the_first_grant_and_before_the_first_commit_reads_back(p
     empty = Cache(serial=SERIAL, account=None, kept=Kept(), servers=())
     save(path, empty, KEY)
     assert load(path, SERIAL, KEY) == empty
-    first = Cache(serial=SERIAL, account="dev-0001", kept=Kept(candidate=(1, "f" * 32)), servers=CACHE.servers)
+    first = keeping(Kept(candidate=(1, "f" * 32)))
     save(path, first, KEY)
     assert load(path, SERIAL, KEY) == first
 
@@ -91,11 +97,11 @@ def test_no_cache_is_an_error(path: str) -> None:
 
 def test_an_older_cache_is_not_written_over_a_newer_one(path: str) -> None:
     save(path, CACHE, KEY)
-    older = Cache(serial=SERIAL, account="dev-0001", kept=Kept(current=(4, "c" * 32)), servers=CACHE.servers)
+    older = keeping(Kept(current=(4, "c" * 32)))
     with pytest.raises(CacheError):
         save(path, older, KEY)
     assert load(path, SERIAL, KEY) == CACHE
-    newer = Cache(serial=SERIAL, account="dev-0001", kept=Kept(current=(5, "n" * 32)), servers=CACHE.servers)
+    newer = keeping(Kept(current=(5, "n" * 32)))
     save(path, newer, KEY)
     assert load(path, SERIAL, KEY) == newer
 
@@ -107,8 +113,7 @@ def test_a_garbled_cache_is_replaced(path: str) -> None:
 
 
 def test_only_the_last_cache_logins_are_kept(path: str) -> None:
-    many = Cache(serial=SERIAL, account="dev-0001", kept=CACHE.kept, servers=CACHE.servers,
-                 cache_logins=tuple(range(40)))
+    many = replace(CACHE, cache_logins=tuple(range(40)))
     save(path, many, KEY)
     assert load(path, SERIAL, KEY).cache_logins == tuple(range(24, 40))
 
@@ -119,7 +124,7 @@ def test_a_failed_write_leaves_the_old_cache_and_no_temporary(path: str, monkeyp
     def full_disk(fd: int) -> None:
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(os, "fsync", full_disk)
-    newer = Cache(serial=SERIAL, account="dev-0001", kept=Kept(current=(5, "n" * 32)), servers=CACHE.servers)
+    newer = keeping(Kept(current=(5, "n" * 32)))
     with pytest.raises(OSError):
         save(path, newer, KEY)
     monkeypatch.undo()
@@ -150,8 +155,7 @@ def test_a_cache_path_that_is_not_a_file_is_refused_at_once(path: str, kind: str
 
 
 def test_saves_at_once_never_leave_the_older(path: str) -> None:
-    caches = [Cache(serial=SERIAL, account="dev-0001", kept=Kept(current=(e, "c" * 32)), servers=CACHE.servers)
-              for e in range(1, 41)]
+    caches = [keeping(Kept(current=(e, "c" * 32))) for e in range(1, 41)]
     with ThreadPoolExecutor(8) as pool:
         for outcome in pool.map(lambda c: _try_save(path, c), reversed(caches)):
             assert outcome in ("saved", "older")
