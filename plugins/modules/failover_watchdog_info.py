@@ -9,7 +9,8 @@ module: failover_watchdog_info
 short_description: State, last transitions and metrics of a failover watchdog
 version_added: 0.1.0
 description:
-  - Reads the state file the watchdog rewrites on every transition and its
+  - Reads the state file the watchdog rewrites on every transition and when
+    the health agent's state changes (a second late at most), and its
     Prometheus endpoint on the host's loopback. Changes nothing.
 author: dmzkit maintainers (@dmzkit)
 options:

@@ -44,6 +44,10 @@ CONFIRM_PROBES = 3
 WITNESS_PERIOD = 0.5
 # GARP schedule after a takeover: at once, then +0.5, +1 and +2 s (failover.md §8.5).
 ANNOUNCE_AT = (0.0, 0.5, 1.0, 2.0)
+# Between transitions, state.json follows the health agent's state at most
+# this often: its readers see it as it is, and a flapping agent costs the
+# loop one small write a second at most.
+HEALTH_WRITE_PERIOD = 1.0
 
 
 @dataclass
@@ -115,6 +119,8 @@ class Watchdog:
         self.acting = False  # actions of a step are running: bounded by their timeouts
         self.ticked = time.monotonic()
         self.history: list[dict[str, object]] = []
+        self.state_written_at = -math.inf
+        self.health_written: tuple[str, str] | None = None  # the health agent's (state, reason) in state.json
         # When unknown MACs were last alarmed about, by the address they spoke for.
         self.alarmed_at: dict[str, float] = {}
 
@@ -443,23 +449,35 @@ class Watchdog:
     def write_state(self, stopped: tuple[str, str] | None = None) -> None:
         """state.json; `stopped` is the (state, reason) the stop path leaves
         behind, which no machine state says."""
-        m, health = self.machine, self.probes.health
+        m, health, now = self.machine, self.probes.health, time.monotonic()
+        if health is not None:
+            self.health_written = (health.state(now), health.reason)
+        self.state_written_at = now
         state = {
             "state": stopped[0] if stopped else m.state.value,
             "reason": stopped[1] if stopped else m.reason,
             "profile": self.settings.profile_name,
-            "damped": m.damped(time.monotonic()),
+            "damped": m.damped(now),
             "takeovers_in_window": len(m.takeovers),
             "conflicts": m.conflicts,
             "forged_claims": self.probes.forged,
             "defences": m.defences,
             "scheduler_stalls": self.probes.vip.stalls,
-            # The primary's VPN health agent when this was written.
-            "health": None if health is None else {"state": health.state(time.monotonic()), "reason": health.reason,
+            # The primary's VPN health agent, a second old at most (note_health).
+            "health": None if health is None else {"state": health.state(now), "reason": health.reason,
                                                    "largest_gap": round(health.largest_gap, 3)},
             "transitions": self.history,
         }
         write_atomically(os.path.join(self.settings.state_dir, "state.json"), json.dumps(state, indent=1).encode())
+
+    def note_health(self, now: float) -> None:
+        """Write state.json again when the health agent's state or reason
+        changed since it was written (at most every HEALTH_WRITE_PERIOD)."""
+        health = self.probes.health
+        if health is None or now - self.state_written_at < HEALTH_WRITE_PERIOD:
+            return
+        if (health.state(now), health.reason) != self.health_written:
+            self.write_state()
 
     def leave(self) -> None:
         """The stop path (SIGTERM, or a task beside the loop that failed):
@@ -563,6 +581,7 @@ class Watchdog:
                 await self.follow(self.machine.step(self.observe(now)))
                 now = time.monotonic()
                 self.send_probes(now, due, tick)
+                self.note_health(now)
                 verdict = self.verdict_at()
                 if verdict is not None and verdict < due + interval:
                     # The rule's verdict falls before the next tick (the probe

@@ -105,3 +105,18 @@ def test_a_connection_silent_for_long_is_made_again(segment: Segment, primary: P
         before = metric(seg, 'dmzkit_failover_health_reports_total{verdict="up"}')
         seg.wait(lambda: metric(seg, 'dmzkit_failover_health_reports_total{verdict="up"}') > before + 5, 5)
         assert seg.state()["state"] == "standby"  # no fence configured: silence alone moves nothing
+
+
+def test_the_state_file_says_what_the_agent_says_now(segment: Segment, primary: Primary, tmp_path: Path) -> None:
+    """state.json (read by `ctl`, the info module and the lab's drills)
+    follows the agent between transitions: heard, then gone."""
+    seg, files = segment, primary.files
+
+    def health() -> object:
+        return (seg.state().get("health") or {}).get("state")
+
+    with running_watchdog(seg, tmp_path, health=files.watchdog_settings()):
+        assert health() == "none"
+        with running_agent(seg, files.agent_config(tmp_path, [f"{MGMT}:8443"])):
+            seg.wait(lambda: health() == "up", 5)
+        seg.wait(lambda: health() == "none", 5)

@@ -33,13 +33,26 @@ WATCHDOG = "/opt/dmzkit/venv/bin/dmzkit-failover-watchdog"
 CONFIG_DIR = "/etc/dmzkit-failover-watchdog"
 
 
-def wait_for(what: str, condition: Callable[[], bool], timeout: float) -> float:
+JOURNAL_LINES = 15  # of each of the watchdog's and the health agent's, when a drill fails
+
+
+def wait_for(lab, what: str, condition: Callable[[], bool], timeout: float) -> float:
+    """Poll until `condition`; a failure shows what the watchdog and the
+    health agent said last."""
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         if condition():
             return time.monotonic() - start
         time.sleep(0.1)
-    pytest.fail(f"{what}: not within {timeout} s")
+    pytest.fail(f"{what}: not within {timeout} s\n{journals(lab)}")
+
+
+def journals(lab) -> str:
+    said = []
+    for host, unit in ((BACKUP, "dmzkit-failover-watchdog"), (GATEWAY, "dmzkit-vpn-health")):
+        lines = lab[host].host.run(f"journalctl -u {unit} -o short-monotonic --no-pager -n {JOURNAL_LINES}").stdout.strip().splitlines()
+        said.append(f"{host} {unit}:\n" + "\n".join(lines))
+    return "\n".join(said)
 
 
 def mac(lab, host: str, ifname: str) -> str:
@@ -81,8 +94,9 @@ def healthy_gateway(lab, wire):
         if watchdog(lab)["state"] == "active":  # a damped takeover waits for the operator
             ctl(lab, "reset")
             ctl(lab, "handback")
-        wait_for("the gateway holds the VIP", lambda: holds_vip(lab, GATEWAY), 60)
-        wait_for("the watchdog stands by", lambda: watchdog(lab)["state"] == "standby", 30)
+        wait_for(lab, "the gateway holds the VIP", lambda: holds_vip(lab, GATEWAY), 60)
+        wait_for(lab, "the watchdog stands by", lambda: watchdog(lab)["state"] == "standby", 30)
+        wait_for(lab, "the health agent reports the VPN up", lambda: watchdog(lab)["health"]["state"] == "up", 15)
         ctl(lab, "reset")
 
     restore()
@@ -183,7 +197,7 @@ def test_power_loss_the_backup_takes_over_and_the_user_gets_the_desktops(lab, wi
     backup_mac = mac(lab, BACKUP, STANDBY)
     cut = time.monotonic()
     switch(GATEWAY, "eth0", "down")
-    wait_for("the backup answers for the VIP", lambda: wire.first_answer_from(backup_mac, cut) is not None, 10)
+    wait_for(lab, "the backup answers for the VIP", lambda: wire.first_answer_from(backup_mac, cut) is not None, 10)
     assert watchdog(lab)["state"] == "active"
     assert wire.duplicate_time(cut) == 0
     page = portal(lab, "alice")
@@ -211,12 +225,12 @@ def test_power_loss_the_backup_takes_over_and_the_user_gets_the_desktops(lab, wi
 
 def test_the_returning_gateway_waits_for_the_handback(lab, wire, healthy_gateway):
     switch(GATEWAY, "eth0", "down")
-    wait_for("takeover", lambda: holds_vip(lab, BACKUP), 10)
+    wait_for(lab, "takeover", lambda: holds_vip(lab, BACKUP), 10)
     back = time.monotonic()
     switch(GATEWAY, "eth0", "up")
     time.sleep(2)
     assert holds_vip(lab, BACKUP) and not holds_vip(lab, GATEWAY), "the guard must wait for the handback"
-    wait_for("handback", lambda: holds_vip(lab, GATEWAY), 60)
+    wait_for(lab, "handback", lambda: holds_vip(lab, GATEWAY), 60)
     assert wire.duplicate_time(back) == 0
     reasons = [t["to"] for t in watchdog(lab)["transitions"]]
     assert "handback" in reasons[-4:] and "yield" not in reasons[-4:]
@@ -224,7 +238,7 @@ def test_the_returning_gateway_waits_for_the_handback(lab, wire, healthy_gateway
 
 def test_a_hung_gateway_is_fenced_then_taken_over(lab, wire, healthy_gateway):
     subprocess.run(["podman", "pause", GATEWAY], check=True, capture_output=True)
-    wait_for("takeover of a hung gateway", lambda: holds_vip(lab, BACKUP), 30)
+    wait_for(lab, "takeover of a hung gateway", lambda: holds_vip(lab, BACKUP), 30)
     reasons = [t["to"] for t in watchdog(lab)["transitions"]]
     assert "fencing" in reasons, reasons
     # Fenced: the gateway's port is down, so its (frozen) kernel answers nobody.
@@ -232,16 +246,16 @@ def test_a_hung_gateway_is_fenced_then_taken_over(lab, wire, healthy_gateway):
     # Thawed behind its fenced port, the gateway lets go of the VIP and waits
     # for the handback, which unfences it first.
     subprocess.run(["podman", "unpause", GATEWAY], check=True, capture_output=True)
-    wait_for("the thawed gateway lets go", lambda: not holds_vip(lab, GATEWAY), 5)
+    wait_for(lab, "the thawed gateway lets go", lambda: not holds_vip(lab, GATEWAY), 5)
     back = time.monotonic()
     ctl(lab, "handback")
-    wait_for("handback", lambda: holds_vip(lab, GATEWAY), 10)
+    wait_for(lab, "handback", lambda: holds_vip(lab, GATEWAY), 10)
     assert wire.duplicate_time(back) == 0
 
 
 def test_a_dead_vpn_on_a_live_host_is_fenced_then_taken_over(lab, wire, healthy_gateway):
     lab[GATEWAY].host.run_test("systemctl stop ocserv")
-    wait_for("takeover after the VPN died", lambda: holds_vip(lab, BACKUP), 30)
+    wait_for(lab, "takeover after the VPN died", lambda: holds_vip(lab, BACKUP), 30)
     transitions = watchdog(lab)["transitions"]
     assert any(t["to"] == "fencing" for t in transitions)
     assert lab[GATEWAY].host.run("ip -j link show dev eth0").stdout.count("NO-CARRIER") == 1
@@ -262,7 +276,7 @@ def test_a_stopped_vpn_process_is_fenced_then_taken_over(lab, wire, healthy_gate
     # A hung ocserv: its main process stopped, its listeners still open.
     since = time.time()
     lab[GATEWAY].host.run_test("systemctl kill -s STOP --kill-whom=main ocserv")
-    wait_for("takeover after the VPN hung", lambda: holds_vip(lab, BACKUP), 30)
+    wait_for(lab, "takeover after the VPN hung", lambda: holds_vip(lab, BACKUP), 30)
     assert "fencing" in transitions_since(lab, since), watchdog(lab)
     said = lab[BACKUP].host.run_test(f"journalctl -u dmzkit-failover-watchdog --since @{int(since)} -o cat").stdout
     assert "of ocserv.service is stopped" in said, said[-1000:]
@@ -277,7 +291,7 @@ def test_restarting_the_vpn_fences_nobody(lab, wire, healthy_gateway):
         time.sleep(2)
     time.sleep(3)  # beyond two reports and silent_after
     assert "fencing" not in transitions_since(lab, since), watchdog(lab)
-    assert holds_vip(lab, GATEWAY) and watchdog(lab)["health"]["state"] == "up"
+    assert holds_vip(lab, GATEWAY) and watchdog(lab)["health"]["state"] == "up", journals(lab)
 
 
 def test_only_the_watchdog_on_the_backup_reaches_the_health_agent(lab):
@@ -299,7 +313,7 @@ def test_a_dead_or_stalled_health_agent_fences_nobody(lab, wire, healthy_gateway
     time.sleep(4)  # silent_after is 2 s; systemd starts the agent again after 1 s
     assert "fencing" not in transitions_since(lab, since), watchdog(lab)
     assert holds_vip(lab, GATEWAY)
-    wait_for("the agent reports again", lambda: watchdog(lab)["health"]["state"] == "up", 10)
+    wait_for(lab, "the agent reports again", lambda: watchdog(lab)["health"]["state"] == "up", 10)
 
 
 def test_a_handshake_flood_on_the_vip_fences_nobody(lab, wire, healthy_gateway):
@@ -315,12 +329,12 @@ def test_a_handshake_flood_on_the_vip_fences_nobody(lab, wire, healthy_gateway):
 def test_a_gateway_that_claims_the_vip_makes_the_backup_yield(lab, wire, healthy_gateway):
     gw = lab[GATEWAY].host
     switch(GATEWAY, "eth0", "down")
-    wait_for("takeover", lambda: holds_vip(lab, BACKUP), 10)
+    wait_for(lab, "takeover", lambda: holds_vip(lab, BACKUP), 10)
     gw.run_test("systemctl stop dmzkit-gateway-vip")  # an unguarded gateway
     switch(GATEWAY, "eth0", "up")
     claimed = time.monotonic()
     gw.run_test(f"ip address add {VIP}/24 dev eth0")
-    wait_for("the backup yields", lambda: not holds_vip(lab, BACKUP), 5)
+    wait_for(lab, "the backup yields", lambda: not holds_vip(lab, BACKUP), 5)
     assert [t["to"] for t in watchdog(lab)["transitions"]][-2:] == ["yield", "standby"]
     gw.run_test(f"ip address del {VIP}/24 dev eth0")
     # Two MACs answered for at most the moment it took the backup to see the claim.
@@ -333,11 +347,11 @@ def test_a_flapping_gateway_is_damped(lab, wire, healthy_gateway):
     # until an operator resets it, however healthy the gateway looks.
     for _ in range(2):
         switch(GATEWAY, "eth0", "down")
-        wait_for("takeover", lambda: holds_vip(lab, BACKUP), 10)
+        wait_for(lab, "takeover", lambda: holds_vip(lab, BACKUP), 10)
         switch(GATEWAY, "eth0", "up")
-        wait_for("handback", lambda: holds_vip(lab, GATEWAY), 60)
+        wait_for(lab, "handback", lambda: holds_vip(lab, GATEWAY), 60)
     switch(GATEWAY, "eth0", "down")
-    wait_for("third takeover", lambda: holds_vip(lab, BACKUP), 10)
+    wait_for(lab, "third takeover", lambda: holds_vip(lab, BACKUP), 10)
     back = time.monotonic()
     switch(GATEWAY, "eth0", "up")
     time.sleep(15)  # beyond the hold-down (10 s) and the minimum dwell (10 s)
@@ -349,7 +363,7 @@ def test_a_flapping_gateway_is_damped(lab, wire, healthy_gateway):
 
 def test_an_isolated_backup_never_takes_over(lab, wire, healthy_gateway):
     switch(BACKUP, STANDBY, "isolate")  # link up, but the switch forwards nothing
-    wait_for("fault", lambda: watchdog(lab)["state"] == "fault", 10)
+    wait_for(lab, "fault", lambda: watchdog(lab)["state"] == "fault", 10)
     switch(GATEWAY, "eth0", "down")
     time.sleep(3)
     assert not holds_vip(lab, BACKUP)
