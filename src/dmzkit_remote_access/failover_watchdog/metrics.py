@@ -8,25 +8,17 @@ holds up the loop.
 """
 from __future__ import annotations
 
-import socket
-import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .. import metrics_http
+
 RTT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
 PREFIX = "dmzkit_failover"
-PATH = "/metrics"
-# A scrape is one small request: more at once, or one that does not come
-# within SCRAPE_TIMEOUT seconds, is dropped, so idle connections cannot use
-# up the threads and file descriptors the takeover needs.
-MAX_SCRAPES = 4
-SCRAPE_TIMEOUT = 2.0
 
 
 class Metrics:
@@ -87,51 +79,6 @@ class _Current(Collector):
         yield CounterMetricFamily(f"{PREFIX}_scheduler_stall", "Ticks the loop woke up late for", value=m.stalls())
 
 
-class _Quiet(WSGIRequestHandler):
-    timeout = SCRAPE_TIMEOUT
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
-        """Scrapes are not worth a journal line each."""
-
-
-class _Bounded(ThreadingWSGIServer):
-    """At most MAX_SCRAPES connections served at once; one more is closed at once."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.slots = threading.BoundedSemaphore(MAX_SCRAPES)
-        super().__init__(*args, **kwargs)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self.slots.acquire(blocking=False):
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self.slots.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self.slots.release()
-
-
 def serve(metrics: Metrics, host: str, port: int) -> ThreadingWSGIServer:
-    """Answer GET /metrics on host:port from a daemon thread; the caller
-    stops it with shutdown() and server_close()."""
-    app = make_wsgi_app(metrics.registry)
-
-    def metrics_only(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if environ.get("PATH_INFO") != PATH:
-            start_response("404 Not Found", [("Content-Type", "text/plain")])
-            return [b"not found\n"]
-        return app(environ, start_response)
-
-    address = host.strip("[]")
-    server_class = type("MetricsServer", (_Bounded,),
-                        {"address_family": socket.AF_INET6 if ":" in address else socket.AF_INET})
-    server = make_server(address, port, metrics_only, server_class=server_class, handler_class=_Quiet)
-    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
-    return server
+    """The watchdog's metrics on host:port (metrics_http.serve)."""
+    return metrics_http.serve(metrics.registry, host, port)

@@ -34,12 +34,14 @@ import asyncpg
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from .. import metrics_http
 from ..config import ConfigError, read_secret
 from ..daemon import Notifier, service_main
 from ..sealing import Sealer, load_key
 from ..tls import client_context, common_name, peer_certificate, server_context, spki_sha256
 from ..userdb import device_hash
 from . import protocol
+from .metrics import Metrics
 from .protocol import Ack, Done, Err, Grant, Malformed, Reg, Server
 from .rotation import Pending, Refused, Rotation, Step
 from .settings import Settings
@@ -83,6 +85,8 @@ AUDIT = ("INSERT INTO audit_log (subject, event, outcome, source, detail) "
 # holds a bounded number of sockets (the unit's LimitNOFILE is above).
 MAX_HANDSHAKES = 256
 MAX_HANDSHAKES_PER_SOURCE = 8
+# A device's registrations are counted in a window that opens with the first.
+RATE_WINDOW = 60
 
 
 class StoreFailed(Exception):
@@ -125,8 +129,9 @@ class Device:
 
 class Registrar:
     def __init__(self, settings: Settings, tls: ssl.SSLContext, pool: asyncpg.Pool, redis: Redis,
-                 seal_key: bytes) -> None:
+                 seal_key: bytes, metrics: Metrics | None = None) -> None:
         self.settings = settings
+        self.metrics = metrics or Metrics()
         self.tls = tls
         self.pool = pool
         self.redis = redis
@@ -184,6 +189,16 @@ class Registrar:
                           row["host"], row["port"], row["site"], e)
         return tuple(servers[:protocol.MAX_SERVERS])
 
+    async def _rate(self, serial: str) -> int:
+        """0 when the device may register now, else the seconds until it
+        may: at most rate_per_minute registrations in the minute that
+        began with the first of them."""
+        key = f"dmzkit:registration:rate:{serial}"
+        async with store(self.settings.frame_seconds):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                count, _, ttl = await pipe.incr(key).expire(key, RATE_WINDOW, nx=True).ttl(key).execute()
+        return 0 if count <= self.settings.rate_per_minute else max(1, ttl)
+
     async def _fresh(self, reg: Reg) -> str | None:
         """Why a reg is not fresh (clock, replay), or None."""
         skew = self.settings.skew_seconds
@@ -201,20 +216,27 @@ class Registrar:
         """One connection: the TLS handshake within its caps, then one
         registration, then its audit record."""
         seen = writer.get_extra_info("peername")[0]
-        if self.handshaking.total() >= MAX_HANDSHAKES or self.handshaking[seen] >= MAX_HANDSHAKES_PER_SOURCE:
+        over = ("total" if self.handshaking.total() >= MAX_HANDSHAKES
+                else "per_source" if self.handshaking[seen] >= MAX_HANDSHAKES_PER_SOURCE else None)
+        if over is not None:
             # Closed before any TLS: a flood holds at most the caps' sockets.
+            self.metrics.refused.labels(over).inc()
             writer.transport.abort()
             return
         self.handshaking[seen] += 1
+        self.metrics.handshaking.inc()
         try:
             await writer.start_tls(self.tls, ssl_handshake_timeout=self.settings.frame_seconds)
         except (OSError, TimeoutError, ssl.SSLError):
+            self.metrics.handshake_failures.inc()
             writer.transport.abort()
             return
         finally:
+            self.metrics.handshaking.dec()
             self.handshaking[seen] -= 1
             if not self.handshaking[seen]:
                 del self.handshaking[seen]
+        started = time.monotonic()
         certificate = peer_certificate(writer.transport)
         record = Record(common_name(certificate) if certificate else None)
         try:
@@ -233,6 +255,8 @@ class Registrar:
         finally:
             writer.close()
         await self._audit(record, seen)
+        self.metrics.connections.labels(record.outcome, record.detail.get("reason", "")).inc()
+        self.metrics.seconds.observe(time.monotonic() - started)
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, certificate,
                        seen: str, record: Record) -> None:
@@ -251,6 +275,10 @@ class Registrar:
             return record.fail("unknown device")
         if reg.serial != device.serial:
             return record.fail("another serial")
+        wait = await self._rate(device.serial)
+        if wait:
+            await self._send(writer, Err("rate", wait))
+            return record.fail("rate")
         stale = await self._fresh(reg)
         if stale is not None:
             await self._send(writer, Err(stale, 0))
@@ -297,6 +325,7 @@ class Registrar:
                 await self.pool.execute(AUDIT, record.subject, record.outcome, seen,
                                         json.dumps(record.detail, sort_keys=True))
         except (asyncpg.PostgresError, OSError, TimeoutError) as e:
+            self.metrics.audit_failures.inc()
             log.error("audit record of a registration by %s not written: %s", record.subject, e)
 
 
@@ -327,14 +356,19 @@ class Service:
                                          command_timeout=s.frame_seconds,
                                          server_settings={"application_name": "dmzkit-registration"})
         redis = Redis(unix_socket_path=s.store_socket, username=s.store_user, password=self.store_password)
-        registrar = Registrar(s, self.tls, pool, redis, self.seal_key)
+        metrics = Metrics()
+        registrar = Registrar(s, self.tls, pool, redis, self.seal_key, metrics)
         host, _, port = s.listen.rpartition(":")
         server = await asyncio.start_server(registrar.handle, host.strip("[]"), int(port))
+        metrics_host, _, metrics_port = s.metrics_listen.rpartition(":")
+        scrapes = metrics_http.serve(metrics.registry, metrics_host, int(metrics_port))
         Notifier().notify(ready=1, status=f"registering on {s.listen}")
         try:
             async with server:
                 await server.serve_forever()
         finally:
+            scrapes.shutdown()
+            scrapes.server_close()
             await redis.close()
             await pool.close()
 

@@ -31,21 +31,29 @@ class Settings(FileSettings):
     db_user: str
     db_passfile: str
     db_port: int = 5432
+    # Where Prometheus scrapes the service's metrics (GET /metrics).
+    metrics_listen: str = "127.0.0.1:9479"
     # Seconds a grant waits for its ack before its password is dropped.
     commit_by: int = 60
     # How far a device's clock may be from ours, and so how long a nonce is
     # kept: twice that, so a reg is either too old or its nonce is known.
     skew_seconds: int = 120
+    # Registrations one device may make in a minute; beyond, `err rate`
+    # says when it may again (a device registers when it starts).
+    rate_per_minute: int = 12
     # Deadlines: one frame, and a whole registration.
     frame_seconds: float = 5.0
     session_seconds: float = 10.0
 
     def check(self) -> None:
         check_listen(self, "listen")
+        check_listen(self, "metrics_listen")
         if not 1 <= self.commit_by <= 3600:
             raise ConfigError(f"commit_by must be 1-3600 s, got {self.commit_by}")
         if not 1 <= self.skew_seconds <= 3600:
             raise ConfigError(f"skew_seconds must be 1-3600 s, got {self.skew_seconds}")
+        if not 1 <= self.rate_per_minute <= 100_000:
+            raise ConfigError(f"rate_per_minute must be 1-100000, got {self.rate_per_minute}")
         if not 0 < self.frame_seconds <= self.session_seconds <= 60:
             raise ConfigError("frame_seconds and session_seconds must be positive, the first no more than the"
                               " second, the second at most 60")

@@ -82,7 +82,7 @@ def test_idle_connections_cannot_pile_up(metrics: tuple[Metrics, int]) -> None:
     SCRAPE_TIMEOUT and at most MAX_SCRAPES are served at once, so they cannot
     exhaust the watchdog's threads and file descriptors; a scrape works again
     once they are gone."""
-    from dmzkit_remote_access.failover_watchdog import metrics as module
+    from dmzkit_remote_access import metrics_http as module
 
     _, port = metrics
     idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(3 * module.MAX_SCRAPES)]

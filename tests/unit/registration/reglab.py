@@ -1,12 +1,15 @@
 """The registration service's test lab (the `lab` fixture, conftest.py): a PKI (a device CA, a server, two
 enrolled devices, a stranger with the first's serial, another CA's device),
 the user database with sites, business servers and the devices' logins,
-Redis, and the service itself on a free loopback port."""
+Redis, the service itself on a free loopback port, and a device's side of one
+exchange with it."""
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 import secrets
+import ssl
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -19,9 +22,12 @@ from cryptography.x509.oid import NameOID
 from redis.asyncio import Redis
 
 import local_servers
-from local_servers import as_postgres
+from local_servers import as_postgres, superuser_rows
 from testpki import NOW, make_ca, make_crl, make_leaf, pem, write_key
 
+from dmzkit_remote_access.registration import protocol
+from dmzkit_remote_access.registration.metrics import Metrics
+from dmzkit_remote_access.registration.protocol import Ack, Done, Err, Grant, Malformed, Reg
 from dmzkit_remote_access.registration.server import Registrar, context
 from dmzkit_remote_access.registration.settings import Settings
 from dmzkit_remote_access.tls import spki_sha256
@@ -106,19 +112,19 @@ def built(userdb: dict[str, str], where: Path) -> Iterator[Lab]:
             "seal_key_file": str(where / "seal.key"), "store_socket": str(redis_socket), "store_user": "default",
             "store_password_file": str(where / "seal.key"), "db_host": userdb["host"], "db_name": "dmzkit",
             "db_user": "registration_server_unit", "db_passfile": "/dev/null", "commit_by": 60,
-            "frame_seconds": 1.0, "session_seconds": 3.0,
+            "frame_seconds": 1.0, "session_seconds": 3.0, "rate_per_minute": 100_000,
         })
         yield Lab(where, userdb, redis_socket, settings)
 
 
 @asynccontextmanager
-async def serving(lab: Lab) -> AsyncIterator[int]:
-    """The service on a free loopback port."""
+async def serving(lab: Lab, settings: Settings | None = None, metrics: Metrics | None = None) -> AsyncIterator[int]:
+    """The service on a free loopback port (with the lab's settings, or these)."""
     pool = await asyncpg.create_pool(host=lab.userdb["host"], database="dmzkit", user="registration_server_unit",
                                      min_size=1, max_size=4)
     redis = Redis(unix_socket_path=str(lab.redis_socket))
-    registrar = Registrar(lab.settings, context(lab.settings), pool, redis,
-                          bytes.fromhex((lab.where / "seal.key").read_text()))
+    registrar = Registrar(settings or lab.settings, context(lab.settings), pool, redis,
+                          bytes.fromhex((lab.where / "seal.key").read_text()), metrics)
     server = await asyncio.start_server(registrar.handle, "127.0.0.1", 0)
     try:
         yield server.sockets[0].getsockname()[1]
@@ -129,9 +135,53 @@ async def serving(lab: Lab) -> AsyncIterator[int]:
         await pool.close()
 
 
-def run(lab: Lab, body):
+def run(lab: Lab, body, settings: Settings | None = None, metrics: Metrics | None = None):
     """body(port) with the service serving on that port."""
     async def main():
-        async with serving(lab) as port:
+        async with serving(lab, settings, metrics) as port:
             return await body(port)
     return asyncio.run(main())
+
+
+def client_tls(lab: Lab, name: str, minimum: ssl.TLSVersion = ssl.TLSVersion.TLSv1_3,
+               maximum: ssl.TLSVersion = ssl.TLSVersion.MAXIMUM_SUPPORTED) -> ssl.SSLContext:
+    tls = ssl.create_default_context(cafile=lab.path("ca.pem"))
+    tls.minimum_version, tls.maximum_version = minimum, maximum
+    tls.load_cert_chain(lab.path(f"{name}.pem"), lab.path(f"{name}.key"))
+    tls.set_alpn_protocols([protocol.ALPN])
+    return tls
+
+
+def reg(serial: str = SERIALS[0], epoch: int = 0, **changes) -> Reg:
+    fields = {"serial": serial, "nonce": secrets.token_hex(16), "ts": int(time.time() * 1000), "epoch": epoch,
+              "cache_logins": ()}
+    return Reg(**{**fields, **changes})
+
+
+async def exchange(port: int, tls: ssl.SSLContext, first: bytes, *, ack: bool = True, source: str = "127.0.0.1"
+                   ) -> list[protocol.Message]:
+    """A device's side: `first` (a reg's frame, or anything), then an ack
+    of the grant if asked; the server's messages until it closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls, server_hostname="localhost",
+                                                   local_addr=(source, 0))
+    answers: list[protocol.Message] = []
+    try:
+        writer.write(first)
+        while True:
+            try:
+                message = await protocol.read(reader, 2, Grant, Err, Done)
+            except Malformed:
+                return answers  # closed
+            answers.append(message)
+            if isinstance(message, Grant) and ack:
+                writer.write(protocol.encode(Ack(epoch=message.epoch, snonce=message.snonce)))
+            elif isinstance(message, Grant):
+                return answers
+    finally:
+        writer.close()
+
+
+def state(lab: Lab, serial: str) -> tuple[int, int, int | None]:
+    [row] = superuser_rows(lab.userdb, "SELECT l.committed, l.issued, l.pending_epoch FROM dmzkit.device_logins l"
+                                       " JOIN dmzkit.devices d ON d.id = l.device_id WHERE d.serial = $1", serial)
+    return row  # type: ignore[return-value]

@@ -7,57 +7,21 @@ CAs are refused; a bad frame ends the connection with no answer."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
-import secrets
 import ssl
 import time
 
 import asyncpg
 import pytest
+import redis
 from local_servers import superuser_rows
-from reglab import SERIALS, Lab, run, sql
+from reglab import SERIALS, Lab, client_tls, exchange, reg, run, sql, state
 
 from dmzkit_remote_access.registration import protocol
-from dmzkit_remote_access.registration.protocol import Ack, Done, Err, Grant, Malformed, Reg
+from dmzkit_remote_access.registration.metrics import Metrics
+from dmzkit_remote_access.registration.protocol import Ack, Done, Err, Grant
 from dmzkit_remote_access.userdb import Directory
-
-
-def client_tls(lab: Lab, name: str, minimum: ssl.TLSVersion = ssl.TLSVersion.TLSv1_3,
-               maximum: ssl.TLSVersion = ssl.TLSVersion.MAXIMUM_SUPPORTED) -> ssl.SSLContext:
-    tls = ssl.create_default_context(cafile=lab.path("ca.pem"))
-    tls.minimum_version, tls.maximum_version = minimum, maximum
-    tls.load_cert_chain(lab.path(f"{name}.pem"), lab.path(f"{name}.key"))
-    tls.set_alpn_protocols([protocol.ALPN])
-    return tls
-
-
-def reg(serial: str = SERIALS[0], epoch: int = 0, **changes) -> Reg:
-    fields = {"serial": serial, "nonce": secrets.token_hex(16), "ts": int(time.time() * 1000), "epoch": epoch,
-              "cache_logins": ()}
-    return Reg(**{**fields, **changes})
-
-
-async def exchange(port: int, tls: ssl.SSLContext, first: bytes, *, ack: bool = True, source: str = "127.0.0.1"
-                   ) -> list[protocol.Message]:
-    """A device's side: `first` (a reg's frame, or anything), then an ack
-    of the grant if asked; the server's messages until it closes."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls, server_hostname="localhost",
-                                                   local_addr=(source, 0))
-    answers: list[protocol.Message] = []
-    try:
-        writer.write(first)
-        while True:
-            try:
-                message = await protocol.read(reader, 2, Grant, Err, Done)
-            except Malformed:
-                return answers  # closed
-            answers.append(message)
-            if isinstance(message, Grant) and ack:
-                writer.write(protocol.encode(Ack(epoch=message.epoch, snonce=message.snonce)))
-            elif isinstance(message, Grant):
-                return answers
-    finally:
-        writer.close()
 
 
 def password_works(lab: Lab, account: str, password: str) -> bool:
@@ -69,12 +33,6 @@ def password_works(lab: Lab, account: str, password: str) -> bool:
         finally:
             await pool.close()
     return asyncio.run(main())
-
-
-def state(lab: Lab, serial: str) -> tuple[int, int, int | None]:
-    [row] = superuser_rows(lab.userdb, "SELECT l.committed, l.issued, l.pending_epoch FROM dmzkit.device_logins l"
-                                       " JOIN dmzkit.devices d ON d.id = l.device_id WHERE d.serial = $1", serial)
-    return row  # type: ignore[return-value]
 
 
 def test_a_registration_grants_a_new_password_that_works_once_acknowledged(lab: Lab) -> None:
@@ -137,6 +95,44 @@ def test_a_nonce_is_taken_once(lab: Lab) -> None:
     assert run(lab, twice) == [Err("replay", 0)]
 
 
+def test_a_device_over_its_rate_is_told_when_to_come_back(lab: Lab) -> None:
+    """Two registrations a minute: the third is `err rate` with the seconds
+    left in the minute, before any rotation; the other device goes on."""
+    redis.Redis(unix_socket_path=str(lab.redis_socket)).delete(*(f"dmzkit:registration:rate:{s}" for s in SERIALS))
+    twice_a_minute = dataclasses.replace(lab.settings, rate_per_minute=2)
+
+    before = state(lab, SERIALS[0])
+    # Each registration commits the next epoch.
+    regs = [(SERIALS[0], reg(epoch=before[0] + n)) for n in range(3)]
+    regs.append((SERIALS[1], reg(SERIALS[1], epoch=state(lab, SERIALS[1])[0])))
+
+    async def three_and_another(port: int) -> list:
+        return [await exchange(port, client_tls(lab, serial), protocol.encode(message)) for serial, message in regs]
+    first, second, third, other = run(lab, three_and_another, twice_a_minute)
+    assert isinstance(first[-1], Done) and isinstance(second[-1], Done) and isinstance(other[-1], Done)
+    [refused] = third
+    assert refused.code == "rate" and 55 <= refused.retry_after <= 60, refused
+    assert state(lab, SERIALS[0])[0] == before[0] + 2
+    assert last_record(lab, SERIALS[0])[1]["reason"] == "rate"
+
+
+def test_the_metrics_count_connections_by_outcome_and_reason(lab: Lab) -> None:
+    metrics = Metrics()
+    first = protocol.encode(reg(epoch=state(lab, SERIALS[0])[0]))
+
+    async def three(port: int) -> None:
+        await exchange(port, client_tls(lab, SERIALS[0]), first)
+        await exchange(port, client_tls(lab, SERIALS[0]), b"\x20\x00")
+        await exchange(port, client_tls(lab, "other-ca"), protocol.encode(reg()))
+    run(lab, three, metrics=metrics)
+    value = metrics.registry.get_sample_value
+    assert value("dmzkit_registration_connections_total", {"outcome": "success", "reason": ""}) == 1
+    assert value("dmzkit_registration_connections_total", {"outcome": "failure", "reason": "malformed"}) == 1
+    assert value("dmzkit_registration_handshake_failures_total") == 1
+    assert value("dmzkit_registration_seconds_count") == 2
+    assert value("dmzkit_registration_handshakes_in_progress") == 0
+
+
 def test_a_reg_naming_another_serial_gets_no_answer(lab: Lab) -> None:
     other = reg(SERIALS[1], state(lab, SERIALS[1])[0])
     answers = run(lab, lambda port: exchange(port, client_tls(lab, SERIALS[0]), protocol.encode(other)))
@@ -158,9 +154,11 @@ def audit_records(lab: Lab) -> int:
     return superuser_rows(lab.userdb, "SELECT count(*) FROM dmzkit.audit_log WHERE event = 'registration'")[0][0]
 
 
-def last_record(lab: Lab) -> tuple[str, dict]:
+def last_record(lab: Lab, subject: str | None = None) -> tuple[str, dict]:
+    """The newest registration record (of `subject`)."""
     [(subject, detail)] = superuser_rows(lab.userdb, "SELECT subject, detail FROM dmzkit.audit_log"
-                                                     " WHERE event = 'registration' ORDER BY id DESC LIMIT 1")
+                                                     " WHERE event = 'registration' AND subject = coalesce($1, subject)"
+                                                     " ORDER BY id DESC LIMIT 1", subject)
     return subject, json.loads(detail)
 
 
@@ -251,6 +249,8 @@ def test_a_flood_of_unfinished_handshakes_holds_a_few_sockets_and_registrations_
         for _, writer in idle:
             writer.close()
         return closed, answers
-    closed, answers = run(lab, flood)
+    metrics = Metrics()
+    closed, answers = run(lab, flood, metrics=metrics)
     assert closed == 40 - 8
+    assert metrics.registry.get_sample_value("dmzkit_registration_handshakes_refused_total", {"cap": "per_source"}) == 32
     assert [type(a) for a in answers] == [Grant, Done]
