@@ -43,6 +43,10 @@ class RegistrationFailed(Exception):
     """No registration server registered the device this time."""
 
 
+class ServerRefused(RegistrationFailed):
+    """A server answered, with err: it is up."""
+
+
 @dataclass(frozen=True)
 class Endpoint:
     host: str
@@ -72,7 +76,7 @@ class Keeper:
         self.lock = asyncio.Lock()
 
     async def _keep(self, kept: Kept, **changes) -> None:
-        cache = replace(self.cache, kept=kept, **changes)
+        cache = replace(self.cache, kept=kept, saved_at=int(time.time() * 1000), **changes)
         await asyncio.to_thread(save, self.path, cache, self.key)
         self.cache = cache
 
@@ -103,7 +107,7 @@ async def attempt(endpoint: Endpoint, tls: ssl.SSLContext, keeper: Keeper, hands
                                          epoch=cache.kept.stored, cache_logins=cache.cache_logins)))
         grant = await protocol.read(reader, EXCHANGE_SECONDS, Grant, Err)
         if isinstance(grant, Err):
-            raise RegistrationFailed(f"{endpoint}: refused ({grant.code}, again in {grant.retry_after} s)")
+            raise ServerRefused(f"{endpoint}: refused ({grant.code}, again in {grant.retry_after} s)")
         try:
             ack = await keeper.granted(grant)
         except (Refused, CacheError) as e:

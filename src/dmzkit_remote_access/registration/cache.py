@@ -56,6 +56,9 @@ class Cache:
     kept: Kept
     servers: tuple[protocol.Server, ...]
     cache_logins: tuple[int, ...] = ()
+    # When a grant or a done was last kept (Unix milliseconds): how old the
+    # passwords are, for a login from the cache.
+    saved_at: int = 0
 
     def __repr__(self) -> str:
         return f"Cache(serial={self.serial!r}, account={self.account!r}, kept={self.kept!r})"
@@ -66,7 +69,7 @@ class Cache:
             "current": list(self.kept.current),
             "candidate": list(self.kept.candidate) if self.kept.candidate else None,
             "servers": [server.to_json() for server in self.servers],
-            "cache_logins": list(self.cache_logins[-protocol.MAX_REPORTED:]),
+            "cache_logins": list(self.cache_logins[-protocol.MAX_REPORTED:]), "saved_at": self.saved_at,
         }, sort_keys=True).encode()
 
     @classmethod
@@ -82,7 +85,8 @@ class Cache:
                              candidate=None if candidate is None else (protocol.epoch(candidate[0]),
                                                                        protocol.password(candidate[1]))),
                    servers=_servers(value["servers"]),
-                   cache_logins=protocol.reports(value["cache_logins"]))
+                   cache_logins=protocol.reports(value["cache_logins"]),
+                   saved_at=protocol.timestamp(value["saved_at"]))
 
 
 # The last grant's servers; none before the first grant.

@@ -6,6 +6,7 @@ exchange with it."""
 from __future__ import annotations
 
 import asyncio
+import json
 import datetime as dt
 import secrets
 import ssl
@@ -185,3 +186,11 @@ def state(lab: Lab, serial: str) -> tuple[int, int, int | None]:
     [row] = superuser_rows(lab.userdb, "SELECT l.committed, l.issued, l.pending_epoch FROM dmzkit.device_logins l"
                                        " JOIN dmzkit.devices d ON d.id = l.device_id WHERE d.serial = $1", serial)
     return row  # type: ignore[return-value]
+
+
+def last_record(lab: Lab, subject: str | None = None) -> tuple[str, dict]:
+    """The newest registration record (of `subject`)."""
+    [(subject, detail)] = superuser_rows(lab.userdb, "SELECT subject, detail FROM dmzkit.audit_log"
+                                                     " WHERE event = 'registration' AND subject = coalesce($1, subject)"
+                                                     " ORDER BY id DESC LIMIT 1", subject)
+    return subject, json.loads(detail)

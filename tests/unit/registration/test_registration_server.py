@@ -16,7 +16,7 @@ import asyncpg
 import pytest
 import redis
 from local_servers import superuser_rows
-from reglab import SERIALS, Lab, client_tls, exchange, reg, run, sql, state
+from reglab import SERIALS, Lab, client_tls, exchange, last_record, reg, run, sql, state
 
 from dmzkit_remote_access.registration import protocol
 from dmzkit_remote_access.registration.metrics import Metrics
@@ -152,14 +152,6 @@ def test_a_certificate_not_as_enrolled_is_an_unknown_device(lab: Lab, name: str)
 
 def audit_records(lab: Lab) -> int:
     return superuser_rows(lab.userdb, "SELECT count(*) FROM dmzkit.audit_log WHERE event = 'registration'")[0][0]
-
-
-def last_record(lab: Lab, subject: str | None = None) -> tuple[str, dict]:
-    """The newest registration record (of `subject`)."""
-    [(subject, detail)] = superuser_rows(lab.userdb, "SELECT subject, detail FROM dmzkit.audit_log"
-                                                     " WHERE event = 'registration' AND subject = coalesce($1, subject)"
-                                                     " ORDER BY id DESC LIMIT 1", subject)
-    return subject, json.loads(detail)
 
 
 def test_another_cas_certificate_with_the_same_serial_gets_nothing(lab: Lab) -> None:
