@@ -1,7 +1,8 @@
 """Revoking a device (migration 0007) on real PostgreSQL: in the revoking
 transaction its account's password goes (the password check refuses it)
 and its pending grant is dropped; no registration sets a password on it
-again; the registration privilege cannot clear the revocation."""
+again, nor an administrator; the registration privilege cannot clear the
+revocation."""
 from __future__ import annotations
 
 import asyncio
@@ -65,9 +66,12 @@ def test_revoking_a_device_ends_its_accounts_logins(device) -> None:
     assert not password_works(userdb, password)
     assert superuser_rows(userdb, "SELECT pending_epoch, pending_password FROM dmzkit.device_logins"
                                   " WHERE device_id = $1", device_id) == [(None, None)]
-    with pytest.raises(asyncpg.RaiseError, match="is revoked"):
+    with pytest.raises(asyncpg.RaiseError, match="the account of a revoked device gets no password"):
         as_registration(userdb, "SELECT dmzkit.set_device_password($1, $2)", device_id, device_hash("x" * 32))
-    assert not password_works(userdb, "x" * 32)
+    with pytest.raises(Exception, match="the account of a revoked device gets no password"):
+        sql(userdb, f"INSERT INTO dmzkit.credentials (user_id, password_hash) SELECT id, '{device_hash('y' * 32)}'"
+                    f" FROM dmzkit.users WHERE username = '{ACCOUNT}';")
+    assert not password_works(userdb, "x" * 32) and not password_works(userdb, "y" * 32)
 
 
 def test_the_registration_privilege_cannot_clear_a_revocation(device) -> None:

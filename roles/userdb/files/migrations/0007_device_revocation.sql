@@ -1,10 +1,10 @@
 -- Revoking a device (devices.revoked_at) ends the logins of its account
 -- (docs/device-autologin.md): in the revoking transaction, the account's
 -- password is removed (AAA's account listener hears it, migration 0004)
--- and its pending grant dropped; no registration sets a password on it
--- again. The registration privilege may no longer change revoked_at
--- (migration 0001 let it): a revoked device stays revoked until an
--- administrator says otherwise.
+-- and its pending grant dropped; nobody sets a password on it again. The
+-- registration privilege may no longer change revoked_at (migration 0001
+-- let it): a revoked device stays revoked until an administrator says
+-- otherwise.
 
 CREATE FUNCTION device_revoked() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -23,30 +23,21 @@ CREATE TRIGGER device_revoked AFTER UPDATE OF revoked_at ON devices
     FOR EACH ROW WHEN (NEW.revoked_at IS NOT NULL AND OLD.revoked_at IS NULL)
     EXECUTE FUNCTION device_revoked();
 
--- As in migration 0005, and a revoked device's account gets no password.
-CREATE OR REPLACE FUNCTION set_device_password(device bigint, hash text) RETURNS void
+-- However it is set (set_device_password, an administrator), a revoked
+-- device's account gets no password.
+CREATE FUNCTION device_account_password() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    account bigint;
 BEGIN
-    IF hash IS NULL OR hash !~ '^\$sha256\$[0-9a-f]{64}$' THEN
-        RAISE EXCEPTION 'not the hash of a device password';
+    IF EXISTS (SELECT 1 FROM dmzkit.device_logins l JOIN dmzkit.devices d ON d.id = l.device_id
+               WHERE l.account_id = NEW.user_id AND d.revoked_at IS NOT NULL) THEN
+        RAISE EXCEPTION 'the account of a revoked device gets no password';
     END IF;
-    SELECT l.account_id INTO account FROM dmzkit.device_logins l WHERE l.device_id = device;
-    IF account IS NULL THEN
-        RAISE EXCEPTION 'device % has no account', device;
-    END IF;
-    IF EXISTS (SELECT 1 FROM dmzkit.devices d WHERE d.id = device AND d.revoked_at IS NOT NULL) THEN
-        RAISE EXCEPTION 'device % is revoked', device;
-    END IF;
-    IF EXISTS (SELECT 1 FROM dmzkit.devices d WHERE d.user_id = account)
-       OR EXISTS (SELECT 1 FROM dmzkit.credentials c
-                  WHERE c.user_id = account AND c.password_hash !~ '^\$sha256\$') THEN
-        RAISE EXCEPTION 'the account of device % is a person''s', device;
-    END IF;
-    INSERT INTO dmzkit.credentials (user_id, password_hash) VALUES (account, hash)
-    ON CONFLICT (user_id) DO UPDATE
-        SET password_hash = EXCLUDED.password_hash, changed_at = now(), failed_attempts = 0, locked_until = NULL;
+    RETURN NEW;
 END $$;
+
+REVOKE ALL ON FUNCTION device_account_password() FROM PUBLIC;
+
+CREATE TRIGGER device_account_password BEFORE INSERT OR UPDATE OF password_hash ON credentials
+    FOR EACH ROW EXECUTE FUNCTION device_account_password();
 
 REVOKE UPDATE (revoked_at) ON devices FROM dmzkit_registration;
