@@ -66,7 +66,8 @@ UPDATE device_logins SET committed = $2, issued = $3, pending_epoch = $4, pendin
 WHERE device_id = $1
 """
 # The servers the device may use, those of the site whose network holding
-# the address seen is the longest first.
+# the address seen is the longest first (then, among those, the least
+# loaded: Registrar._servers).
 SERVERS = """
 SELECT b.host, b.port, s.name AS site,
        (SELECT max(masklen(n)) FROM unnest(s.networks) AS n WHERE $2::inet <<= n) AS prefix
@@ -87,6 +88,9 @@ MAX_HANDSHAKES = 256
 MAX_HANDSHAKES_PER_SOURCE = 8
 # A device's registrations are counted in a window that opens with the first.
 RATE_WINDOW = 60
+# A business server's load: the devices sent to it first, counted in a
+# window that opens with the first of them.
+LOAD_WINDOW = 600
 
 
 class StoreFailed(Exception):
@@ -118,6 +122,10 @@ async def store(seconds: float) -> AsyncIterator[None]:
         raise StoreFailed(f"no answer within {seconds} s") from None
     except (asyncpg.PostgresError, RedisError, OSError) as e:
         raise StoreFailed(f"{type(e).__name__}: {e}") from None
+
+
+def _load_key(server: Server) -> str:
+    return f"dmzkit:registration:load:{server.host}:{server.port}"
 
 
 @dataclass(frozen=True)
@@ -180,14 +188,32 @@ class Registrar:
     async def _servers(self, device: Device, seen: str) -> tuple[Server, ...]:
         async with store(self.settings.frame_seconds):
             rows = await self.pool.fetch(SERVERS, device.id, seen)
-        servers = []
+        servers: list[tuple[int | None, Server]] = []
         for row in rows:
             try:
-                servers.append(Server.from_json({"host": row["host"], "port": row["port"], "site": row["site"]}))
+                server = Server.from_json({"host": row["host"], "port": row["port"], "site": row["site"]})
             except Malformed as e:
                 log.error("business server %s:%s (site %s) cannot be sent to a device (%s); skipped",
                           row["host"], row["port"], row["site"], e)
-        return tuple(servers[:protocol.MAX_SERVERS])
+                continue
+            servers.append((row["prefix"], server))
+        first = servers[0][0] if servers else None
+        nearest = [server for prefix, server in servers if prefix is not None and prefix == first]
+        if len(nearest) > 1:
+            async with store(self.settings.frame_seconds):
+                loads = await self.redis.mget([_load_key(server) for server in nearest])
+            # sorted() is stable: equal loads keep the database's order.
+            order = sorted(range(len(nearest)), key=lambda i: int(loads[i] or 0))
+            nearest = [nearest[i] for i in order]
+        ordered = nearest + [server for _, server in servers[len(nearest):]]
+        return tuple(ordered[:protocol.MAX_SERVERS])
+
+    async def _sent(self, server: Server) -> None:
+        """Count a device sent to `server` first, for the next ones."""
+        key = _load_key(server)
+        async with store(self.settings.frame_seconds):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                await pipe.incr(key).expire(key, LOAD_WINDOW, nx=True).execute()
 
     async def _rate(self, serial: str) -> int:
         """0 when the device may register now, else the seconds until it
@@ -297,7 +323,8 @@ class Registrar:
         if step.committed is not None:
             record.detail["committed"] = step.committed.epoch
         snonce = secrets.token_hex(16)
-        record.detail.update(granted=step.grant.epoch, site=servers[0].site)
+        record.detail.update(granted=step.grant.epoch, site=servers[0].site, server=f"{servers[0].host}:{servers[0].port}")
+        await self._sent(servers[0])
         await self._send(writer, Grant(nonce=reg.nonce, snonce=snonce, epoch=step.grant.epoch,
                                        committed=step.rotation.committed, account=device.account,
                                        password=step.grant.password, servers=servers,

@@ -62,6 +62,31 @@ def test_the_nearest_servers_come_from_the_address_the_server_sees(lab: Lab) -> 
     assert [s.site for s in from_branch[0].servers] == ["branch", "hq"]
 
 
+def test_among_the_nearest_servers_the_least_loaded_comes_first(lab: Lab) -> None:
+    """Two servers at the site of 127.0.0.3: devices sent first to one and
+    then the other, by how many each was sent first; farther sites after."""
+    sql(lab.userdb, """
+        INSERT INTO dmzkit.sites (name, networks) VALUES ('lb', '{127.0.0.3/32}');
+        INSERT INTO dmzkit.business_servers (site_id, host, port)
+            SELECT id, h, 443 FROM dmzkit.sites, unnest(ARRAY['lb-b.test', 'lb-a.test']) AS h WHERE name = 'lb';
+        INSERT INTO dmzkit.device_servers SELECT l.device_id, b.id FROM dmzkit.device_logins l
+            JOIN dmzkit.devices d ON d.id = l.device_id, dmzkit.business_servers b
+            WHERE d.serial = '""" + SERIALS[1] + """' AND b.host LIKE 'lb-%';""")
+    redis.Redis(unix_socket_path=str(lab.redis_socket)).delete(*(f"dmzkit:registration:load:lb-{x}.test:443" for x in "ab"))
+    try:
+        committed = state(lab, SERIALS[1])[0]
+        regs = [protocol.encode(reg(SERIALS[1], committed + n)) for n in range(4)]
+
+        async def four(port: int) -> list:
+            return [await exchange(port, client_tls(lab, SERIALS[1]), r, source="127.0.0.3") for r in regs]
+        grants = [answers[0] for answers in run(lab, four)]
+        assert [g.servers[0].host for g in grants] == ["lb-a.test", "lb-b.test", "lb-a.test", "lb-b.test"]
+        assert [s.site for s in grants[0].servers] == ["lb", "lb", "branch"]  # at most MAX_SERVERS
+        assert last_record(lab, SERIALS[1])[1]["server"] == "lb-b.test:443"
+    finally:
+        sql(lab.userdb, "DELETE FROM dmzkit.sites WHERE name = 'lb';")
+
+
 def test_a_lost_ack_is_committed_by_the_next_reg_that_reports_it(lab: Lab) -> None:
     committed = state(lab, SERIALS[0])[0]
     [grant] = run(lab, lambda port: exchange(port, client_tls(lab, SERIALS[0]), protocol.encode(reg(epoch=committed)),
