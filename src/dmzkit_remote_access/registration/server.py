@@ -146,6 +146,9 @@ class Registrar:
         self.sealer = Sealer(seal_key)
         # TLS handshakes under way, by address.
         self.handshaking: Counter[str] = Counter()
+        # Registrations past TLS under way (each holds the user database and
+        # Redis for a moment): beyond max_registrations, `err busy`.
+        self.registering = 0
 
     def _purpose(self, device: Device, epoch: int) -> bytes:
         return f"dmzkit registration pending {device.id} {epoch}".encode()
@@ -265,9 +268,14 @@ class Registrar:
         started = time.monotonic()
         certificate = peer_certificate(writer.transport)
         record = Record(common_name(certificate) if certificate else None)
+        self.registering += 1
         try:
             async with asyncio.timeout(self.settings.session_seconds):
-                await self._session(reader, writer, certificate, seen, record)
+                if self.registering > self.settings.max_registrations:
+                    await self._send(writer, Err("busy", 1))
+                    record.fail("busy")
+                else:
+                    await self._session(reader, writer, certificate, seen, record)
         except Malformed as e:
             record.fail("malformed", str(e))
         except TimeoutError:
@@ -279,6 +287,7 @@ class Registrar:
             log.error("registration by %s failed: %s", record.subject, e)
             record.fail("store", str(e))
         finally:
+            self.registering -= 1
             writer.close()
         await self._audit(record, seen)
         self.metrics.connections.labels(record.outcome, record.detail.get("reason", "")).inc()

@@ -41,6 +41,8 @@ class Settings(FileSettings):
     # Registrations one device may make in a minute; beyond, `err rate`
     # says when it may again (a device registers when it starts).
     rate_per_minute: int = 12
+    # Registrations past TLS under way at once; beyond, `err busy`.
+    max_registrations: int = 256
     # Deadlines: one frame, and a whole registration.
     frame_seconds: float = 5.0
     session_seconds: float = 10.0
@@ -54,6 +56,8 @@ class Settings(FileSettings):
             raise ConfigError(f"skew_seconds must be 1-3600 s, got {self.skew_seconds}")
         if not 1 <= self.rate_per_minute <= 100_000:
             raise ConfigError(f"rate_per_minute must be 1-100000, got {self.rate_per_minute}")
+        if not 1 <= self.max_registrations <= 100_000:
+            raise ConfigError(f"max_registrations must be 1-100000, got {self.max_registrations}")
         if not 0 < self.frame_seconds <= self.session_seconds <= 60:
             raise ConfigError("frame_seconds and session_seconds must be positive, the first no more than the"
                               " second, the second at most 60")

@@ -158,6 +158,29 @@ def test_the_metrics_count_connections_by_outcome_and_reason(lab: Lab) -> None:
     assert value("dmzkit_registration_handshakes_in_progress") == 0
 
 
+def test_past_max_registrations_a_device_is_told_the_service_is_busy(lab: Lab) -> None:
+    """One registration at a time: while the first waits for its ack, the
+    second device gets `err busy` and no rotation."""
+    one_at_a_time = dataclasses.replace(lab.settings, max_registrations=1)
+    first = protocol.encode(reg(epoch=state(lab, SERIALS[0])[0]))
+    before = state(lab, SERIALS[1])
+    second = protocol.encode(reg(SERIALS[1], epoch=before[0]))
+
+    async def overlapping(port: int) -> tuple:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_tls(lab, SERIALS[0]),
+                                                       server_hostname="localhost")
+        try:
+            writer.write(first)
+            granted = await protocol.read(reader, 2, Grant, Err)  # and its ack not sent yet
+            return granted, await exchange(port, client_tls(lab, SERIALS[1]), second)
+        finally:
+            writer.close()
+    granted, answers = run(lab, overlapping, one_at_a_time)
+    assert isinstance(granted, Grant) and answers == [Err("busy", 1)]
+    assert state(lab, SERIALS[1]) == before
+    assert last_record(lab, SERIALS[1])[1]["reason"] == "busy"
+
+
 def test_a_reg_naming_another_serial_gets_no_answer(lab: Lab) -> None:
     other = reg(SERIALS[1], state(lab, SERIALS[1])[0])
     answers = run(lab, lambda port: exchange(port, client_tls(lab, SERIALS[0]), protocol.encode(other)))
