@@ -97,7 +97,7 @@ def _purpose(serial: str) -> bytes:
     return INFO + b" " + serial.encode()
 
 
-def _read(path: str) -> bytes:
+def read_regular_file(path: str) -> bytes:
     """The file's bytes, if it is a regular file (not a link, and not a
     FIFO, which would block the agent)."""
     try:
@@ -118,7 +118,7 @@ def _read(path: str) -> bytes:
 
 def load(path: str, serial: str, key: bytes) -> Cache:
     """The cache of device `serial` at path, or CacheError."""
-    sealed = _read(path)
+    sealed = read_regular_file(path)
     if len(sealed) > MAX_SIZE:
         raise CacheError(f"{path} is larger than a cache")
     data = Sealer(key).unseal_bytes(sealed, _purpose(serial))

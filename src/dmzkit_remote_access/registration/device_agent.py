@@ -23,19 +23,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
+import math
 import os
 import random
 import sys
 import time
 from dataclasses import dataclass, field, replace
 
+from cryptography.exceptions import UnsupportedAlgorithm
+
 from ..config import ConfigError, FileSettings
 from ..files import write_atomically
 from . import protocol
 from .agent import Endpoint, Keeper, RegistrationFailed, ServerRefused, attempt, hedged, registration_context
-from .cache import Cache, CacheError, cache_key, load, save
+from .cache import Cache, CacheError, cache_key, load, read_regular_file, save
 from .rotation import Kept
 
 log = logging.getLogger("dmzkit-device-agent")
@@ -98,11 +102,14 @@ class Breakers:
 
     def __init__(self, path: str, failures: int, seconds: float) -> None:
         self.path, self.failures, self.seconds = path, failures, seconds
+        self.state: dict[str, tuple[int, float]] = {}
         try:
-            with open(self.path, encoding="utf-8") as f:
-                state = json.load(f)
-            self.state = {str(k): (int(v[0]), float(v[1])) for k, v in state.items()}
-        except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+            # As the cache is read: a regular file (no link, no FIFO), small.
+            state = json.loads(read_regular_file(path), parse_constant=lambda name: None)
+            for name, (count, until) in state.items():
+                if isinstance(count, int) and isinstance(until, (int, float)) and math.isfinite(until):
+                    self.state[str(name)] = (count, min(float(until), time.time() + seconds))
+        except (CacheError, ValueError, TypeError, AttributeError):
             self.state = {}  # none yet, or unreadable: every breaker closed
 
     def closed(self, endpoints: tuple[Endpoint, ...], now: float) -> list[Endpoint]:
@@ -138,7 +145,8 @@ class Agent:
             with open(s.private_key, "rb") as f:
                 self.key = cache_key(f.read())
             self.tls = registration_context(s.ca_chain, s.crl, s.certificate, s.private_key)
-        except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
+        except (OSError, ValueError, TypeError, UnsupportedAlgorithm) as e:  # ssl.SSLError is an OSError
+            # TypeError: a key with a passphrase, which the agent has no way to ask for.
             raise ConfigError(f"the device's TLS files cannot be used: {e}") from None
         self.breakers = Breakers(s.cache + ".breakers", s.breaker_failures, s.breaker_seconds)
 
@@ -196,11 +204,21 @@ class Agent:
             async with asyncio.timeout(s.login_seconds):
                 await process.communicate(password.encode() + b"\n")
         except TimeoutError:
-            process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
             await process.wait()
             log.error("the business login did not end within %g s", s.login_seconds)
             return False
         return process.returncode == 0
+
+    async def login_anywhere(self, account: str, passwords: tuple[str, ...],
+                             servers: tuple[protocol.Server, ...]) -> bool:
+        """Each password at each business server, in order, until one logs in."""
+        for password in passwords:
+            for server in servers or (None,):
+                if await self.login(account, password, server):
+                    return True
+        return False
 
     async def run(self) -> Outcome:
         s = self.settings
@@ -218,8 +236,7 @@ class Agent:
             except OSError as e:
                 log.warning("the breakers' state is not kept: %s", e.strerror or e)
         registered = f"registered (epoch {grant.epoch}) in {time.monotonic() - started:.2f} s"
-        first = grant.servers[0] if grant.servers else None
-        if await self.login(grant.account, grant.password, first):
+        if await self.login_anywhere(grant.account, (grant.password,), grant.servers):
             return Outcome(True, f"{registered}; logged in as {grant.account}")
         return Outcome(False, f"{registered}, but the business login as {grant.account} failed")
 
@@ -232,16 +249,13 @@ class Agent:
         if age > s.cache_max_age:
             return Outcome(False, f"no registration ({why}) and the cache is {age / 86400:.1f} days old, "
                                   f"more than cache_max_age")
-        first = cache.servers[0] if cache.servers else None
-        for password in cache.kept.passwords():
-            if await self.login(cache.account, password, first):
-                at = int(time.time() * 1000)
-                try:
-                    await asyncio.to_thread(save, s.cache, replace(cache, cache_logins=(*cache.cache_logins, at)),
-                                            self.key)
-                except (OSError, CacheError) as e:
-                    log.warning("the login from the cache is not kept to report: %s", e)
-                return Outcome(True, f"no registration ({why}); logged in from the cache as {cache.account}")
+        if await self.login_anywhere(cache.account, tuple(cache.kept.passwords()), cache.servers):
+            at = int(time.time() * 1000)
+            try:
+                await asyncio.to_thread(save, s.cache, replace(cache, cache_logins=(*cache.cache_logins, at)), self.key)
+            except (OSError, CacheError) as e:
+                log.warning("the login from the cache is not kept to report: %s", e)
+            return Outcome(True, f"no registration ({why}); logged in from the cache as {cache.account}")
         return Outcome(False, f"no registration ({why}) and the cache's password was refused")
 
 

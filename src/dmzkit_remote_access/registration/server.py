@@ -86,6 +86,10 @@ AUDIT = ("INSERT INTO audit_log (subject, event, outcome, source, detail) "
 # holds a bounded number of sockets (the unit's LimitNOFILE is above).
 MAX_HANDSHAKES = 256
 MAX_HANDSHAKES_PER_SOURCE = 8
+# Registrations past TLS under way at once with one certificate's key: one
+# key cannot take the slots of max_registrations (a device revoked in the
+# user database only still passes TLS).
+MAX_REGISTRATIONS_PER_KEY = 2
 # A device's registrations are counted in a window that opens with the first.
 RATE_WINDOW = 60
 # A business server's load: the devices sent to it first, counted in a
@@ -149,6 +153,7 @@ class Registrar:
         # Registrations past TLS under way (each holds the user database and
         # Redis for a moment): beyond max_registrations, `err busy`.
         self.registering = 0
+        self.registering_by_key: Counter[str] = Counter()
 
     def _purpose(self, device: Device, epoch: int) -> bytes:
         return f"dmzkit registration pending {device.id} {epoch}".encode()
@@ -211,21 +216,21 @@ class Registrar:
         ordered = nearest + [server for _, server in servers[len(nearest):]]
         return tuple(ordered[:protocol.MAX_SERVERS])
 
-    async def _sent(self, server: Server) -> None:
-        """Count a device sent to `server` first, for the next ones."""
-        key = _load_key(server)
+    async def _count(self, key: str, window: int) -> tuple[int, int]:
+        """One more in the window of `window` seconds that opened with the
+        first: the count, and the seconds left. A pipeline, not MULTI (the
+        service's Redis user needs no transactions): a key left without
+        its expiry gets it at the next count (EXPIRE NX)."""
         async with store(self.settings.frame_seconds):
-            async with self.redis.pipeline(transaction=True) as pipe:
-                await pipe.incr(key).expire(key, LOAD_WINDOW, nx=True).execute()
+            async with self.redis.pipeline(transaction=False) as pipe:
+                count, _, ttl = await pipe.incr(key).expire(key, window, nx=True).ttl(key).execute()
+        return count, ttl
 
     async def _rate(self, serial: str) -> int:
         """0 when the device may register now, else the seconds until it
         may: at most rate_per_minute registrations in the minute that
         began with the first of them."""
-        key = f"dmzkit:registration:rate:{serial}"
-        async with store(self.settings.frame_seconds):
-            async with self.redis.pipeline(transaction=True) as pipe:
-                count, _, ttl = await pipe.incr(key).expire(key, RATE_WINDOW, nx=True).ttl(key).execute()
+        count, ttl = await self._count(f"dmzkit:registration:rate:{serial}", RATE_WINDOW)
         return 0 if count <= self.settings.rate_per_minute else max(1, ttl)
 
     async def _fresh(self, reg: Reg) -> str | None:
@@ -268,10 +273,13 @@ class Registrar:
         started = time.monotonic()
         certificate = peer_certificate(writer.transport)
         record = Record(common_name(certificate) if certificate else None)
+        key = spki_sha256(certificate.public_key()) if certificate else ""
         self.registering += 1
+        self.registering_by_key[key] += 1
         try:
             async with asyncio.timeout(self.settings.session_seconds):
-                if self.registering > self.settings.max_registrations:
+                if (self.registering > self.settings.max_registrations
+                        or self.registering_by_key[key] > MAX_REGISTRATIONS_PER_KEY):
                     await self._send(writer, Err("busy", 1))
                     record.fail("busy")
                 else:
@@ -288,6 +296,9 @@ class Registrar:
             record.fail("store", str(e))
         finally:
             self.registering -= 1
+            self.registering_by_key[key] -= 1
+            if not self.registering_by_key[key]:
+                del self.registering_by_key[key]
             writer.close()
         await self._audit(record, seen)
         self.metrics.connections.labels(record.outcome, record.detail.get("reason", "")).inc()
@@ -333,7 +344,7 @@ class Registrar:
             record.detail["committed"] = step.committed.epoch
         snonce = secrets.token_hex(16)
         record.detail.update(granted=step.grant.epoch, site=servers[0].site, server=f"{servers[0].host}:{servers[0].port}")
-        await self._sent(servers[0])
+        await self._count(_load_key(servers[0]), LOAD_WINDOW)
         await self._send(writer, Grant(nonce=reg.nonce, snonce=snonce, epoch=step.grant.epoch,
                                        committed=step.rotation.committed, account=device.account,
                                        password=step.grant.password, servers=servers,

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from reglab import SERIALS, Lab, last_record, run, state
 
 from dmzkit_remote_access.registration.cache import Cache, cache_key, load, save
@@ -40,7 +41,7 @@ async def main():
     finally:
         await pool.close()
 
-ok = asyncio.run(main())
+ok = os.environ["DMZKIT_SERVER"] != os.environ.get("UNIT_DEAD_SERVER") and asyncio.run(main())
 with open(os.environ["UNIT_LOGINS"], "a") as f:
     f.write(f"{os.environ['DMZKIT_ACCOUNT']} {os.environ['DMZKIT_SERVER']} {ok}\\n")
 sys.exit(0 if ok else 1)
@@ -80,10 +81,11 @@ class Device:
             "servers": servers, "login_command": [sys.executable, str(self.where / "login.py")], **changes}))
         return path
 
-    async def agent(self, servers: list[str], **changes: object) -> Ran:
+    async def agent(self, servers: list[str], dead_server: str = "", **changes: object) -> Ran:
+        """The agent's run; the business login fails at `dead_server`."""
         env = {**os.environ, "PYTHONPATH": str(SRC), "UNIT_DB_HOST": self.lab.userdb["host"],
                "UNIT_DB_USER": self.lab.userdb["user"], "UNIT_DB_PASSWORD": self.lab.userdb["password"],
-               "UNIT_LOGINS": str(self.logins)}
+               "UNIT_LOGINS": str(self.logins), "UNIT_DEAD_SERVER": dead_server}
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.monotonic()
         process = await asyncio.create_subprocess_exec(
@@ -194,3 +196,26 @@ def test_a_server_that_keeps_failing_is_passed_over_while_its_breaker_is_open(la
 def test_a_configuration_it_cannot_use_is_refused_with_status_2(lab: Lab, device: Device) -> None:
     ran = run(lab, lambda port: device.agent(["no-port-here"]))
     assert ran.rc == 2 and "servers[0] must be host:port" in ran.err and "Traceback" not in ran.err, ran
+
+
+def test_a_dead_business_server_sends_the_login_to_the_next(lab: Lab, device: Device) -> None:
+    ran = run(lab, lambda port: device.agent([f"localhost:{port}"], dead_server="biz-hq.test:443"))
+    assert ran.rc == 0, ran
+    assert device.logins.read_text().splitlines() == ["dev-s-0002 biz-hq.test:443 False",
+                                                      "dev-s-0002 biz-branch.test:443 True"]
+
+
+def test_a_fifo_where_the_breakers_are_kept_does_not_stop_the_agent(lab: Lab, device: Device) -> None:
+    os.mkfifo(str(device.cache) + ".breakers")
+    ran = run(lab, lambda port: device.agent([f"localhost:{port}"]))
+    assert ran.rc == 0 and ran.seconds < 5.0, ran
+    assert Path(str(device.cache) + ".breakers").is_file()
+
+
+def test_a_key_with_a_passphrase_is_a_configuration_it_cannot_use(lab: Lab, device: Device) -> None:
+    locked = device.where / "locked.key"
+    locked.write_bytes(serialization.load_pem_private_key(Path(lab.path(f"{SERIAL}.key")).read_bytes(), None)
+                       .private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.BestAvailableEncryption(b"unit")))
+    ran = run(lab, lambda port: device.agent([f"localhost:{port}"], private_key=str(locked)))
+    assert ran.rc == 2 and "cannot be used" in ran.err and "Traceback" not in ran.err, ran

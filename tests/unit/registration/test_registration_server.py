@@ -181,6 +181,27 @@ def test_past_max_registrations_a_device_is_told_the_service_is_busy(lab: Lab) -
     assert last_record(lab, SERIALS[1])[1]["reason"] == "busy"
 
 
+def test_one_certificate_cannot_take_every_registration_slot(lab: Lab) -> None:
+    """Two connections past TLS with one key that say nothing: a third with
+    that key is busy, while another device registers."""
+    third = protocol.encode(reg(epoch=state(lab, SERIALS[0])[0]))
+    other = protocol.encode(reg(SERIALS[1], epoch=state(lab, SERIALS[1])[0]))
+
+    async def hold_two(port: int) -> tuple:
+        idle = [await asyncio.open_connection("127.0.0.1", port, ssl=client_tls(lab, SERIALS[0]),
+                                              server_hostname="localhost") for _ in range(2)]
+        try:
+            await asyncio.sleep(0.1)  # both past TLS, in the service
+            return (await exchange(port, client_tls(lab, SERIALS[0]), third),
+                    await exchange(port, client_tls(lab, SERIALS[1]), other))
+        finally:
+            for _, writer in idle:
+                writer.close()
+    busy, registered = run(lab, hold_two)
+    assert busy == [Err("busy", 1)]
+    assert [type(a) for a in registered] == [Grant, Done]
+
+
 def test_a_reg_naming_another_serial_gets_no_answer(lab: Lab) -> None:
     other = reg(SERIALS[1], state(lab, SERIALS[1])[0])
     answers = run(lab, lambda port: exchange(port, client_tls(lab, SERIALS[0]), protocol.encode(other)))

@@ -4,9 +4,9 @@
 -- sha256(previous hash || the record's canonical form). Editing, removing
 -- or reordering a record breaks its chain there; removing the newest ones
 -- leaves the chain short of its head (dmzkit_remote_access.audit_chain
--- verifies both). Whoever may rewrite the whole table and the heads (the
--- database's superuser) may rewrite a chain too: keep its head's hash
--- elsewhere to tell.
+-- verifies both). Whoever may rewrite the whole table, the heads and
+-- these functions (the schema's owner, the superuser) may rewrite a chain
+-- too: keep its head's hash elsewhere to tell.
 
 ALTER TABLE audit_log
     ADD COLUMN chain     text,
