@@ -28,6 +28,9 @@ from dmzkit_remote_access.config import ConfigError
 from dmzkit_remote_access.daemon import Notifier
 
 SECRET = "5e" * 32
+CREDENTIALS_TRIGGERS = ("SELECT tgname::text, tgenabled::text FROM pg_trigger"
+                        " WHERE tgrelid = 'dmzkit.credentials'::regclass AND NOT tgisinternal")
+TRIGGER_MODES = {"O": "ENABLE", "A": "ENABLE ALWAYS", "R": "ENABLE REPLICA", "D": "DISABLE"}
 LEASE = 0.3
 
 
@@ -172,6 +175,11 @@ def test_no_lease_while_a_change_could_go_unannounced(userdb, tmp_path, alter) -
     """A trigger disabled (as pg_restore --disable-triggers does) or enabled
     for origin sessions only (a session with session_replication_role =
     replica skips it): no lease, so FreeRADIUS reads every account."""
+    # Every trigger of the table is put back as it was (other migrations'
+    # triggers too, ENABLE ALWAYS ones among them).
+    as_it_was = "".join(f"ALTER TABLE dmzkit.credentials {TRIGGER_MODES[mode]} TRIGGER {name};"
+                        for name, mode in local_servers.superuser_rows(userdb, CREDENTIALS_TRIGGERS))
+
     async def main() -> None:
         await superuser(userdb, f"ALTER TABLE dmzkit.credentials {alter}")
         try:
@@ -181,9 +189,7 @@ def test_no_lease_while_a_change_could_go_unannounced(userdb, tmp_path, alter) -
                     await listener.hold(Notifier())
                 assert server.generations == []
         finally:
-            await superuser(userdb, "ALTER TABLE dmzkit.credentials ENABLE TRIGGER ALL; "
-                                    + "".join(f"ALTER TABLE dmzkit.credentials ENABLE ALWAYS TRIGGER aaa_accounts_{t};"
-                                              for t in ("changed", "updated", "truncated")))
+            await superuser(userdb, as_it_was)
     asyncio.run(main())
 
 
