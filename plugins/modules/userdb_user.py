@@ -9,8 +9,7 @@ module: userdb_user
 short_description: A user of the audited user database, with groups and an Argon2id password hash
 version_added: 0.1.0
 description:
-  - Creates, updates or removes a user in the database of the C(userdb) role,
-    on the database host, as C(postgres) over the local socket.
+  - Creates, updates or removes a user in the database of the C(userdb) role.
   - The password is stored as an Argon2id hash (RFC 9106's second recommended
     setting, 64 MiB, 3 passes, 4 lanes). An existing hash that still verifies
     the given password is kept, so a run with the same password changes
@@ -19,12 +18,10 @@ description:
     C(saml_idp)) has none of its own; it refuses an unknown user after
     verifying against a decoy made with the settings of the newest stored
     hash, so that costs what a real verify costs.
-  - Each change is one transaction with its audit record (C(user.create),
-    C(user.update), C(user.password), C(user.delete)), so nothing is half
-    applied. In check mode the transaction runs and is rolled back.
+  - Each change writes its audit record (C(user.create), C(user.update),
+    C(user.password), C(user.delete)).
 author: dmzkit maintainers (@dmzkit)
 requirements:
-  - psycopg2 (Debian C(python3-psycopg2))
   - argon2-cffi (Debian C(python3-argon2))
 options:
   name:
@@ -60,20 +57,9 @@ options:
     type: str
     choices: [always, on_create]
     default: always
-  database:
-    description: The user database.
-    type: str
-    default: dmzkit
-  login_unix_socket:
-    description: Directory of PostgreSQL's socket.
-    type: path
-    default: /var/run/postgresql
-  port:
-    description: PostgreSQL's port (names the socket).
-    type: int
-    default: 5432
 extends_documentation_fragment:
   - dmzkit.remote_access.attributes
+  - dmzkit.remote_access.userdb
 attributes:
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
@@ -105,19 +91,13 @@ user:
   sample: {"name": "alice", "display_name": "Alice Example", "email": "alice@example.org", "enabled": true, "groups": ["staff"]}
 """
 
-import re
 import traceback
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-PSYCOPG2_ERROR = None
-try:
-    import psycopg2
-    import psycopg2.extras
-except ImportError:
-    psycopg2 = None
-    PSYCOPG2_ERROR = traceback.format_exc()
+from ansible_collections.dmzkit.remote_access.plugins.module_utils._userdb import (
+    CONNECTION_ARGS, NAME, audit, in_transaction, set_groups)
 
 ARGON2_ERROR = None
 try:
@@ -126,8 +106,6 @@ try:
 except ImportError:
     PasswordHasher = None
     ARGON2_ERROR = traceback.format_exc()
-
-NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 # The collection's one Argon2 policy: every password hash in the user
 # database is made here. RFC 9106 §4, second recommended option (when 2 GiB
@@ -167,29 +145,6 @@ def read_user(cur: Any, name: str) -> tuple[int | None, str | None, dict[str, An
     return user_id, password_hash, {
         "name": name, "display_name": display_name, "email": email, "enabled": enabled, "groups": list(groups),
     }
-
-
-def audit(cur: Any, event: str, name: str, detail: dict[str, Any]) -> None:
-    cur.execute(
-        # The database sets the actor (the role signed in) and the time.
-        "INSERT INTO dmzkit.audit_log (subject, event, outcome, detail) VALUES (%s, %s, 'success', %s)",
-        (name, event, psycopg2.extras.Json(detail)),
-    )
-
-
-def set_groups(cur: Any, user_id: int, groups: list[str]) -> None:
-    for group in groups:
-        cur.execute("INSERT INTO dmzkit.groups (name) VALUES (%s) ON CONFLICT (name) DO NOTHING", (group,))
-    cur.execute(
-        "DELETE FROM dmzkit.memberships WHERE user_id = %s"
-        " AND group_id NOT IN (SELECT id FROM dmzkit.groups WHERE name = ANY(%s))",
-        (user_id, groups),
-    )
-    cur.execute(
-        "INSERT INTO dmzkit.memberships (user_id, group_id) SELECT %s, id FROM dmzkit.groups WHERE name = ANY(%s)"
-        " ON CONFLICT DO NOTHING",
-        (user_id, groups),
-    )
 
 
 def apply(module: AnsibleModule, cur: Any) -> tuple[bool, dict[str, Any] | None, dict[str, Any] | None]:
@@ -257,14 +212,10 @@ def main() -> None:
             groups=dict(type="list", elements="str"),
             password=dict(type="str", no_log=True),
             update_password=dict(type="str", choices=["always", "on_create"], default="always"),
-            database=dict(type="str", default="dmzkit"),
-            login_unix_socket=dict(type="path", default="/var/run/postgresql"),
-            port=dict(type="int", default=5432),
+            **CONNECTION_ARGS,
         ),
         supports_check_mode=True,
     )
-    if psycopg2 is None:
-        module.fail_json(msg=missing_required_lib("psycopg2"), exception=PSYCOPG2_ERROR)
     if PasswordHasher is None:
         module.fail_json(msg=missing_required_lib("argon2-cffi"), exception=ARGON2_ERROR)
 
@@ -275,25 +226,7 @@ def main() -> None:
     if p["password"] is not None and len(p["password"]) < 12:
         module.fail_json(msg="the password is shorter than 12 characters")
 
-    try:
-        conn = psycopg2.connect(
-            dbname=p["database"], user="postgres", host=p["login_unix_socket"], port=p["port"],
-            application_name="ansible userdb_user",
-        )
-    except psycopg2.Error as exc:
-        module.fail_json(msg=f"cannot connect to database {p['database']}: {str(exc).strip()}")
-    try:
-        with conn.cursor() as cur:
-            changed, before, after = apply(module, cur)
-        if module.check_mode:
-            conn.rollback()
-        else:
-            conn.commit()
-    except psycopg2.Error as exc:
-        conn.rollback()
-        module.fail_json(msg=f"user {p['name']} was not changed: {str(exc).strip()}")
-    finally:
-        conn.close()
+    changed, before, after = in_transaction(module, f"user {p['name']}", lambda cur: apply(module, cur))
 
     result = {"changed": changed}
     if after is not None:
