@@ -8,6 +8,7 @@ rolled back in check mode and on any error, so nothing is half applied; and
 the audit record each change writes in that transaction."""
 from __future__ import annotations
 
+import os
 import re
 import traceback
 import typing as t
@@ -35,6 +36,20 @@ CONNECTION_ARGS = dict(
     port=dict(type="int", default=5432),
 )
 
+# Business servers ({host, port}) in a query: "(host, port) IN " SERVERS,
+# with the two arrays server_arrays() makes.
+SERVERS = "(SELECT * FROM unnest(%s::text[], %s::int[]))"
+
+
+def sorted_servers(servers: list[dict[str, t.Any]]) -> list[dict[str, t.Any]]:
+    """The {host, port} options as stored and returned: sorted, nothing else."""
+    return sorted(({"host": s["host"], "port": s["port"]} for s in servers), key=lambda s: (s["host"], s["port"]))
+
+
+def server_arrays(servers: list[dict[str, t.Any]]) -> tuple[list[str], list[int]]:
+    return [server["host"] for server in servers], [server["port"] for server in servers]
+
+
 Apply = t.Callable[[t.Any], t.Tuple[bool, t.Any, t.Any]]
 
 
@@ -55,6 +70,13 @@ def set_groups(cur: t.Any, user_id: int, groups: list[str]) -> None:
                 " WHERE name = ANY(%s) ON CONFLICT DO NOTHING", (user_id, groups))
 
 
+def not_made_yet(params: dict[str, t.Any], error: Exception) -> bool:
+    """Whether the database, or PostgreSQL itself, is not there at all (as
+    opposed to refusing us)."""
+    socket = os.path.join(params["login_unix_socket"], f".s.PGSQL.{params['port']}")
+    return not os.path.exists(socket) or f'database "{params["database"]}" does not exist' in str(error)
+
+
 def in_transaction(module: AnsibleModule, what: str, apply: Apply) -> tuple[bool, t.Any, t.Any]:
     """Run apply(cursor) in one transaction, committed unless in check mode;
     fail the module, with nothing changed, on a database error. `what` names
@@ -68,6 +90,11 @@ def in_transaction(module: AnsibleModule, what: str, apply: Apply) -> tuple[bool
             application_name=f"ansible {module._name}",
         )
     except psycopg2.Error as exc:
+        if module.check_mode and not_made_yet(p, exc):
+            # In check mode on a fresh host, the userdb role's play (in
+            # check mode too) has not made the database this run would make.
+            module.warn(f"database {p['database']} does not exist yet: {what} would be made with it")
+            module.exit_json(changed=True)
         module.fail_json(msg=f"cannot connect to database {p['database']}: {str(exc).strip()}")
     try:
         with conn.cursor() as cur:

@@ -7,16 +7,16 @@ DOCUMENTATION = r"""
 ---
 module: userdb_device
 short_description: A device of device auto-login, its business account and the servers it may use
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Records, in the user database of the C(userdb) role, a device that
-    registers with the registration service (role C(registration)): whose it
+    registers with the registration service (role C(registration)); whose it
     is, the public key of its certificate (the service knows a device by it,
     and checks the certificate's common name is the serial), the account it
     logs in to business servers with, and those servers.
-  - The account is the device's own (each registration gives it a new
-    password): this module makes it, with no password until the first
-    registration. Any other existing user is refused, since it may be a person's.
+  - The account is the device's own, made by this module (each registration
+    gives it a new password; it has none until the first). Any other
+    existing user is refused, since it may be a person's.
   - C(revoked) revokes the device for good, in one transaction with the
     removal of its account's password and of any pending grant (the
     database's own trigger). Enrol a replacement under another serial.
@@ -114,7 +114,7 @@ from typing import Any
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.dmzkit.remote_access.plugins.module_utils._userdb import (
-    CONNECTION_ARGS, NAME, audit, in_transaction, set_groups)
+    CONNECTION_ARGS, NAME, SERVERS, audit, in_transaction, server_arrays, set_groups, sorted_servers)
 
 CRYPTOGRAPHY_ERROR = None
 try:
@@ -211,7 +211,7 @@ def present(module: AnsibleModule, cur: Any, found: Any, spki: str) -> tuple[boo
     other = cur.fetchone()
     if other:
         refuse(module, f"its certificate's key is device {other[0]}'s")
-    servers = sorted(({"host": s["host"], "port": s["port"]} for s in p["servers"]), key=lambda s: (s["host"], s["port"]))
+    servers = sorted_servers(p["servers"])
     after = {"serial": p["serial"], "owner": p["owner"], "spki_sha256": spki, "account": p["account"],
              "groups": sorted(set(p["groups"])), "servers": servers, "revoked": False}
     if after == before:
@@ -233,16 +233,13 @@ def present(module: AnsibleModule, cur: Any, found: Any, spki: str) -> tuple[boo
     cur.execute("INSERT INTO dmzkit.device_logins (device_id, account_id) VALUES (%s, %s) ON CONFLICT DO NOTHING",
                 (device_id, account_id))
     set_groups(cur, account_id, after["groups"])
-    wanted = [(s["host"], s["port"]) for s in servers]
-    cur.execute("SELECT host, port FROM dmzkit.business_servers WHERE (host, port) IN"
-                " (SELECT * FROM unnest(%s::text[], %s::int[]))", ([h for h, _ in wanted], [port for _, port in wanted]))
-    unknown = set(wanted) - set(cur.fetchall())
+    cur.execute("SELECT host, port FROM dmzkit.business_servers WHERE (host, port) IN " + SERVERS, server_arrays(servers))
+    unknown = {(s["host"], s["port"]) for s in servers} - set(cur.fetchall())
     if unknown:
         refuse(module, f"no site has these servers (module userdb_site): {sorted(f'{h}:{port}' for h, port in unknown)}")
     cur.execute("DELETE FROM dmzkit.device_servers WHERE device_id = %s", (device_id,))
     cur.execute("INSERT INTO dmzkit.device_servers (device_id, server_id) SELECT %s, id FROM dmzkit.business_servers"
-                " WHERE (host, port) IN (SELECT * FROM unnest(%s::text[], %s::int[]))",
-                (device_id, [h for h, _ in wanted], [port for _, port in wanted]))
+                " WHERE (host, port) IN " + SERVERS, (device_id, *server_arrays(servers)))
     changed = {k: v for k, v in after.items() if before is None or before[k] != v}
     audit(cur, "device.update" if before else "device.enrol", p["serial"], changed)
     return True, before, after

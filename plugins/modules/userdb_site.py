@@ -7,7 +7,7 @@ DOCUMENTATION = r"""
 ---
 module: userdb_site
 short_description: A site of device auto-login, its networks and business servers
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Creates, updates or removes a site in the user database of the C(userdb)
     role. The registration service (role C(registration)) sends a device to
@@ -80,7 +80,7 @@ from typing import Any
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.dmzkit.remote_access.plugins.module_utils._userdb import (
-    CONNECTION_ARGS, audit, in_transaction)
+    CONNECTION_ARGS, SERVERS, audit, in_transaction, server_arrays, sorted_servers)
 
 SITE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 # What the business_servers table accepts (migration 0005).
@@ -109,8 +109,7 @@ def apply(module: AnsibleModule, cur: Any, networks: list[str]) -> tuple[bool, A
         audit(cur, "site.delete", name, {})
         return True, before, None
 
-    servers = sorted(({"host": s["host"], "port": s["port"]} for s in p["servers"]),
-                     key=lambda s: (s["host"], s["port"]))
+    servers = sorted_servers(p["servers"])
     after = {"name": name, "networks": networks, "servers": servers}
     if after == before:
         return False, before, after
@@ -119,18 +118,17 @@ def apply(module: AnsibleModule, cur: Any, networks: list[str]) -> tuple[bool, A
         site_id = cur.fetchone()[0]
     else:
         cur.execute("UPDATE dmzkit.sites SET networks = %s::cidr[] WHERE id = %s", (networks, site_id))
-    wanted = [(s["host"], s["port"]) for s in servers]
+    wanted = [(server["host"], server["port"]) for server in servers]
     cur.execute("SELECT s.name, b.host, b.port FROM dmzkit.business_servers b JOIN dmzkit.sites s ON s.id = b.site_id"
                 " WHERE b.site_id <> %s", (site_id,))
     elsewhere = [f"{host}:{port} (site {site})" for site, host, port in cur.fetchall() if (host, port) in wanted]
     if elsewhere:
         module.fail_json(msg=f"site {name} was not changed: these servers are at another site, take them out"
                              f" there first: {', '.join(elsewhere)}")
-    cur.execute("DELETE FROM dmzkit.business_servers WHERE site_id = %s AND (host, port) NOT IN"
-                " (SELECT * FROM unnest(%s::text[], %s::int[]))",
-                (site_id, [h for h, _ in wanted], [port for _, port in wanted]))
+    cur.execute("DELETE FROM dmzkit.business_servers WHERE site_id = %s AND (host, port) NOT IN " + SERVERS,
+                (site_id, *server_arrays(servers)))
     cur.executemany("INSERT INTO dmzkit.business_servers (site_id, host, port) VALUES (%s, %s, %s)"
-                    " ON CONFLICT (host, port) DO NOTHING", [(site_id, h, port) for h, port in wanted])
+                    " ON CONFLICT (host, port) DO NOTHING", [(site_id, host, port) for host, port in wanted])
     audit(cur, "site.update" if before else "site.create", name, {"networks": networks, "servers": servers})
     return True, before, after
 

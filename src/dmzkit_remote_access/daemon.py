@@ -48,6 +48,11 @@ async def until_stopped(main: Coroutine[Any, Any, None]) -> None:
         pass
 
 
+class StartupError(Exception):
+    """What a service needs at start is not there (its database refuses it,
+    say): said in one line, exit status 1, and systemd tries again."""
+
+
 class Service(Protocol):
     async def run(self) -> None:
         """Serve until cancelled."""
@@ -71,5 +76,9 @@ def service_main(prog: str, doc: str, build: Callable[[str], Service], argv: lis
     if args.check:
         print(f"{args.config}: ok")
         return 0
-    asyncio.run(until_stopped(service.run()))
+    try:
+        asyncio.run(until_stopped(service.run()))
+    except StartupError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 1
     return 0

@@ -1,6 +1,6 @@
 """dmzkit-device-agent: the device's auto-login, once per start.
 
-`dmzkit-device-agent --config FILE`, run once as the device starts:
+`dmzkit-device-agent --config FILE [--check]`, run once as the device starts:
 
 1. Registers (agent.hedged: the primary, the backup STAGGER later or at
    once when the primary fails), in rounds apart by a backoff with full
@@ -262,6 +262,7 @@ class Agent:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dmzkit-device-agent", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="the agent's settings (JSON)")
+    parser.add_argument("--check", action="store_true", help="validate the settings and the files they name, and exit")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
     try:
@@ -269,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"dmzkit-device-agent: {e}", file=sys.stderr)
         return 2
+    if args.check:
+        print(f"{args.config}: ok")
+        return 0
     outcome = asyncio.run(agent.run())
     print(outcome.how, file=sys.stdout if outcome.logged_in else sys.stderr)
     return 0 if outcome.logged_in else 1

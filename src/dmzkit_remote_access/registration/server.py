@@ -23,6 +23,7 @@ import json
 import logging
 import secrets
 import ssl
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -36,7 +37,7 @@ from redis.exceptions import RedisError
 
 from .. import metrics_http
 from ..config import ConfigError, read_secret
-from ..daemon import Notifier, service_main
+from ..daemon import Notifier, StartupError, service_main
 from ..sealing import Sealer, load_key
 from ..tls import client_context, common_name, peer_certificate, server_context, spki_sha256
 from ..userdb import device_hash
@@ -398,10 +399,13 @@ class Service:
     async def run(self) -> None:
         s = self.settings
         tls = None if s.db_host.startswith("/") else client_context(s.ca_chain, crl=s.crl)
-        pool = await asyncpg.create_pool(host=s.db_host, port=s.db_port, database=s.db_name, user=s.db_user,
-                                         passfile=s.db_passfile, ssl=tls, min_size=1, max_size=8,
-                                         command_timeout=s.frame_seconds,
-                                         server_settings={"application_name": "dmzkit-registration"})
+        try:
+            pool = await asyncpg.create_pool(host=s.db_host, port=s.db_port, database=s.db_name, user=s.db_user,
+                                             passfile=s.db_passfile, ssl=tls, min_size=1, max_size=8,
+                                             command_timeout=s.frame_seconds,
+                                             server_settings={"application_name": "dmzkit-registration"})
+        except (asyncpg.PostgresError, OSError, TimeoutError) as e:
+            raise StartupError(f"cannot use the user database at {s.db_host}:{s.db_port} as {s.db_user}: {e}") from None
         redis = Redis(unix_socket_path=s.store_socket, username=s.store_user, password=self.store_password)
         metrics = Metrics()
         registrar = Registrar(s, self.tls, pool, redis, self.seal_key, metrics)
@@ -422,3 +426,7 @@ class Service:
 
 def main(argv: list[str] | None = None) -> int:
     return service_main("dmzkit-registration", __doc__, lambda path: Service(Settings.load(path)), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

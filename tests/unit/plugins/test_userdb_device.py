@@ -125,3 +125,17 @@ def test_revoked_then_removed_leaves_no_password(run: Run, query) -> None:
     assert run(userdb_device.main, serial="MOD-0003", state="absent")["changed"]
     assert query("SELECT 1 FROM dmzkit.devices WHERE serial = 'MOD-0003'") == []
     assert run(userdb_device.main, serial="MOD-0003", state="absent")["changed"] is False
+
+
+def test_in_check_mode_a_database_not_made_yet_would_be_made_and_otherwise_fails(tmp_path, capsys) -> None:
+    # A fresh host in check mode: the userdb role's play has not made PostgreSQL's socket.
+    def module(check: bool) -> dict[str, Any]:
+        with patch_module_args({"login_unix_socket": str(tmp_path), "_ansible_check_mode": check, "name": "mod-fresh"}):
+            with pytest.raises(SystemExit):
+                userdb_site.main()
+        return json.loads(capsys.readouterr().out)
+
+    checked = module(check=True)
+    assert checked["changed"] and "does not exist yet" in json.dumps(checked["warnings"])
+    applied = module(check=False)
+    assert applied["failed"] and "cannot connect to database dmzkit" in applied["msg"]

@@ -81,7 +81,8 @@ class Device:
             "servers": servers, "login_command": [sys.executable, str(self.where / "login.py")], **changes}))
         return path
 
-    async def agent(self, servers: list[str], dead_server: str = "", **changes: object) -> Ran:
+    async def agent(self, servers: list[str], dead_server: str = "", flags: tuple[str, ...] = (),
+                    **changes: object) -> Ran:
         """The agent's run; the business login fails at `dead_server`."""
         env = {**os.environ, "PYTHONPATH": str(SRC), "UNIT_DB_HOST": self.lab.userdb["host"],
                "UNIT_DB_USER": self.lab.userdb["user"], "UNIT_DB_PASSWORD": self.lab.userdb["password"],
@@ -90,7 +91,7 @@ class Device:
         start = time.monotonic()
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "dmzkit_remote_access.registration.device_agent", "--config",
-            str(self.config(servers, **changes)), env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            str(self.config(servers, **changes)), *flags, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         out, err = await process.communicate()
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         return Ran(process.returncode or 0, out.decode(), err.decode(), time.monotonic() - start,
@@ -196,6 +197,24 @@ def test_a_server_that_keeps_failing_is_passed_over_while_its_breaker_is_open(la
 def test_a_configuration_it_cannot_use_is_refused_with_status_2(lab: Lab, device: Device) -> None:
     ran = run(lab, lambda port: device.agent(["no-port-here"]))
     assert ran.rc == 2 and "servers[0] must be host:port" in ran.err and "Traceback" not in ran.err, ran
+
+
+def test_check_validates_the_settings_and_files_and_contacts_nobody(lab: Lab, device: Device) -> None:
+    # The role's validate: the files it names are read, no server is asked.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    try:
+        server = f"127.0.0.1:{silent.getsockname()[1]}"
+        ran = run(lab, lambda port: device.agent([server], flags=("--check",)))
+        assert ran.rc == 0 and ran.out.endswith(": ok\n") and ran.seconds < 5.0, ran
+        silent.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            silent.accept()
+        ran = run(lab, lambda port: device.agent([server], flags=("--check",), certificate="/nonexistent.pem"))
+        assert ran.rc == 2 and "Traceback" not in ran.err, ran
+    finally:
+        silent.close()
 
 
 def test_a_dead_business_server_sends_the_login_to_the_next(lab: Lab, device: Device) -> None:

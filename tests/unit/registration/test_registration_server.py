@@ -315,3 +315,19 @@ def test_a_flood_of_unfinished_handshakes_holds_a_few_sockets_and_registrations_
     assert closed == 40 - 8
     assert metrics.registry.get_sample_value("dmzkit_registration_handshakes_refused_total", {"cap": "per_source"}) == 32
     assert [type(a) for a in answers] == [Grant, Done]
+
+
+def test_a_database_that_refuses_the_service_at_start_is_said_in_one_line(lab: Lab, tmp_path) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+    settings = dataclasses.asdict(dataclasses.replace(lab.settings, db_user="no_such_role_unit",
+                                                      metrics_listen="127.0.0.1:0"))
+    config = tmp_path / "registration.json"
+    config.write_text(json.dumps(settings))
+    src = Path(__file__).resolve().parents[3] / "src"
+    ran = subprocess.run([sys.executable, "-m", "dmzkit_remote_access.registration.server", "--config", str(config)],
+                         capture_output=True, text=True, timeout=30, env={"PYTHONPATH": str(src)})
+    assert ran.returncode == 1, ran
+    assert "cannot use the user database" in ran.stderr and "no_such_role_unit" in ran.stderr, ran.stderr
+    assert "Traceback" not in ran.stderr, ran.stderr
