@@ -93,8 +93,9 @@ def in_transaction(module: AnsibleModule, what: str, apply: Apply) -> tuple[bool
         if module.check_mode and not_made_yet(p, exc):
             # In check mode on a fresh host, the userdb role's play (in
             # check mode too) has not made the database this run would make.
-            module.warn(f"database {p['database']} does not exist yet: {what} would be made with it")
-            module.exit_json(changed=True)
+            message = f"database {p['database']} does not exist yet: {what} would be made with it"
+            module.warn(message)
+            module.exit_json(changed=True, msg=message)
         module.fail_json(msg=f"cannot connect to database {p['database']}: {str(exc).strip()}")
     try:
         with conn.cursor() as cur:

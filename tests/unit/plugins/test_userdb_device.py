@@ -3,7 +3,7 @@ userdb_device), run in this process against the user database's real schema."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg2
@@ -28,12 +28,18 @@ def run(userdb: dict[str, str], capsys: pytest.CaptureFixture[str]) -> Run:
 
 
 @pytest.fixture
-def query(userdb: dict[str, str]) -> Callable[[str, tuple], list[tuple]]:
+def query(userdb: dict[str, str]) -> Iterator[Callable[[str, tuple], list[tuple]]]:
+    """Statements as the superuser; what the tests made (named mod-*) is
+    removed after each, since the unit session shares one database."""
     def rows(sql: str, params: tuple = ()) -> list[tuple]:
         with psycopg2.connect(dbname="dmzkit", user="postgres", host=userdb["host"]) as conn, conn.cursor() as cur:
-            cur.execute(sql, params)
-            return cur.fetchall()
-    return rows
+            cur.execute(sql, params or None)
+            return cur.fetchall() if cur.description else []
+    yield rows
+    rows("DELETE FROM dmzkit.credentials WHERE user_id IN (SELECT id FROM dmzkit.users WHERE username LIKE 'device-mod-%')")
+    rows("DELETE FROM dmzkit.devices WHERE serial LIKE 'MOD-%'")
+    rows("DELETE FROM dmzkit.users WHERE username LIKE 'mod-%' OR username LIKE 'device-mod-%'")
+    rows("DELETE FROM dmzkit.sites WHERE name LIKE 'mod-%'")
 
 
 CA = make_ca("devices CA")
@@ -136,6 +142,6 @@ def test_in_check_mode_a_database_not_made_yet_would_be_made_and_otherwise_fails
         return json.loads(capsys.readouterr().out)
 
     checked = module(check=True)
-    assert checked["changed"] and "does not exist yet" in json.dumps(checked["warnings"])
+    assert checked["changed"] and "does not exist yet" in checked["msg"] and not checked.get("failed")
     applied = module(check=False)
     assert applied["failed"] and "cannot connect to database dmzkit" in applied["msg"]

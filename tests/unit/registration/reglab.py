@@ -53,8 +53,9 @@ def sql(userdb: dict[str, str], statements: str) -> None:
 
 
 @contextmanager
-def built(userdb: dict[str, str], where: Path) -> Iterator[Lab]:
-    """The lab in `where`, on the test user database."""
+def built(userdb: dict[str, str], where: Path, serials: tuple[str, ...] = SERIALS) -> Iterator[Lab]:
+    """The lab in `where`, on the test user database: devices `serials`
+    (the first is the one the odd certificates below copy)."""
     ca_key, ca = make_ca("Unit Device CA")
     (where / "ca.pem").write_bytes(pem(ca))
     (where / "crl.pem").write_bytes(pem(make_crl(ca_key, ca, NOW - dt.timedelta(hours=1), NOW + dt.timedelta(days=1))))
@@ -62,7 +63,7 @@ def built(userdb: dict[str, str], where: Path) -> Iterator[Lab]:
     write_key(where / "server.key", key)
     (where / "server.pem").write_bytes(pem(cert))
     spkis = []
-    for serial in SERIALS:
+    for serial in serials:
         key, cert = make_leaf(ca_key, ca, serial)
         write_key(where / f"{serial}.key", key)
         (where / f"{serial}.pem").write_bytes(pem(cert))
@@ -70,18 +71,18 @@ def built(userdb: dict[str, str], where: Path) -> Iterator[Lab]:
     # The first device's key under another name.
     renamed = x509.CertificateBuilder().subject_name(
         x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "DEV-S-9999")])).issuer_name(ca.subject).public_key(
-        serialization.load_pem_private_key((where / f"{SERIALS[0]}.key").read_bytes(), None).public_key()).serial_number(
+        serialization.load_pem_private_key((where / f"{serials[0]}.key").read_bytes(), None).public_key()).serial_number(
         x509.random_serial_number()).not_valid_before(NOW - dt.timedelta(days=1)).not_valid_after(
         NOW + dt.timedelta(days=1)).add_extension(
         x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False).sign(ca_key, hashes.SHA256())
-    (where / "renamed.key").write_bytes((where / f"{SERIALS[0]}.key").read_bytes())
+    (where / "renamed.key").write_bytes((where / f"{serials[0]}.key").read_bytes())
     (where / "renamed.pem").write_bytes(pem(renamed))
     # The first device's serial with another key, and from another CA.
-    key, cert = make_leaf(ca_key, ca, SERIALS[0])
+    key, cert = make_leaf(ca_key, ca, serials[0])
     write_key(where / "stranger.key", key)
     (where / "stranger.pem").write_bytes(pem(cert))
     other_key, other = make_ca("Another CA")
-    key, cert = make_leaf(other_key, other, SERIALS[0])
+    key, cert = make_leaf(other_key, other, serials[0])
     write_key(where / "other-ca.key", key)
     (where / "other-ca.pem").write_bytes(pem(cert))
     (where / "seal.key").write_text(secrets.token_hex(32))
@@ -93,7 +94,7 @@ def built(userdb: dict[str, str], where: Path) -> Iterator[Lab]:
                   "INSERT INTO dmzkit.business_servers (site_id, host, port) SELECT id, 'biz-' || name || '.test', 443"
                   " FROM dmzkit.sites WHERE name IN ('hq', 'branch');",
                   "CREATE ROLE registration_server_unit LOGIN IN ROLE dmzkit_registration;"]
-    for serial, spki in zip(SERIALS, spkis):
+    for serial, spki in zip(serials, spkis):
         account = serial.lower()
         statements.append(f"""
             INSERT INTO dmzkit.users (username) VALUES ('{account}');
@@ -103,7 +104,8 @@ def built(userdb: dict[str, str], where: Path) -> Iterator[Lab]:
                 SELECT d.id, u.id FROM dmzkit.devices d, dmzkit.users u
                 WHERE d.serial = '{serial}' AND u.username = '{account}';
             INSERT INTO dmzkit.device_servers SELECT l.device_id, b.id FROM dmzkit.device_logins l
-                JOIN dmzkit.devices d ON d.id = l.device_id, dmzkit.business_servers b WHERE d.serial = '{serial}';
+                JOIN dmzkit.devices d ON d.id = l.device_id, dmzkit.business_servers b
+                WHERE d.serial = '{serial}' AND b.host LIKE 'biz-%.test';
         """)
     sql(userdb, "".join(statements))
     with local_servers.redis_server(where) as redis_socket:

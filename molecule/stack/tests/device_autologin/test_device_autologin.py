@@ -9,7 +9,8 @@ import re
 from collections.abc import Iterator
 
 import pytest
-from lab_devices import DEVICES, REG, UNIT, Device, kept, last_registration, run_agent, vpn_login
+from lab_devices import (CACHE, CONFIG, DEVICES, REG, UNIT, Device, audit_verify, im_login, kept, last_registration, psql,
+                         run_agent, vpn_login)
 
 REGISTERED = re.compile(r"registered \(epoch (\d+)\) in ([0-9.]+) s; logged in as (\S+)")
 
@@ -27,6 +28,25 @@ def stopped(lab) -> Iterator:
     yield stop
     for host in hosts:
         assert lab[host].host.run("systemctl start dmzkit-registration").rc == 0
+
+
+@pytest.fixture
+def fresh_start(lab) -> None:
+    """The device's breakers forgotten: each test sees the hedging itself,
+    not a breaker an earlier test opened."""
+    assert lab[DEVICES[0].host].host.run(f"rm -f {CACHE}.breakers").rc == 0
+
+
+@pytest.fixture
+def silent(lab, stopped, transient_service) -> Iterator:
+    """silent(host): the registration service on host replaced by a listener
+    that accepts connections and never says a word."""
+    def make(host: str) -> None:
+        stopped(host)
+        transient_service(host, "verify-silent-registration",
+                          "python3 -c 'import socket; s = socket.create_server((\"\", 7443)); "
+                          "held = [s.accept() for _ in iter(int, 1)]'", 7443)
+    yield make
 
 
 @pytest.mark.parametrize("device", DEVICES, ids=lambda d: d.host)
@@ -55,11 +75,14 @@ def test_each_registration_rotates_the_password_and_the_previous_stops_working(l
     assert after["current"][0] > before["current"][0] and after["candidate"] is None, (before, after)
     assert after["current"][1] != before["current"][1]
 
+    # Both business servers check the account's password at AAA.
     assert vpn_login(lab, device, device.server, after["current"][1])
     assert not vpn_login(lab, device, device.server, before["current"][1])
+    assert im_login(lab, device, after["current"][1])
+    assert not im_login(lab, device, before["current"][1])
 
 
-def test_a_primary_that_refuses_sends_the_device_to_the_backup_at_once(lab, stopped) -> None:
+def test_a_primary_that_refuses_sends_the_device_to_the_backup_at_once(lab, stopped, fresh_start) -> None:
     device = DEVICES[0]
     stopped(REG[0])
     ran = run_agent(lab, device)
@@ -67,6 +90,15 @@ def test_a_primary_that_refuses_sends_the_device_to_the_backup_at_once(lab, stop
     match = REGISTERED.search(ran.stdout)
     assert match and float(match.group(2)) < 1.0, ran.stdout
     assert last_registration(lab, device)["outcome"] == "success"
+
+
+def test_a_silent_primary_sends_the_device_to_the_backup_within_its_stagger(lab, silent, fresh_start) -> None:
+    device = DEVICES[0]
+    silent(REG[0])
+    ran = run_agent(lab, device)
+    assert ran.returncode == 0, ran.stderr[-800:]
+    match = REGISTERED.search(ran.stdout)
+    assert match and float(match.group(2)) < 2.5, ran.stdout
 
 
 def test_with_both_registration_servers_down_the_device_logs_in_from_its_cache(lab, stopped) -> None:
@@ -93,3 +125,72 @@ def test_with_both_down_and_no_cache_the_device_says_so_within_10_s(lab, stopped
     finally:
         assert host.run(f"mv {cache}.aside {cache}").rc == 0
     assert ran.returncode == 1 and "no cache to log in with" in ran.stderr, (ran.returncode, ran.stderr[-800:])
+
+
+def test_a_certificate_of_another_ca_with_the_devices_serial_is_refused(lab) -> None:
+    """Someone with a CA of their own makes a certificate with the device's
+    serial: no registration server takes it (TLS ends before a reg is read)."""
+    device = DEVICES[0]
+    host = lab[device.host].host
+    before = psql(lab, f"SELECT count(*) FROM audit_log WHERE event = 'registration' AND subject = '{device.serial}'")
+    forged = "/run/dmzkit-forged"
+    try:
+        host.run_expect([0], f"rm -rf {forged} && mkdir {forged} && cd {forged}"
+                             " && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1"
+                             " -subj /CN=forged-ca -keyout ca.key -out ca.pem 2>/dev/null"
+                             f" && openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN={device.serial}"
+                             " -keyout device.key -out device.csr 2>/dev/null"
+                             " && echo extendedKeyUsage=clientAuth > ext"
+                             " && openssl x509 -req -in device.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1"
+                             " -extfile ext -out device.pem 2>/dev/null"
+                             " && chown -R dmzkit-device . && chmod 0700 .")
+        host.run_expect([0], f"python3 -c 'import json, sys; c = json.load(open(\"{CONFIG}\")); c.update("
+                             f"certificate=\"{forged}/device.pem\", private_key=\"{forged}/device.key\", "
+                             f"cache=\"{forged}/cache\"); json.dump(c, open(\"{forged}/agent.json\", \"w\"))'"
+                             f" && chown dmzkit-device {forged}/agent.json")
+        ran = run_agent(lab, device, config=f"{forged}/agent.json")
+    finally:
+        host.run(f"rm -rf {forged}")
+    assert ran.returncode == 1 and "no cache to log in with" in ran.stderr, ran.stderr[-800:]
+    after = psql(lab, f"SELECT count(*) FROM audit_log WHERE event = 'registration' AND subject = '{device.serial}'")
+    assert after == before
+
+
+def test_a_cache_rolled_back_to_an_older_epoch_is_refused_online(lab) -> None:
+    device = DEVICES[0]
+    host = lab[device.host].host
+    host.run_expect([0], f"cp -p {CACHE} {CACHE}.older")
+    try:
+        assert run_agent(lab, device).returncode == 0
+        host.run_expect([0], f"cp -p {CACHE} {CACHE}.newest && cp -p {CACHE}.older {CACHE}")
+        ran = run_agent(lab, device)
+        record = last_registration(lab, device)
+    finally:
+        host.run(f"test -f {CACHE}.newest && mv {CACHE}.newest {CACHE}; rm -f {CACHE}.older")
+    assert record["outcome"] == "failure" and record["detail"]["reason"] == "stale epoch", record
+    # Nor does its password log in anywhere: the account's is newer.
+    assert ran.returncode == 1, ran.stderr[-800:]
+    assert run_agent(lab, device).returncode == 0
+
+
+def test_the_registration_audit_chain_verifies(lab) -> None:
+    ran = audit_verify(lab)
+    assert ran.returncode == 0 and "records verify" in ran.stdout, (ran.stdout, ran.stderr[-800:])
+
+
+@pytest.mark.irreversible
+def test_an_edited_registration_record_is_found_by_the_audit_chain(lab) -> None:
+    """The database's superuser edits a record (past the append-only
+    trigger); the chain names it. Put back, the chain verifies again."""
+    row = psql(lab, "SELECT id || ' ' || chain_seq FROM audit_log WHERE chain = 'registration' ORDER BY id DESC LIMIT 1")
+    record, seq = row.split()
+    edit = ("BEGIN; SET LOCAL session_replication_role = replica;"
+            f" UPDATE audit_log SET outcome = CASE outcome WHEN 'success' THEN 'failure' ELSE 'success' END WHERE id = {record};"
+            " COMMIT;")
+    psql(lab, edit)
+    try:
+        ran = audit_verify(lab)
+    finally:
+        psql(lab, edit)
+    assert ran.returncode == 1 and f"record {seq}" in ran.stdout, (ran.stdout, ran.stderr[-800:])
+    assert audit_verify(lab).returncode == 0
