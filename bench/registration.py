@@ -210,9 +210,10 @@ def client_tls(where: str, serial: str) -> ssl.SSLContext:
     return tls
 
 
-async def register_ours(port: int, tls: ssl.SSLContext, serial: str, epoch: int) -> int:
+async def register_ours(port: int, tls: ssl.SSLContext, serial: str, epoch: int, source: str) -> int:
     """One registration; the epoch now committed."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls, server_hostname="localhost")
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls, server_hostname="localhost",
+                                                   local_addr=(source, 0))
     try:
         writer.write(protocol.encode(Reg(serial=serial, nonce=secrets.token_hex(16), ts=int(time.time() * 1000),
                                          epoch=epoch, cache_logins=())))
@@ -228,8 +229,9 @@ async def register_ours(port: int, tls: ssl.SSLContext, serial: str, epoch: int)
         writer.close()
 
 
-async def register_anchor(port: int, tls: ssl.SSLContext) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls, server_hostname="localhost")
+async def register_anchor(port: int, tls: ssl.SSLContext, source: str) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls, server_hostname="localhost",
+                                                   local_addr=(source, 0))
     try:
         writer.write(b"POST /register HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
         answer = await asyncio.wait_for(reader.read(), 5)
@@ -239,17 +241,19 @@ async def register_anchor(port: int, tls: ssl.SSLContext) -> None:
         writer.close()
 
 
-def worker(kind: str, port: int, where: str, serials: list[str], slots: int, start: float, stop: float
-           ) -> tuple[list[float], int, list[str]]:
-    """One client process: `slots` connections at a time until `stop`
-    (wall clock); latencies of those started after `start`."""
+def worker(kind: str, port: int, where: str, serials: list[str], slots: int, start: float, stop: float,
+           number: int) -> tuple[list[float], int, list[str]]:
+    """Client process `number`: `slots` connections at a time until `stop`
+    (wall clock), each slot from an address of its own on loopback (as
+    devices come from theirs: the service caps handshakes per address);
+    latencies of those started after `start`."""
     async def run() -> tuple[list[float], int, list[str]]:
         contexts = {serial: client_tls(where, serial) for serial in serials}
         epochs = {serial: 0 for serial in serials}
         latencies: list[float] = []
         errors: list[str] = []
 
-        async def slot(mine: list[str]) -> None:
+        async def slot(mine: list[str], source: str) -> None:
             turn = 0
             while time.time() < stop:
                 serial = mine[turn % len(mine)]
@@ -257,9 +261,9 @@ def worker(kind: str, port: int, where: str, serials: list[str], slots: int, sta
                 began, counted = time.perf_counter(), time.time() >= start
                 try:
                     if kind == "ours":
-                        epochs[serial] = await register_ours(port, contexts[serial], serial, epochs[serial])
+                        epochs[serial] = await register_ours(port, contexts[serial], serial, epochs[serial], source)
                     else:
-                        await register_anchor(port, contexts[serial])
+                        await register_anchor(port, contexts[serial], source)
                 except (OSError, RuntimeError, ssl.SSLError, asyncio.TimeoutError, protocol.Malformed) as e:
                     if counted:
                         errors.append(f"{type(e).__name__}: {e}")
@@ -267,7 +271,7 @@ def worker(kind: str, port: int, where: str, serials: list[str], slots: int, sta
                 if counted:
                     latencies.append(time.perf_counter() - began)
 
-        await asyncio.gather(*(slot(serials[i::slots]) for i in range(slots)))
+        await asyncio.gather(*(slot(serials[i::slots], f"127.{number + 1}.0.{i + 1}") for i in range(slots)))
         return latencies, len(errors), errors[:3]
     return asyncio.run(run())
 
@@ -279,8 +283,8 @@ def measure(kind: str, port: int, pids: list[int], where: Path, serials: list[st
     stop = start + seconds
     halves = [serials[i::processes] for i in range(processes)]
     with ProcessPoolExecutor(processes) as pool:
-        futures = [pool.submit(worker, kind, port, str(where), half, concurrency // processes, start, stop)
-                   for half in halves]
+        futures = [pool.submit(worker, kind, port, str(where), half, concurrency // processes, start, stop, number)
+                   for number, half in enumerate(halves)]
         time.sleep(max(0.0, start - time.time()))
         cpu_before = cpu_seconds(pids)
         time.sleep(max(0.0, stop - time.time()))

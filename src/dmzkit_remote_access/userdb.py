@@ -107,6 +107,18 @@ def decoy_like(parameters: Parameters) -> str:
                           salt_len=parameters.salt_len, type=parameters.type).hash(DECOY_PASSWORD)
 
 
+class QuietConnection(asyncpg.Connection):  # type: ignore[misc]
+    """A pooled connection the pool does not reset at each release: a
+    session of ours sets nothing that the reset (advisory locks, cursors,
+    LISTEN, SET) would clear, and each reset is one more round trip per
+    query taken from the pool. An open transaction is still rolled back
+    (asyncpg adds the ROLLBACK itself). asyncpg 0.27, Debian 12's, has no
+    public switch for this (0.28's Pool `reset` argument)."""
+
+    def _get_reset_query(self) -> str:
+        return ""
+
+
 class Decoy:
     """The decoy for the parameters of the newest stored hash, made again
     when they change. `stale` is cheap; `make` costs one hash."""

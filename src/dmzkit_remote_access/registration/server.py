@@ -40,7 +40,7 @@ from ..config import ConfigError, read_secret
 from ..daemon import Notifier, StartupError, service_main
 from ..sealing import Sealer, load_key
 from ..tls import client_context, common_name, peer_certificate, server_context, spki_sha256
-from ..userdb import device_hash
+from ..userdb import QuietConnection, device_hash
 from . import protocol
 from .metrics import Metrics
 from .protocol import Ack, Done, Err, Grant, Malformed, Reg, Server
@@ -383,6 +383,9 @@ def context(settings: Settings) -> ssl.SSLContext:
                          ssl.CERT_REQUIRED)
     tls.minimum_version = ssl.TLSVersion.TLSv1_3
     tls.set_alpn_protocols([protocol.ALPN])
+    # Devices make a full handshake each time (the agent keeps no session):
+    # tickets would only cost their making and a write.
+    tls.num_tickets = 0
     return tls
 
 
@@ -402,6 +405,7 @@ class Service:
         try:
             pool = await asyncpg.create_pool(host=s.db_host, port=s.db_port, database=s.db_name, user=s.db_user,
                                              passfile=s.db_passfile, ssl=tls, min_size=1, max_size=8,
+                                             connection_class=QuietConnection,
                                              command_timeout=s.frame_seconds,
                                              server_settings={"application_name": "dmzkit-registration"})
         except (asyncpg.PostgresError, OSError, TimeoutError) as e:
