@@ -36,6 +36,12 @@ CONNECTION_ARGS = dict(
     port=dict(type="int", default=5432),
 )
 
+# The option that lists business servers, {host, port} each.
+SERVER_ARGS = dict(type="list", elements="dict", default=[], options=dict(
+    host=dict(type="str", required=True),
+    port=dict(type="int", required=True),
+))
+
 # Business servers ({host, port}) in a query: "(host, port) IN " SERVERS,
 # with the two arrays server_arrays() makes.
 SERVERS = "(SELECT * FROM unnest(%s::text[], %s::int[]))"

@@ -114,7 +114,7 @@ from typing import Any
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.dmzkit.remote_access.plugins.module_utils._userdb import (
-    CONNECTION_ARGS, NAME, SERVERS, audit, in_transaction, server_arrays, set_groups, sorted_servers)
+    CONNECTION_ARGS, SERVER_ARGS, NAME, SERVERS, audit, in_transaction, server_arrays, set_groups, sorted_servers)
 
 CRYPTOGRAPHY_ERROR = None
 try:
@@ -279,10 +279,7 @@ def main() -> None:
             certificate=dict(type="str"),
             account=dict(type="str"),
             groups=dict(type="list", elements="str", default=[]),
-            servers=dict(type="list", elements="dict", default=[], options=dict(
-                host=dict(type="str", required=True),
-                port=dict(type="int", required=True),
-            )),
+            servers=SERVER_ARGS,
             **CONNECTION_ARGS,
         ),
         required_if=[("state", "present", ("owner", "certificate"))],

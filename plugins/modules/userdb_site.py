@@ -80,7 +80,7 @@ from typing import Any
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.dmzkit.remote_access.plugins.module_utils._userdb import (
-    CONNECTION_ARGS, SERVERS, audit, in_transaction, server_arrays, sorted_servers)
+    CONNECTION_ARGS, SERVER_ARGS, SERVERS, audit, in_transaction, server_arrays, sorted_servers)
 
 SITE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 # What the business_servers table accepts (migration 0005).
@@ -139,10 +139,7 @@ def main() -> None:
             name=dict(type="str", required=True),
             state=dict(type="str", choices=["present", "absent"], default="present"),
             networks=dict(type="list", elements="str", default=[]),
-            servers=dict(type="list", elements="dict", default=[], options=dict(
-                host=dict(type="str", required=True),
-                port=dict(type="int", required=True),
-            )),
+            servers=SERVER_ARGS,
             **CONNECTION_ARGS,
         ),
         supports_check_mode=True,
