@@ -20,7 +20,11 @@ description:
   - C(revoked) revokes the device for good, in one transaction with the
     removal of its account's password and of any pending grant (the
     database's own trigger). Enrol a replacement under another serial.
-  - C(absent) removes the device and its account's password.
+  - C(absent) removes the device and its account (the account's password
+    only, should the account have become a person's since).
+  - A new certificate key (a re-keyed device) replaces the old one, removes
+    the account's password and starts the rotation again, so the old key
+    and what it was given log in no more.
   - Each change writes its audit record (C(device.enrol), C(device.update),
     C(device.revoke), C(device.delete)).
 author: dmzkit maintainers (@dmzkit)
@@ -42,7 +46,7 @@ options:
   certificate:
     description:
       - The device's certificate (PEM), issued by the CA the registration service trusts.
-      - Only its public key is kept; a new key (a re-keyed device) replaces the old one.
+      - Only its public key is kept; a new key (a re-keyed device) replaces the old one (see above).
       - Required when I(state=present).
     type: str
   account:
@@ -228,8 +232,15 @@ def present(module: AnsibleModule, cur: Any, found: Any, spki: str) -> tuple[boo
         device_id = cur.fetchone()[0]
     else:
         device_id = found[0]["device"]
-        cur.execute("UPDATE dmzkit.devices SET spki_sha256 = %s WHERE id = %s AND spki_sha256 <> %s",
-                    (spki, device_id, spki))
+        if before["spki_sha256"] != spki:
+            # A new key: whoever holds the old one (with the password it
+            # was given) logs in no more, and the device, whose cache the
+            # old key sealed, starts its rotation again from nothing.
+            cur.execute("UPDATE dmzkit.devices SET spki_sha256 = %s WHERE id = %s", (spki, device_id))
+            cur.execute("UPDATE dmzkit.device_logins SET committed = 0, issued = 0, pending_epoch = NULL,"
+                        " pending_password = NULL, pending_expires = NULL WHERE device_id = %s", (device_id,))
+            cur.execute("DELETE FROM dmzkit.credentials WHERE user_id = %s AND password_hash LIKE '$sha256$%%'",
+                        (found[0]["account"],))
     cur.execute("INSERT INTO dmzkit.device_logins (device_id, account_id) VALUES (%s, %s) ON CONFLICT DO NOTHING",
                 (device_id, account_id))
     set_groups(cur, account_id, after["groups"])
@@ -262,10 +273,18 @@ def apply(module: AnsibleModule, cur: Any, spki: str | None) -> tuple[bool, Any,
         cur.execute("UPDATE dmzkit.devices SET revoked_at = now() WHERE id = %s", (found[0]["device"],))
         audit(cur, "device.revoke", p["serial"], {})
         return True, before, dict(before, revoked=True)
+    # The device first: its delete waits for a registration under way (which
+    # holds its rows), so the password that one commits is seen below.
+    cur.execute("DELETE FROM dmzkit.devices WHERE id = %s", (found[0]["device"],))
     if found[0]["account"] is not None:
+        # Its account goes too (this module made it), unless it has become
+        # a person's since; then only the device's password goes.
+        cur.execute("DELETE FROM dmzkit.users u WHERE u.id = %s"
+                    " AND NOT EXISTS (SELECT 1 FROM dmzkit.devices d WHERE d.user_id = u.id)"
+                    " AND NOT EXISTS (SELECT 1 FROM dmzkit.credentials c WHERE c.user_id = u.id"
+                    "                 AND c.password_hash NOT LIKE '$sha256$%%')", (found[0]["account"],))
         cur.execute("DELETE FROM dmzkit.credentials WHERE user_id = %s AND password_hash LIKE '$sha256$%%'",
                     (found[0]["account"],))
-    cur.execute("DELETE FROM dmzkit.devices WHERE id = %s", (found[0]["device"],))
     audit(cur, "device.delete", p["serial"], {})
     return True, before, None
 

@@ -84,15 +84,24 @@ def test_a_device_is_enrolled_with_its_own_account_and_servers(run: Run, query) 
                  " JOIN dmzkit.business_servers b ON b.id = s.server_id WHERE d.serial = 'MOD-0001'"
                  ) == [("device-mod-0001", "vpn-mod-hq.test")]
 
+    # Re-keyed: the password the old key was given goes, and the rotation starts again.
+    query("INSERT INTO dmzkit.credentials (user_id, password_hash) SELECT id, %s FROM dmzkit.users"
+          " WHERE username = 'device-mod-0001' RETURNING user_id", ("$sha256$" + "ab" * 32,))
+    query("UPDATE dmzkit.device_logins SET committed = 3, issued = 3 WHERE device_id ="
+          " (SELECT id FROM dmzkit.devices WHERE serial = 'MOD-0001') RETURNING device_id")
     rekeyed = run(userdb_device.main, **dict(device, certificate=certificate("MOD-0001")))
     assert rekeyed["changed"] and rekeyed["diff"]["after"]["spki_sha256"] != rekeyed["diff"]["before"]["spki_sha256"]
+    assert query("SELECT count(*) FROM dmzkit.credentials c JOIN dmzkit.users u ON u.id = c.user_id"
+                 " WHERE u.username = 'device-mod-0001'") == [(0,)]
+    assert query("SELECT committed, issued FROM dmzkit.device_logins l JOIN dmzkit.devices d ON d.id = l.device_id"
+                 " WHERE d.serial = 'MOD-0001'") == [(0, 0)]
 
-    # Removed, its account keeps no password that would still log in.
+    # Removed, its account goes with its password, and the serial may be enrolled again.
     query("INSERT INTO dmzkit.credentials (user_id, password_hash) SELECT id, %s FROM dmzkit.users"
           " WHERE username = 'device-mod-0001' RETURNING user_id", ("$sha256$" + "cd" * 32,))
     assert run(userdb_device.main, serial="MOD-0001", state="absent")["changed"]
-    assert query("SELECT count(*) FROM dmzkit.credentials c JOIN dmzkit.users u ON u.id = c.user_id"
-                 " WHERE u.username = 'device-mod-0001'") == [(0,)]
+    assert query("SELECT count(*) FROM dmzkit.users WHERE username = 'device-mod-0001'") == [(0,)]
+    assert run(userdb_device.main, **device)["changed"]
 
 
 @pytest.mark.parametrize("change, why", [

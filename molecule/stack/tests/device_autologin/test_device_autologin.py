@@ -189,3 +189,11 @@ def test_an_edited_registration_record_is_found_by_the_audit_chain(lab) -> None:
         psql(lab, edit)
     assert ran.returncode == 1 and f"record {seq}" in ran.stdout, (ran.stdout, ran.stderr[-800:])
     assert audit_verify(lab).returncode == 0
+
+
+def test_only_the_registration_servers_reach_the_user_database_from_the_dmz(lab) -> None:
+    """fw1 lets the registration servers, and no other host of the DMZ
+    (nor the tunnels routed through it), open the database's port."""
+    database = lab["db1"].address("internal")
+    assert lab[REG[0]].connects(database, 5432)
+    assert not lab["gw1"].connects(database, 5432)
