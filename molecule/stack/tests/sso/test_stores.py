@@ -129,9 +129,10 @@ def test_the_schema_is_at_its_latest_migration(lab):
 def test_the_idp_reads_users_over_tls_and_may_do_nothing_else(lab):
     outcome = as_idp_role(lab, IDP, lab[DB].address("internal"), "verify")
     assert outcome["connected"], outcome
-    assert outcome["users"] == ["alice", "bob", "carol", "dave"]
-    # People's hashes are Argon2id (the lab has no device accounts, whose hashes are $sha256$).
-    assert outcome["hash_kinds"] == ["argon2id"]
+    # The people, and the accounts of the lab's two devices (device auto-login).
+    assert outcome["users"] == ["alice", "bob", "carol", "dave", "dev-branch1", "dev-client1"]
+    # People's hashes are Argon2id; the devices' passwords, random, $sha256$.
+    assert outcome["hash_kinds"] == ["argon2id", "sha256"]
     assert outcome["count_failures"] == "allowed"
     for forbidden in ("update_users", "read_audit", "delete_audit", "enrol_device", "create_table"):
         assert outcome[forbidden] == "denied", forbidden
