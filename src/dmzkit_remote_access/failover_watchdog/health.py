@@ -71,9 +71,9 @@ class HealthClient:
             await asyncio.sleep(RETRY)
 
     async def session(self) -> None:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(self.address, self.health.port, ssl=context(self.health),
-                                    server_hostname=self.address, limit=MAX_LINE + 1), CONNECT_TIMEOUT)
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            reader, writer = await asyncio.open_connection(self.address, self.health.port, ssl=context(self.health),
+                                                           server_hostname=self.address, limit=MAX_LINE + 1)
         self.writer = writer
         try:
             self.stream.on_session(time.monotonic())
@@ -81,7 +81,8 @@ class HealthClient:
                 # A silence twice silent_after long has been judged (a frozen
                 # host is fenced by then); a connection that outlived its
                 # agent (the host rebooted, nothing told us) is dropped.
-                line = await asyncio.wait_for(reader.readline(), 2 * self.health.silent_after)
+                async with asyncio.timeout(2 * self.health.silent_after):
+                    line = await reader.readline()
                 if not line.endswith(b"\n"):
                     return  # closed (or a line cut short by the close)
                 report = Report.decode(line)

@@ -265,7 +265,10 @@ class Watchdog:
             log.error("cannot run %s: %s", argv[0], e.strerror)
             return False
         try:
-            _, stderr = await asyncio.wait_for(process.communicate(), timeout)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can
+            # swallow a cancel (SIGTERM) that comes as the wait ends (gh-86296).
+            async with asyncio.timeout(timeout):
+                _, stderr = await process.communicate()
         except TimeoutError:
             process.kill()
             await process.wait()
@@ -513,7 +516,9 @@ class Watchdog:
     async def answer_operator(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One command a connection: takeover, handback, reset or status."""
         try:
-            verb = (await asyncio.wait_for(reader.readline(), 2)).decode(errors="replace").strip()
+            async with asyncio.timeout(2):
+                line = await reader.readline()
+            verb = line.decode(errors="replace").strip()
             if verb == "status":
                 answer = {"ok": True}
             else:

@@ -74,7 +74,8 @@ class Systemctl:
             "systemctl", "show", f"--property={','.join(PROPERTIES)}", "--", *units,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         try:
-            out, err = await asyncio.wait_for(process.communicate(), UNIT_TIMEOUT)
+            async with asyncio.timeout(UNIT_TIMEOUT):
+                out, err = await process.communicate()
         except (TimeoutError, asyncio.CancelledError):
             process.kill()
             await process.wait()
@@ -323,7 +324,8 @@ class Agent:
             while True:
                 published = self.published  # set by the next report, even while this one drains
                 writer.write(self.line)
-                await asyncio.wait_for(writer.drain(), DRAIN_TIMEOUT)
+                async with asyncio.timeout(DRAIN_TIMEOUT):
+                    await writer.drain()
                 await published.wait()
         except (ConnectionError, TimeoutError, OSError) as e:
             log.info("%s left: %s", name, e or "timed out")
