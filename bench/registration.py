@@ -45,6 +45,7 @@ TOP = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(TOP / "src"), str(TOP / "tests/unit"), str(TOP / "tests/unit/registration")]
 
 import local_servers  # noqa: E402
+from figures import cpu_seconds, percentile  # noqa: E402
 import reglab  # noqa: E402
 
 from dmzkit_remote_access.registration import protocol  # noqa: E402
@@ -143,21 +144,8 @@ def wait_listening(port: int, process: subprocess.Popen | None = None, timeout: 
     raise SystemExit(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
 def children(pid: int) -> list[int]:
     return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")
 
 
 @contextmanager
@@ -286,9 +274,9 @@ def measure(kind: str, port: int, pids: list[int], where: Path, serials: list[st
         futures = [pool.submit(worker, kind, port, str(where), half, concurrency // processes, start, stop, number)
                    for number, half in enumerate(halves)]
         time.sleep(max(0.0, start - time.time()))
-        cpu_before = cpu_seconds(pids)
+        cpu_before = cpu_seconds(*pids)
         time.sleep(max(0.0, stop - time.time()))
-        cpu_after = cpu_seconds(pids)
+        cpu_after = cpu_seconds(*pids)
         results = [f.result(timeout=seconds + 60) for f in futures]
     latencies = [v for r in results for v in r[0]]
     errors = sum(r[1] for r in results)

@@ -40,6 +40,7 @@ TOP = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(TOP / "src"), str(TOP / "tests/unit")]
 
 import local_servers  # noqa: E402
+from figures import cpu_seconds, percentile  # noqa: E402
 from testpki import NOW, make_ca, make_crl, make_leaf, pem, write_key  # noqa: E402
 
 from dmzkit_remote_access.sso import assertion, protocol  # noqa: E402
@@ -52,16 +53,6 @@ ACS = "https://sp.bench/acs"
 CONCURRENCY = 8
 LOGIN = assertion.Login("alice", "_session", None, assertion.PASSWORD,
                         {"uid": ["alice"], "mail": ["alice@bench.test"], "groups": ["staff"]})
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def make_pki(where: Path) -> dict[str, object]:

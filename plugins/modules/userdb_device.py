@@ -186,6 +186,11 @@ def read_device(module: AnsibleModule, cur: Any, serial: str) -> tuple[dict[str,
     }
 
 
+def drop_device_password(cur: Any, account_id: int) -> None:
+    """The account's device password (a $sha256$ hash), if it has one."""
+    cur.execute("DELETE FROM dmzkit.credentials WHERE user_id = %s AND password_hash LIKE '$sha256$%%'", (account_id,))
+
+
 def account_for(module: AnsibleModule, cur: Any, name: str, device_id: int | None) -> int:
     """The device's account: made here, or already this device's. Any other
     user may be a person (whose sign-in may be a certificate alone), and the
@@ -239,8 +244,7 @@ def present(module: AnsibleModule, cur: Any, found: Any, spki: str) -> tuple[boo
             cur.execute("UPDATE dmzkit.devices SET spki_sha256 = %s WHERE id = %s", (spki, device_id))
             cur.execute("UPDATE dmzkit.device_logins SET committed = 0, issued = 0, pending_epoch = NULL,"
                         " pending_password = NULL, pending_expires = NULL WHERE device_id = %s", (device_id,))
-            cur.execute("DELETE FROM dmzkit.credentials WHERE user_id = %s AND password_hash LIKE '$sha256$%%'",
-                        (found[0]["account"],))
+            drop_device_password(cur, found[0]["account"])
     cur.execute("INSERT INTO dmzkit.device_logins (device_id, account_id) VALUES (%s, %s) ON CONFLICT DO NOTHING",
                 (device_id, account_id))
     set_groups(cur, account_id, after["groups"])
@@ -283,8 +287,7 @@ def apply(module: AnsibleModule, cur: Any, spki: str | None) -> tuple[bool, Any,
                     " AND NOT EXISTS (SELECT 1 FROM dmzkit.devices d WHERE d.user_id = u.id)"
                     " AND NOT EXISTS (SELECT 1 FROM dmzkit.credentials c WHERE c.user_id = u.id"
                     "                 AND c.password_hash NOT LIKE '$sha256$%%')", (found[0]["account"],))
-        cur.execute("DELETE FROM dmzkit.credentials WHERE user_id = %s AND password_hash LIKE '$sha256$%%'",
-                    (found[0]["account"],))
+        drop_device_password(cur, found[0]["account"])
     audit(cur, "device.delete", p["serial"], {})
     return True, before, None
 
